@@ -1,0 +1,3 @@
+"""spendwatch: cloud spend and GPU-abuse detection that runs in your own account."""
+
+__version__ = "0.1.0"
