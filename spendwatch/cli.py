@@ -1,0 +1,223 @@
+"""The `spendwatch` command line.
+
+Exit codes, the same for every command: 0 the run completed (findings or not), 1 a fatal error (unreadable
+input directory, a bad record under --strict, an unusable state file), 2 a usage error, 3 findings at or
+above `--fail-on` were seen. Heavy libraries are imported inside the commands so `spendwatch --help` and a
+function's cold start stay quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import __version__
+
+if TYPE_CHECKING:
+    from .findings import Finding, Severity
+    from .pipeline import ScanResult
+
+EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_FINDINGS = 0, 1, 2, 3
+SEVERITIES = ("info", "low", "medium", "high", "critical")
+
+
+class Fatal(Exception):
+    """An error that ends the command with exit code 1 and a one-line message."""
+
+
+def _state_path(arg: str | None) -> Path:
+    from .store import default_path
+
+    return Path(arg).expanduser() if arg else default_path()
+
+
+def _open_store(arg: str | None) -> Any:
+    import sqlite3
+
+    from .store import Store
+
+    path = _state_path(arg)
+    try:
+        return Store(path)
+    except (sqlite3.Error, OSError, RuntimeError) as exc:
+        raise Fatal(f"state {path}: {exc}") from exc
+
+
+def _progress(total: int, enabled: bool) -> tuple[Callable[[int], None] | None, Callable[[], None]]:
+    if not enabled or total <= 0:
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc="scanning", file=sys.stderr, leave=False)
+    return bar.update, bar.close
+
+
+def _tree_size(root: Path) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(dirpath, name))
+            except OSError:
+                continue
+    return total
+
+
+def _run_scan(data: Path, args: argparse.Namespace, *, store: Any, show_progress: bool) -> ScanResult:
+    from .pipeline import scan_directory
+    from .report import StrictError
+
+    update, close = _progress(_tree_size(data) if show_progress else 0, show_progress)
+    try:
+        return scan_directory(data, store=store, strict=args.strict, progress=update)
+    except StrictError as exc:
+        raise Fatal(f"--strict: {exc}") from exc
+    except FileNotFoundError as exc:
+        raise Fatal(str(exc)) from exc
+    finally:
+        close()
+
+
+def _min_severity(value: str) -> Severity:
+    from .findings import Severity
+
+    return Severity.parse(value)
+
+
+def _exit_for(findings: Sequence[Finding], fail_on: str | None) -> int:
+    if fail_on is None:
+        return EXIT_OK
+    threshold = _min_severity(fail_on)
+    return EXIT_FINDINGS if any(f.severity >= threshold for f in findings) else EXIT_OK
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from .sinks.console import render_findings, render_report
+    from .sinks.jsonl import write_findings
+
+    data = Path(args.data).expanduser()
+    interactive = sys.stderr.isatty() and not args.json and not args.no_progress
+    with _open_store(args.state) as store:
+        result = _run_scan(data, args, store=store, show_progress=interactive)
+    shown = [f for f in result.findings if f.severity >= _min_severity(args.min_severity)]
+    if args.report:
+        Path(args.report).write_text(json.dumps(result.report.to_dict(), indent=2) + "\n")
+    if args.json:
+        write_findings(shown, sys.stdout)
+        render_report(result.report, sys.stderr)
+    else:
+        render_findings(shown, sys.stdout, changes=dict(result.changes))
+        render_report(result.report, sys.stdout)
+    return _exit_for(shown, args.fail_on)
+
+
+def cmd_findings(args: argparse.Namespace) -> int:
+    from .sinks.console import render_findings
+    from .sinks.jsonl import write_findings
+
+    with _open_store(args.state) as store:
+        found = store.findings(min_severity=_min_severity(args.min_severity), status=args.status, limit=args.limit)
+    if args.json:
+        write_findings(found, sys.stdout)
+    else:
+        render_findings(found, sys.stdout)
+    return _exit_for(found, args.fail_on)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .findings import Severity
+    from .simulate import simulate
+    from .sinks.console import render_findings, render_report
+    from .sinks.slack import alert_payload
+
+    from .store import Store, default_home
+
+    out = Path(args.out).expanduser() if args.out else default_home() / "demo"
+    data, state, preview = out / "data", out / "state.db", out / "slack-alert.json"
+    if data.exists():
+        shutil.rmtree(data)
+    for stale in (state, state.with_name(state.name + "-wal"), state.with_name(state.name + "-shm"), preview):
+        stale.unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"Simulating an AWS organisation ({args.instances} instances, {args.days:g} days, seed {args.seed}) "
+          f"into {data} ...", flush=True)
+    truth = simulate(data, seed=args.seed, days=args.days, instances=args.instances)
+    print(f"  {len(truth.accounts)} accounts, {truth.flow_records:,} flow records; injected incidents: "
+          + "; ".join(f"{i.name} on {', '.join(i.resources)}" for i in truth.incidents), flush=True)
+    print("Scanning it ...\n", flush=True)
+    with Store(state) as store:
+        result = _run_scan(data, args, store=store, show_progress=sys.stderr.isatty() and not args.no_progress)
+    shown = [f for f in result.findings if f.severity >= Severity.LOW]
+    render_findings(shown, sys.stdout)
+    render_report(result.report, sys.stdout)
+    if shown:
+        worst = shown[0]
+        preview.write_text(json.dumps(alert_payload(worst, result.report), indent=2) + "\n")
+        print(f"\nSlack alert preview (Block Kit JSON) for the worst finding: {preview}")
+    print(f"State: {state} (spendwatch findings --state {state})")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spendwatch",
+        description="Find crypto-mining and runaway compute in cloud exports: who started it and what it costs.",
+    )
+    parser.add_argument("--version", action="version", version=f"spendwatch {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--state", metavar="PATH",
+                       help="state database (default: $SPENDWATCH_HOME/state.db, ~/.spendwatch/state.db)")
+        p.add_argument("--min-severity", choices=SEVERITIES, default="low", help="hide findings below this")
+        p.add_argument("--fail-on", choices=SEVERITIES, metavar="SEVERITY",
+                       help="exit 3 when a finding at or above SEVERITY is seen")
+
+    scan = sub.add_parser("scan", help="scan local copies of cloud exports (laid out like their S3 buckets)")
+    scan.add_argument("--data", required=True, metavar="DIR", help="directory holding the exports")
+    scan.add_argument("--json", action="store_true",
+                      help="only findings on stdout, one JSON object per line; the run report goes to stderr")
+    scan.add_argument("--strict", action="store_true", help="stop at the first bad record or file (exit 1)")
+    scan.add_argument("--report", metavar="FILE", help="also write the run report as JSON to FILE")
+    scan.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    common(scan)
+    scan.set_defaults(func=cmd_scan)
+
+    found = sub.add_parser("findings", help="list stored findings, worst first")
+    found.add_argument("--json", action="store_true", help="one JSON object per line")
+    found.add_argument("--status", choices=("open", "quarantined", "snoozed", "expected", "resolved"))
+    found.add_argument("--limit", type=int, metavar="N")
+    common(found)
+    found.set_defaults(func=cmd_findings)
+
+    demo = sub.add_parser("demo", help="simulate an AWS organisation with an agent mining on it, and scan it")
+    demo.add_argument("--out", metavar="DIR", help="where to write it (default: $SPENDWATCH_HOME/demo)")
+    demo.add_argument("--days", type=float, default=3.0, help="days of history (default 3)")
+    demo.add_argument("--instances", type=int, default=60, help="instances in the organisation (default 60)")
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)
+    demo.set_defaults(func=cmd_demo, strict=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except Fatal as exc:
+        print(f"spendwatch: error: {exc}", file=sys.stderr)
+        return EXIT_FATAL
+    except KeyboardInterrupt:
+        print("spendwatch: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
