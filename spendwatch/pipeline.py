@@ -73,10 +73,7 @@ def _finish(
 ) -> ScanResult:
     run_id = None
     with report.timed("store"):
-        if store is not None:
-            stored = store.upsert(found, now=started)
-        else:
-            stored = [(f, "new") for f in found]
+        stored = store.upsert(found, now=started) if store is not None else [(f, "new") for f in found]
     stored.sort(key=lambda fc: (-int(fc[0].severity), -fc[0].score, fc[0].id))
     findings = [f for f, _ in stored]
     changes: dict[str, Change] = {f.id: c for f, c in stored}

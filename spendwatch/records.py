@@ -180,12 +180,15 @@ def empty(name: str) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=d) for c, d in table.dtypes().items()})
 
 
+_UTC_NS = pd.DatetimeTZDtype(unit="ns", tz="UTC")
+
+
 def _cast(series: pd.Series, kind: Kind) -> pd.Series:
     if kind == "time":
         if isinstance(series.dtype, pd.DatetimeTZDtype):
-            return series.dt.tz_convert("UTC").astype(PANDAS_DTYPES["time"])
+            return series.dt.tz_convert("UTC").astype(_UTC_NS)
         out = pd.to_datetime(series, utc=True, errors="raise", format="mixed")
-        return out.astype(PANDAS_DTYPES["time"])
+        return out.astype(_UTC_NS)
     if kind == "str":
         return series if series.dtype == "str" else series.astype("str")
     if kind == "float":

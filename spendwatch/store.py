@@ -131,6 +131,7 @@ class Store:
         with self._tx() as db:
             for f in findings:
                 row = db.execute("SELECT doc FROM findings WHERE id = ?", (f.id,)).fetchone()
+                change: Change
                 if row is None:
                     merged, change = f, "new"
                 else:

@@ -32,13 +32,16 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 
 def test_help_is_quick_and_imports_nothing_heavy() -> None:
-    code = "import sys, spendwatch.cli as c; c.build_parser(); print(sorted(m for m in ('pandas','sklearn','boto3','pyarrow') if m in sys.modules))"
+    code = (
+        "import sys, spendwatch.cli as c; c.build_parser(); "
+        "print(sorted(m for m in ('pandas', 'sklearn', 'boto3', 'pyarrow') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
 def test_missing_directory_is_a_fatal_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    code, out, err = run(capsys, "scan", "--data", str(tmp_path / "nope"), "--state", str(tmp_path / "s.db"))
+    code, _, err = run(capsys, "scan", "--data", str(tmp_path / "nope"), "--state", str(tmp_path / "s.db"))
     assert code == 1
     assert "nope" in err and "no such directory" in err
 
@@ -66,7 +69,7 @@ def test_json_contract_and_no_duplicates_across_runs(
     assert lines, "the simulated incidents must produce findings"
     first = [json.loads(line) for line in lines]
     for f in first:
-        assert DESIGN_FIELDS <= set(f)
+        assert set(f) >= DESIGN_FIELDS
         assert f["severity"] in ("low", "medium", "high", "critical")
         assert 0 <= f["score"] <= 1
         assert isinstance(f["account"], str)
@@ -96,7 +99,7 @@ def test_bad_file_is_reported_and_strict_makes_it_fatal(
     flow = next(p for p in sorted(data.rglob("*.log.gz")) if "vpcflowlogs" in p.parts)
     flow.write_bytes(gzip.compress(b"version account-id interface-id srcaddr dstaddr")[:20])
     report_file = tmp_path / "report.json"
-    code, out, err = run(capsys, "scan", "--data", str(data), "--json", "--state", str(tmp_path / "s.db"),
+    code, _, err = run(capsys, "scan", "--data", str(data), "--json", "--state", str(tmp_path / "s.db"),
                          "--report", str(report_file))
     assert code == 0
     report = json.loads(report_file.read_text())
