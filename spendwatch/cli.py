@@ -135,7 +135,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .simulate import simulate
     from .sinks.console import render_findings, render_report
     from .sinks.slack import alert_payload
-
     from .store import Store, default_home
 
     out = Path(args.out).expanduser() if args.out else default_home() / "demo"
