@@ -1,0 +1,44 @@
+"""The detection entry point: canonical tables in, findings out."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from spendwatch.findings import Finding, Hit
+from spendwatch.records import Tables
+
+from .config import DetectionConfig
+from .features import Features, latest_time
+from .fusion import fuse
+from .iforest import RULE_ID as IFOREST_ID
+from .iforest import anomaly_hits
+from .rules import RULES
+
+
+def run_detectors(tables: Tables, *, config: DetectionConfig | None = None,
+                  features: Features | None = None) -> list[Hit]:
+    """Every registered rule and the isolation forest over one set of tables; the hits, unfused."""
+    cfg = config or DetectionConfig()
+    feats = features if features is not None else Features(tables)
+    hits: list[Hit] = []
+    for rule_id, rule_cls in RULES.items():
+        if rule_id in cfg.disabled:
+            continue
+        hits.extend(rule_cls(cfg.rule_config(rule_id)).run(tables, feats))
+    if IFOREST_ID not in cfg.disabled:
+        hits.extend(anomaly_hits(feats, cfg.iforest))
+    return hits
+
+
+def detect(tables: Tables, *, config: DetectionConfig | None = None, now: datetime | None = None) -> list[Finding]:
+    """Run every detector over `tables` and fuse their hits into findings, most severe first.
+
+    `now` is the scan time (each finding's `detected_at`); by default the latest timestamp in the data.
+    Only findings at or above `config.fusion.min_severity` (default low) are returned: info-level ones are
+    single weak indicators and stay out of alerts.
+    """
+    cfg = config or DetectionConfig()
+    features = Features(tables)
+    scan_time = now or latest_time(tables) or datetime.now(UTC)
+    hits = run_detectors(tables, config=cfg, features=features)
+    return fuse(hits, features, now=scan_time, config=cfg.fusion)
