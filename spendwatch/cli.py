@@ -202,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)
     demo.set_defaults(func=cmd_demo, strict=False)
+    from .actions.commands import add_commands
+    add_commands(sub)
     return parser
 
 

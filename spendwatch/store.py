@@ -210,6 +210,165 @@ class Store:
         )
         return [StoredRun(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6]) for r in rows]
 
+    # -- actions: quarantines, the blast-radius limit and the audit log (issue 6) -------------------------
+    # Everything below belongs to spendwatch.actions. The quarantine record is what release undoes; the
+    # blast-radius count is taken from the same table inside one IMMEDIATE transaction, so two processes
+    # sharing this file cannot both take the last slot.
+
+    def reserve_quarantine(
+        self,
+        *,
+        cloud: str,
+        account: str,
+        region: str | None,
+        resource: str,
+        finding_id: str | None,
+        actor: str,
+        action: str,
+        now: datetime,
+        limit: int,
+        record: dict[str, Any],
+        window_s: int = 3600,
+    ) -> int:
+        """Take a blast-radius slot and open a quarantine record (state `applying`); return its id.
+
+        Raises `QuarantineRefused` when the resource already has an unreleased quarantine or `limit`
+        quarantines started in the last `window_s` seconds.
+        """
+        since = _ts(datetime.fromtimestamp(now.timestamp() - window_s, UTC))
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT id, state, created_at FROM quarantines WHERE cloud=? AND account=? AND resource=?"
+                " AND state != 'released'",
+                (cloud, account, resource),
+            ).fetchone()
+            if row is not None:
+                raise QuarantineRefused(
+                    f"{resource} is already quarantined (record {row[0]}, {row[1]} since {row[2]}); "
+                    f"release it first"
+                )
+            used = int(db.execute("SELECT COUNT(*) FROM quarantines WHERE created_at >= ?", (since,)).fetchone()[0])
+            if used >= limit:
+                raise QuarantineRefused(
+                    f"blast-radius limit reached: {used} quarantine(s) in the last hour, limit {limit} "
+                    f"(SPENDWATCH_MAX_QUARANTINES_PER_HOUR); nothing was changed"
+                )
+            cur = db.execute(
+                "INSERT INTO quarantines (cloud, account, region, resource, finding_id, action, state, actor,"
+                " created_at, updated_at, record) VALUES (?,?,?,?,?,?,'applying',?,?,?,?)",
+                (cloud, account, region, resource, finding_id, action, actor, _ts(now), _ts(now),
+                 json.dumps(record, default=str)),
+            )
+            return int(cur.lastrowid or 0)
+
+    def update_quarantine(self, quarantine_id: int, *, record: dict[str, Any], state: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE quarantines SET record=?, state=?, updated_at=? WHERE id=?",
+                (json.dumps(record, default=str), state, _ts(datetime.now(UTC)), quarantine_id),
+            )
+
+    def mark_released(self, quarantine_id: int, *, now: datetime, actor: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE quarantines SET state='released', released_at=?, released_by=?, updated_at=? WHERE id=?",
+                (_ts(now), actor, _ts(now), quarantine_id),
+            )
+
+    def quarantine(self, quarantine_id: int) -> StoredQuarantine | None:
+        row = self._db.execute(f"SELECT {_Q_COLUMNS} FROM quarantines WHERE id=?", (quarantine_id,)).fetchone()
+        return _stored_quarantine(row) if row else None
+
+    def active_quarantine(self, *, cloud: str, account: str, resource: str) -> StoredQuarantine | None:
+        """The unreleased quarantine of a resource (applying, active or partial), if any."""
+        row = self._db.execute(
+            f"SELECT {_Q_COLUMNS} FROM quarantines WHERE cloud=? AND account=? AND resource=?"
+            " AND state != 'released' ORDER BY id DESC LIMIT 1",
+            (cloud, account, resource),
+        ).fetchone()
+        return _stored_quarantine(row) if row else None
+
+    def quarantines(self, *, active_only: bool = False, limit: int = 100) -> list[StoredQuarantine]:
+        sql = f"SELECT {_Q_COLUMNS} FROM quarantines"
+        if active_only:
+            sql += " WHERE state != 'released'"
+        rows = self._db.execute(sql + " ORDER BY id DESC LIMIT ?", (limit,))
+        return [_stored_quarantine(r) for r in rows]
+
+    def quarantines_since(self, now: datetime, *, window_s: int = 3600) -> int:
+        """Quarantines started in the `window_s` seconds before `now` (the blast-radius count)."""
+        since = _ts(datetime.fromtimestamp(now.timestamp() - window_s, UTC))
+        return int(self._db.execute("SELECT COUNT(*) FROM quarantines WHERE created_at >= ?", (since,)).fetchone()[0])
+
+    def write_audit(
+        self,
+        *,
+        at: datetime,
+        actor: str,
+        action: str,
+        cloud: str,
+        account: str | None,
+        region: str | None,
+        resource: str,
+        finding_id: str | None,
+        step: str,
+        description: str,
+        outcome: str,
+        dry_run: bool,
+        detail: str = "{}",
+    ) -> int:
+        """Append one line to the audit log (never updated or deleted by spendwatch)."""
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO audit (at, actor, action, cloud, account, region, resource, finding_id, step,"
+                " description, outcome, dry_run, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (_ts(at), actor, action, cloud, account, region, resource, finding_id, step, description, outcome,
+                 int(dry_run), detail),
+            )
+            return int(cur.lastrowid or 0)
+
+    def audit_log(self, *, resource: str | None = None, limit: int | None = 200) -> list[AuditEntry]:
+        """Audit lines, oldest first (the last `limit` of them)."""
+        sql = f"SELECT {_A_COLUMNS} FROM audit"
+        args: list[Any] = []
+        if resource:
+            sql += " WHERE resource = ?"
+            args.append(resource)
+        sql += " ORDER BY id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        rows = list(self._db.execute(sql, args))
+        return [AuditEntry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], bool(r[12]),
+                           json.loads(r[13] or "{}")) for r in reversed(rows)]
+
+    def finding_for_resource(self, *, cloud: str, resource: str, account: str | None = None) -> Finding | None:
+        """The most recent stored finding about a resource (or principal), worst first."""
+        sql = "SELECT doc FROM findings WHERE cloud=? AND (resource=? OR principal=?)"
+        args: list[Any] = [cloud, resource, resource]
+        if account:
+            sql += " AND account=?"
+            args.append(account)
+        row = self._db.execute(sql + " ORDER BY (resource=?) DESC, last_seen DESC, severity DESC LIMIT 1",
+                               [*args, resource]).fetchone()
+        return Finding.from_json(json.loads(row[0])) if row else None
+
+    def set_finding_status(self, finding_id: str, status: str, *, now: datetime) -> bool:
+        """Set a stored finding's status (e.g. quarantined by an action); False when there is no such finding."""
+        from .findings import STATUSES
+
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}")
+        with self._tx() as db:
+            row = db.execute("SELECT doc FROM findings WHERE id=?", (finding_id,)).fetchone()
+            if row is None:
+                return False
+            doc = json.loads(row[0])
+            doc["status"] = status
+            db.execute("UPDATE findings SET status=?, doc=?, updated_at=? WHERE id=?",
+                       (status, json.dumps(doc, separators=(",", ":")), _iso(now), finding_id))
+            return True
+
 
 def _merge(old: Finding, new: Finding) -> Finding:
     """The stored incident updated by a new scan's view of it."""
@@ -236,3 +395,114 @@ def _merge(old: Finding, new: Finding) -> Finding:
         instance_type=new.instance_type or old.instance_type,
         related=sorted(set(old.related) | set(new.related)),
     )
+
+
+# -- actions: tables and records (issue 6) ----------------------------------------------------------------
+
+_ACTIONS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS quarantines (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    cloud TEXT NOT NULL,
+    account TEXT NOT NULL,
+    region TEXT,
+    resource TEXT NOT NULL,
+    finding_id TEXT,
+    action TEXT NOT NULL,
+    state TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    released_at TEXT,
+    released_by TEXT,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS quarantines_resource ON quarantines (cloud, account, resource, state);
+CREATE INDEX IF NOT EXISTS quarantines_created ON quarantines (created_at);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    cloud TEXT NOT NULL,
+    account TEXT,
+    region TEXT,
+    resource TEXT NOT NULL,
+    finding_id TEXT,
+    step TEXT NOT NULL,
+    description TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    dry_run INTEGER NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_resource ON audit (resource, id);
+"""
+# Added tables only (IF NOT EXISTS), so older state files gain them on open and SCHEMA_VERSION stays 1.
+_SCHEMA += _ACTIONS_SCHEMA
+
+_Q_COLUMNS = ("id, cloud, account, region, resource, finding_id, action, state, actor, created_at, updated_at,"
+              " released_at, released_by, record")
+_A_COLUMNS = ("id, at, actor, action, cloud, account, region, resource, finding_id, step, description, outcome,"
+              " dry_run, detail")
+
+
+def _ts(value: datetime) -> str:
+    """Fixed-width UTC time (always with microseconds) so the blast-radius window compares as text."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class QuarantineRefused(Exception):
+    """The store refused to open a quarantine: the resource is already quarantined or the limit is reached."""
+
+
+@dataclass(frozen=True)
+class StoredQuarantine:
+    """One quarantine as stored: `record` is what the action changed, and what release undoes."""
+
+    id: int
+    cloud: str
+    account: str
+    region: str | None
+    resource: str
+    finding_id: str | None
+    action: str
+    state: str  # applying, active, partial, released
+    actor: str
+    created_at: str
+    updated_at: str
+    released_at: str | None
+    released_by: str | None
+    record: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _stored_quarantine(row: Any) -> StoredQuarantine:
+    return StoredQuarantine(
+        id=row[0], cloud=row[1], account=row[2], region=row[3], resource=row[4], finding_id=row[5], action=row[6],
+        state=row[7], actor=row[8], created_at=row[9], updated_at=row[10], released_at=row[11], released_by=row[12],
+        record=json.loads(row[13]),
+    )
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One audit line: who did what to which resource, when, with what outcome, and whether it was a dry run."""
+
+    id: int
+    at: str
+    actor: str
+    action: str
+    cloud: str
+    account: str | None
+    region: str | None
+    resource: str
+    finding_id: str | None
+    step: str
+    description: str
+    outcome: str
+    dry_run: bool
+    detail: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
