@@ -1,0 +1,318 @@
+"""The files connector: a local copy of the clouds' S3 export buckets in, canonical tables out.
+
+`read_directory(root, report)` walks `root`, names each file's kind from its content and key layout
+(`detect.py`), reads it with the reader of its native format (one module each: `vpcflow`, `cloudtrail`,
+`route53`, `cur`, `metrics`), then joins across files (`enrich.py`): inventory from CloudTrail launches,
+and the instance behind a flow's interface or a DNS query's source address.
+
+Files are read in a thread pool, in tasks of neighbouring files: the heavy parts (gunzip, pyarrow's CSV,
+JSON and Parquet readers) release the GIL, and the many small files of flow logs, Resolver logs and metric
+streams are parsed several at a time (`MANY_READERS`), because with files of a few kilobytes per-call
+overhead, not parsing, is what costs. A batch that meets any problem is read again file by file, so results
+and problem lines are the same either way.
+
+Bad input never stops a run and is never dropped silently: every damaged file, bad record or file of no
+known kind is a `Problem` in the run report, with the file, the line (or record number) and the reason, and
+the good records of the same file are kept. Problems and reads are entered in the report in path order once
+all files are read, so a report is the same from run to run; in a strict run the first problem raises
+`StrictError` at once, from the thread that met it.
+
+Known metadata (CUR manifests, CloudTrail digests, Athena/Redshift helper files) is entered as read with kind
+"metadata" and no records. This connector reads only AWS's formats, and only what is on disk; it never
+reaches a cloud.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable, Collection
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path, PurePath, PurePosixPath
+
+import pandas as pd
+import pyarrow as pa
+
+from spendwatch.records import Tables
+from spendwatch.report import RunReport, StrictError
+
+from . import cloudtrail, cur, enrich, metrics, route53, vpcflow
+from ._common import FileContext, FileResult, to_pandas
+from .detect import (
+    CLOUDTRAIL,
+    CUR2,
+    CUR_CSV,
+    FLOW_PARQUET,
+    FLOW_TEXT,
+    METADATA,
+    METRIC_CSV,
+    METRIC_STREAM,
+    RESOLVER,
+)
+from .detect import detect as detect_kind  # keeps `files.detect` the module, not this function
+
+__all__ = ["READERS", "read_directory"]
+
+Reader = Callable[[PurePath, bytes, FileContext], FileResult]
+
+# Kind -> reader. A new native format is one module and one line here.
+READERS: dict[str, Reader] = {
+    FLOW_TEXT: vpcflow.read_text,
+    FLOW_PARQUET: vpcflow.read_parquet,
+    CLOUDTRAIL: cloudtrail.read,
+    RESOLVER: route53.read,
+    CUR2: cur.read_parquet,
+    CUR_CSV: cur.read_csv,
+    METRIC_STREAM: metrics.read_stream,
+    METRIC_CSV: metrics.read_csv,
+}
+
+# The simulator's ground truth beside the buckets it writes (spendwatch.simulate.TRUTH_FILE): not an export,
+# skipped with a note. Only at the top of the scanned directory; anywhere else it is an unknown file.
+SIMULATOR_TRUTH = "TRUTH.json"
+
+BATCH_FILES = 64
+BATCH_BYTES = 4 << 20  # compressed bytes per task
+
+# Kinds whose files are read several at a time (small files, where per-call overhead would dominate).
+MANY_READERS: dict[str, Callable[[list[tuple[PurePath, bytes, FileContext]]], list[FileResult]]] = {
+    FLOW_TEXT: vpcflow.read_text_many,
+    METRIC_STREAM: metrics.read_stream_many,
+    RESOLVER: route53.read_many,
+}
+
+# Threads, not processes: gunzip and pyarrow parsing release the GIL, and results stay in one address space.
+# One per core: measured on 2 cores, a third or fourth thread only adds GIL contention.
+WORKERS = max(2, min(8, os.cpu_count() or 2))
+
+
+class _Buffered(FileContext):
+    """A FileContext that keeps problems until the connector enters them in path order (strict runs raise
+    at once, through the report)."""
+
+    def __init__(self, path: str, report: RunReport) -> None:
+        super().__init__(path, report)
+        self.pending: list[tuple[str, int | None, int]] = []
+
+    def reset(self) -> None:
+        self.pending.clear()
+        self.skipped = 0
+
+    def problem(self, reason: str, line: int | None = None, records: int = 1) -> None:
+        if self.report.strict:
+            self.report.problem(self.path, reason, line=line, records=records)
+        self.skipped += records
+        self.pending.append((reason, line, records))
+
+
+@dataclass
+class _Outcome:
+    path: str
+    kind: str | None
+    result: FileResult
+    ctx: _Buffered
+    note: str | None = None
+
+
+def read_directory(root: Path, report: RunReport, *, progress: Callable[[int], None] | None = None) -> Tables:
+    """Read every file under `root` into canonical tables; what could not be read goes to `report`.
+
+    `progress(n)` is called (from the calling thread) with the size in bytes of each file once it is read.
+    Raises StrictError on the first problem when `report.strict`.
+    """
+    root = Path(root)
+    files = _walk(root)
+    layout_base = _layout_base(root)
+    outcomes: list[_Outcome] = []
+    batches = _batches(files)
+    with report.timed("read files"), ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        futures: dict[Future[list[_Outcome]], list[int]] = {
+            pool.submit(
+                _read_batch,
+                [(path, layout_base / path.relative_to(root), path.parent == root) for path, _ in batch],
+                report,
+            ): [size for _, size in batch]
+            for batch in batches
+        }
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for future in done:
+                try:
+                    outcomes.extend(future.result())
+                except BaseException:
+                    for other in pending:
+                        other.cancel()
+                    raise
+                if progress is not None:
+                    for size in futures[future]:
+                        progress(size)
+    outcomes.sort(key=lambda o: o.path)
+    with report.timed("join sources"):
+        tables = _assemble(outcomes, report)
+    return tables
+
+
+def _batches(files: list[tuple[Path, int]]) -> list[list[tuple[Path, int]]]:
+    """Neighbouring files in groups of at most BATCH_FILES files and BATCH_BYTES bytes: hourly exports are
+    small, and one task per file would spend more on scheduling and per-call overhead than on reading."""
+    out: list[list[tuple[Path, int]]] = []
+    size = 0
+    for path, n in files:
+        if not out or len(out[-1]) >= BATCH_FILES or size + n > BATCH_BYTES:
+            out.append([])
+            size = 0
+        out[-1].append((path, n))
+        size += n
+    return out
+
+
+def _walk(root: Path) -> list[tuple[Path, int]]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            try:
+                out.append((path, path.stat().st_size))
+            except OSError:
+                out.append((path, 0))
+    return out
+
+
+def _layout_base(root: Path) -> PurePosixPath:
+    """The part of `root` that belongs to the bucket layout (from its last `AWSLogs`), so that pointing the
+    scan at `.../AWSLogs/<account>/vpcflowlogs` still reveals the account and the service."""
+    parts = root.resolve().parts
+    if "AWSLogs" in parts:
+        i = len(parts) - 1 - parts[::-1].index("AWSLogs")
+        return PurePosixPath(*parts[i:])
+    return PurePosixPath()
+
+
+def _read_batch(job: list[tuple[Path, PurePosixPath, bool]], report: RunReport) -> list[_Outcome]:
+    """Read a group of files; those of a kind in MANY_READERS are read together."""
+    outcomes: list[_Outcome] = []
+    deferred: dict[str, list[tuple[_Outcome, PurePosixPath, bytes]]] = {}
+    for path, layout, top in job:
+        outcome, raw = _read_one(path, layout, report, top, defer=MANY_READERS)
+        if raw is not None and outcome.kind is not None:
+            deferred.setdefault(outcome.kind, []).append((outcome, layout, raw))
+        outcomes.append(outcome)
+    for kind, files in deferred.items():
+        try:
+            results = MANY_READERS[kind]([(layout, raw, o.ctx) for o, layout, raw in files])
+        except StrictError:
+            raise
+        except Exception:  # a many-file path bug must not cost data: fall back to the one-file reader
+            for o, _, _ in files:
+                o.ctx.reset()  # forget what the failed attempt recorded, or it would be recorded twice
+            results = [_guarded(kind, layout, raw, o.ctx) for o, layout, raw in files]
+        for (outcome, _, _), result in zip(files, results, strict=True):
+            outcome.result = result
+    return outcomes
+
+
+def _read_one(path: Path, layout: PurePosixPath, report: RunReport, top: bool = False,
+              defer: Collection[str] = ()) -> tuple[_Outcome, bytes | None]:
+    """Read one file; a file of a kind in `defer` is only detected, and its bytes returned for the caller."""
+    ctx = _Buffered(str(path), report)
+    if top and path.name == SIMULATOR_TRUTH:
+        note = f"skipped {path}: the simulator's ground truth, not an export"
+        return _Outcome(str(path), None, FileResult(), ctx, note), None
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        ctx.problem(f"file cannot be read ({exc.strerror or exc})")
+        return _Outcome(str(path), None, FileResult(), ctx), None
+    found = detect_kind(layout, raw)
+    if found.kind is None:
+        ctx.problem(f"not a known export format ({found.seen})", records=0)
+        return _Outcome(str(path), None, FileResult(), ctx), None
+    if found.kind == METADATA:
+        return _Outcome(str(path), METADATA, FileResult(), ctx), None
+    if found.content is not None:
+        raw = found.content  # already inflated while sniffing; readers take plain bytes as they are
+    if found.kind in defer:
+        return _Outcome(str(path), found.kind, FileResult(), ctx), raw
+    return _Outcome(str(path), found.kind, _guarded(found.kind, layout, raw, ctx), ctx), None
+
+
+def _guarded(kind: str, layout: PurePosixPath, raw: bytes, ctx: _Buffered) -> FileResult:
+    try:
+        return READERS[kind](layout, raw, ctx)
+    except StrictError:
+        raise
+    except Exception as exc:  # a reader bug or an input shape nobody foresaw: this file only, never the run
+        ctx.problem(f"{kind} file could not be read ({type(exc).__name__}: {exc}); records lost: at least one")
+        return FileResult()
+
+
+def _assemble(outcomes: list[_Outcome], report: RunReport) -> Tables:
+    counts: Counter[str] = Counter()
+    parts: dict[str, list[pa.Table]] = {}
+    launches = []
+    changes = []
+    for o in outcomes:
+        for reason, line, records in o.ctx.pending:
+            report.problem(o.path, reason, line=line, records=records)
+        if o.note:
+            report.notes.append(o.note)
+        if o.kind is not None:
+            report.read(o.path, o.kind, o.result.rows(), o.ctx.skipped)
+            counts[f"{o.kind} files"] += 1
+        counts.update(o.result.counts)
+        for name, table in o.result.tables.items():
+            parts.setdefault(name, []).append(table)
+        launches.extend(o.result.launches)
+        changes.extend(o.result.state_changes)
+    _notes(counts, report)
+
+    first = enrich.first_launches(launches)
+    frames: dict[str, list[pd.DataFrame]] = {}
+    flows = _concat(parts.get("flows"))
+    if flows is not None:
+        frames["flows"] = [to_pandas(enrich.fill_flow_resources(flows, first))]
+    activity = _concat(parts.get("activity"))
+    if activity is not None:
+        frame = to_pandas(activity)
+        # The same event arrives twice when both an account trail and an organisation trail are copied.
+        dupes = frame["event_id"].notna() & frame.duplicated(["event_id", "action", "resource"])
+        frames["activity"] = [frame[~dupes].sort_values("time", kind="stable")]
+    dns = _concat(parts.get("dns"))
+    if dns is not None:
+        frames["dns"] = [enrich.fill_dns_resources(to_pandas(dns), first)]
+    for name in ("spend", "utilization"):
+        table = _concat(parts.get(name))
+        if table is not None:
+            frames[name] = [to_pandas(table)]
+    if first:
+        frames["inventory"] = [enrich.inventory(first, changes)]
+    return Tables.concat(frames)
+
+
+def _concat(tables: list[pa.Table] | None) -> pa.Table | None:
+    tables = [t for t in tables or [] if t.num_rows]
+    if not tables:
+        return None
+    table = pa.concat_tables(tables, promote_options="default")
+    # pandas builds its nullable int, float, bool and time columns from one chunk far faster than from
+    # hundreds; string columns stay chunked, pandas' Arrow-backed "str" wraps them without a copy.
+    columns = [c if pa.types.is_large_string(c.type) else pa.chunked_array([c.combine_chunks()])
+               for c in table.columns]
+    return pa.Table.from_arrays(columns, schema=table.schema)
+
+
+def _notes(counts: Counter[str], report: RunReport) -> None:
+    nodata, skipdata = counts["flow NODATA"], counts["flow SKIPDATA"]
+    if nodata or skipdata:
+        report.notes.append(
+            f"vpc flow logs: {nodata} NODATA and {skipdata} SKIPDATA records (capture windows with no traffic, "
+            "or whose records AWS skipped) are not traffic and were not turned into flows"
+        )
+    if counts["metric samples not used"]:
+        report.notes.append(f"metric streams: {counts['metric samples not used']} samples of metrics spendwatch "
+                            "does not use (or not tied to one instance) were left out")
+    if counts["metadata files"]:
+        report.notes.append(f"{counts['metadata files']} metadata files (manifests, digests) hold no records")

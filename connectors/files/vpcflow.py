@@ -1,0 +1,420 @@
+"""VPC Flow Logs as delivered to S3: gzip text with a header line (default v2 or any custom v3-v8 format),
+or the Parquet delivery option. Produces the canonical `flows` table.
+
+Fast path: pyarrow.csv parses a whole file with typed columns (it releases the GIL, so files parse in
+parallel threads), then one vectorised pass checks every record (missing fields, ports, protocol, negative
+counts, implausible times, addresses). Only a file whose typed parse fails is read again with every column
+as text, and then only its bad lines are looked at one by one. No Python object is built per record.
+
+NODATA and SKIPDATA records say something about the capture window, not about traffic: they are counted
+(the connector turns the counts into a note), never turned into flows and never reported as problems.
+`-` is a null. `flows.direction` comes only from a `flow-direction` field; nothing here guesses it.
+`flows.resource` is the `instance-id` field where the format has it; the connector fills the rest from
+CloudTrail's interface ids. This module does not decide which files are flow logs (detect.py does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import PurePath
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from ._common import (
+    CLOUD,
+    EARLIEST,
+    GZIP_MAGIC,
+    STR,
+    FileContext,
+    FileResult,
+    KeyInfo,
+    decompress,
+    key_info,
+    latest_time,
+    payload,
+    schema,
+)
+from .detect import FLOW_FIELDS
+
+INT_FIELDS = frozenset({"version", "srcport", "dstport", "protocol", "packets", "bytes", "start", "end",
+                        "tcp-flags", "traffic-path"})
+
+# Flow log field -> canonical (or extra) column. Fields not named here are parsed by nobody.
+COLUMNS: dict[str, str] = {
+    "account-id": "account",
+    "region": "region",
+    "instance-id": "resource",
+    "interface-id": "interface",
+    "srcaddr": "src",
+    "dstaddr": "dst",
+    "srcport": "src_port",
+    "dstport": "dst_port",
+    "protocol": "protocol",
+    "packets": "packets",
+    "bytes": "bytes",
+    "action": "action",
+    "flow-direction": "direction",
+    "vpc-id": "vpc",
+    "subnet-id": "subnet",
+    "pkt-srcaddr": "pkt_src",
+    "pkt-dstaddr": "pkt_dst",
+    "tcp-flags": "tcp_flags",
+    "traffic-path": "traffic_path",
+}
+READ = frozenset(COLUMNS) | {"start", "end", "log-status"}
+REQUIRED = ("srcaddr", "dstaddr", "start", "end")
+EXTRA: dict[str, pa.DataType] = {
+    "vpc": STR, "subnet": STR, "pkt_src": STR, "pkt_dst": STR,
+    "tcp_flags": pa.int64(), "traffic_path": pa.int64(),
+}
+SCHEMA = schema("flows", EXTRA)
+NOT_DATA = ("NODATA", "SKIPDATA")
+STATUSES = ("OK", *NOT_DATA)
+
+_INT_TEXT = r"^-?\d{1,18}$"
+_IP = r"^(\d{1,3}(\.\d{1,3}){3}|[0-9A-Fa-f]{0,4}(:[0-9A-Fa-f]{0,4}){2,7}(:\d{1,3}(\.\d{1,3}){3})?)$"
+
+LineMap = Callable[[np.ndarray], np.ndarray]  # table row indices -> 1-based line (or record) numbers
+
+
+def read_text(rel: PurePath, raw: bytes, ctx: FileContext) -> FileResult:
+    """Read one gzip text flow log (header line, then space-separated records)."""
+    data, damaged = payload(raw, ctx)
+    if damaged and not data.strip():
+        return FileResult()  # the damage is the whole story
+    newline = data.find(b"\n")
+    header = (data if newline < 0 else data[:newline]).decode("utf-8", errors="replace").strip()
+    body = b"" if newline < 0 else data[newline + 1 :]
+    fields = header.split()
+    if not _header_ok(fields, key_info(rel), ctx, lambda: len(body.splitlines())):
+        return FileResult()
+    wanted = [f for f in fields if f in READ]
+    invalid: list[tuple[int, int, str]] = []
+
+    def parse(types: dict[str, pa.DataType]) -> pa.Table:
+        invalid.clear()
+        return _parse(body, fields, wanted, types, invalid)
+
+    typed = {f: (pa.int64() if f in INT_FIELDS else STR) for f in wanted}
+    text_ints: list[str] = []
+    if body.strip():
+        try:
+            table = parse(typed)
+        except pa.ArrowInvalid:
+            # Some value does not fit its type: read every column as text; the check below finds the lines.
+            text_ints = [f for f in wanted if f in INT_FIELDS]
+            table = parse(dict.fromkeys(wanted, STR))
+    else:
+        table = pa.table({f: pa.array([], typed[f]) for f in wanted})
+
+    bad_rows = sorted(n for n, _, _ in invalid)
+
+    def lines(rows: np.ndarray) -> np.ndarray:
+        """Line numbers of table rows; only asked for bad rows, so blank lines are looked for only then."""
+        r = rows.astype(np.int64) + 1  # 1-based row among the rows the parser kept
+        for n in bad_rows:  # rows the parser skipped come before later ones
+            r = np.where(r >= n, r + 1, r)
+        return _shift(r + 1, _blank_lines(body))  # +1: the header is line 1
+
+    if invalid:
+        nums = np.array([n for n, _, _ in invalid], dtype=np.int64)
+        where = _shift(nums + 1, _blank_lines(body))
+        ctx.line_problems(f"record has {{value}} fields, the header names {len(fields)}", list(where),
+                          [c for _, c, _ in invalid])
+    return _finish(table, ctx, key_info(rel), lines, text_ints)
+
+
+def _parse(body: bytes, fields: list[str], wanted: list[str], types: dict[str, pa.DataType],
+           invalid: list[tuple[int, int, str]]) -> pa.Table:
+    """pyarrow's CSV reader over space-separated records; rows with the wrong field count go to `invalid`."""
+
+    def on_invalid(row: pacsv.InvalidRow) -> str:
+        invalid.append((row.number or 0, row.actual_columns, row.text))
+        return "skip"
+
+    return pacsv.read_csv(
+        pa.BufferReader(body),
+        read_options=pacsv.ReadOptions(column_names=fields, use_threads=False, block_size=1 << 24),
+        parse_options=pacsv.ParseOptions(delimiter=" ", quote_char=False, double_quote=False,
+                                         invalid_row_handler=on_invalid),
+        convert_options=pacsv.ConvertOptions(null_values=["-"], strings_can_be_null=True,
+                                             include_columns=wanted, column_types=types),
+    )
+
+
+class _Dirty(Exception):
+    """A batch met a problem: its files are read again one by one, where each problem gets its line."""
+
+
+class _Probe(FileContext):
+    def problem(self, reason: str, line: int | None = None, records: int = 1) -> None:
+        raise _Dirty(reason)
+
+
+# Files parsed in one pyarrow call, at most this many bytes of text: the simulator's and AWS's hourly files
+# are a few kilobytes each, and per-call overhead, not parsing, would otherwise dominate.
+BATCH_BYTES = 8 << 20
+
+
+def read_text_many(items: list[tuple[PurePath, bytes, FileContext]]) -> list[FileResult]:
+    """Read several text flow logs, parsing those with the same header and key account/region in one go.
+
+    Results are exactly those of `read_text` on each file: a group whose parse or checks meet any problem
+    (or a blank line, or damaged gzip) is read again file by file, so every problem keeps its own file and
+    line. A clean group's flows travel in its first file's result; every file still reports its own rows.
+    """
+    results: list[FileResult | None] = [None] * len(items)
+    groups: dict[tuple[str, str | None, str | None], list[tuple[int, bytes]]] = {}
+    for i, (rel, raw, _) in enumerate(items):
+        data, error = decompress(raw) if raw.startswith(GZIP_MAGIC) else (raw, None)
+        newline = data.find(b"\n")
+        if error or newline < 0:
+            continue
+        header = data[:newline].decode("utf-8", errors="replace").strip()
+        body = data[newline + 1 :]
+        if body and not body.endswith(b"\n"):
+            body += b"\n"
+        key = key_info(rel)
+        fields = header.split()
+        if any(f not in FLOW_FIELDS for f in fields) or any(f not in fields for f in REQUIRED) or (
+                "account-id" not in fields and key.account is None):
+            continue
+        groups.setdefault((" ".join(fields), key.account, key.region), []).append((i, body))
+    for (header, account, region), members in groups.items():
+        start = 0
+        while start < len(members):
+            size, end = 0, start
+            while end < len(members) and (end == start or size + len(members[end][1]) <= BATCH_BYTES):
+                size += len(members[end][1])
+                end += 1
+            batch = members[start:end]
+            start = end
+            try:
+                shares = _batch(header.split(), KeyInfo(account, region), [b for _, b in batch], items[batch[0][0]][2])
+            except _Dirty:
+                continue
+            for (i, _), result in zip(batch, shares, strict=True):
+                results[i] = result
+    return [r if r is not None else read_text(*items[i]) for i, r in enumerate(results)]
+
+
+def _batch(fields: list[str], key: KeyInfo, bodies: list[bytes], ctx: FileContext) -> list[FileResult]:
+    """One parse and one check for several clean files; raises _Dirty at the first sign of trouble."""
+    joined = b"".join(bodies)
+    if b"\n\n" in joined or joined.startswith(b"\n"):
+        raise _Dirty("blank line")  # pyarrow skips blank lines, which would shift the files' row counts
+    wanted = [f for f in fields if f in READ]
+    invalid: list[tuple[int, int, str]] = []
+    try:
+        table = _parse(joined, fields, wanted, {f: (pa.int64() if f in INT_FIELDS else STR) for f in wanted},
+                       invalid)
+    except pa.ArrowInvalid as exc:
+        raise _Dirty(str(exc)) from exc
+    counts = np.array([b.count(b"\n") for b in bodies], dtype=np.int64)
+    if invalid or table.num_rows != int(counts.sum()):
+        raise _Dirty("rows")
+    merged = _finish(table, _Probe(ctx.path, ctx.report), key, lambda rows: rows + 1, [])
+    kept = counts.copy()
+    if "log-status" in table.column_names:
+        owner = np.repeat(np.arange(len(bodies)), counts)
+        kept -= np.bincount(owner[_np(pc.is_in(table["log-status"], pa.array(NOT_DATA)))], minlength=len(bodies))
+    out = [FileResult(records={"flows": int(n)}) for n in kept]
+    out[0].tables, out[0].counts = merged.tables, merged.counts
+    return out
+
+
+def read_parquet(rel: PurePath, raw: bytes, ctx: FileContext) -> FileResult:
+    """Read one flow log delivered as Parquet (fields with `_` for `-`); record numbers stand in for lines."""
+    try:
+        table = pq.read_table(pa.BufferReader(raw))
+    except (pa.ArrowException, OSError) as exc:
+        ctx.problem(f"Parquet flow log cannot be read ({exc}); records lost: at least one")
+        return FileResult()
+    table = table.rename_columns([c.replace("_", "-") for c in table.column_names])
+    if not _header_ok(table.column_names, key_info(rel), ctx, lambda: table.num_rows, what="columns"):
+        return FileResult()
+    cols: dict[str, pa.ChunkedArray] = {}
+    for name in table.column_names:
+        if name not in READ:
+            continue
+        col = table[name]
+        if name in INT_FIELDS:
+            if pa.types.is_timestamp(col.type):
+                col = pc.cast(pc.cast(col, pa.timestamp("s")), pa.int64())
+            col = pc.cast(col, pa.int64())
+        elif name == "account-id" and pa.types.is_integer(col.type):
+            col = pc.utf8_lpad(pc.cast(col, STR), 12, "0")  # lost leading zeros, restored
+        else:
+            col = pc.cast(col, STR)
+        cols[name] = col
+    return _finish(pa.table(cols), ctx, key_info(rel), lambda rows: rows.astype(np.int64) + 1, [])
+
+
+def _header_ok(fields: list[str], key: KeyInfo, ctx: FileContext, count: Callable[[], int],
+               what: str = "header") -> bool:
+    """Report unknown and missing fields; False when the file cannot give flows at all. `count` gives the
+    number of records (only called when they are lost)."""
+    unknown = [f for f in fields if f not in FLOW_FIELDS]
+    known = len(fields) - len(unknown)
+    line = 1 if what == "header" else None
+    if not fields:
+        ctx.problem("flow log is empty: no header line", records=0)
+        return False
+    if known * 2 < len(fields):
+        shown = " ".join(fields)[:60]
+        lost = count() + 1 if what == "header" else count()  # the first line may itself be a record
+        ctx.problem(f"first line is not a flow log header (got {shown!r}): {lost} records cannot be read",
+                    line=line, records=lost)
+        return False
+    if unknown:
+        ctx.problem(f"flow log {what} names unknown field(s) {', '.join(unknown)}: their values are ignored",
+                    line=line, records=0)
+    missing = [f for f in REQUIRED if f not in fields]
+    if "account-id" not in fields and key.account is None:
+        missing.append("account-id")
+    if missing:
+        records = count()
+        ctx.problem(f"flow log {what} lacks field(s) {', '.join(missing)}: its {records} records cannot be used",
+                    line=line, records=records)
+        return False
+    return True
+
+
+def _blank_lines(body: bytes) -> list[int]:
+    """Line numbers (header = 1) of empty lines, which pyarrow skips; only searched when there are any."""
+    if b"\n\n" not in body and not body.startswith(b"\n"):
+        return []
+    return [i + 2 for i, line in enumerate(body.split(b"\n")[:-1]) if not line.strip()]
+
+
+def _shift(lines: np.ndarray, blanks: list[int]) -> np.ndarray:
+    for b in blanks:
+        lines = np.where(lines >= b, lines + 1, lines)
+    return lines
+
+
+def _np(mask: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    return np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _outside(col: pa.ChunkedArray, low: int, high: int | None) -> bool:
+    """Whether any value of `col` lies outside [low, high] (nulls aside), from its min and max alone."""
+    mm = pc.min_max(col)
+    lowest, highest = mm["min"].as_py(), mm["max"].as_py()
+    if lowest is None:
+        return False
+    return bool(lowest < low or (high is not None and highest > high))
+
+
+def _finish(table: pa.Table, ctx: FileContext, key: KeyInfo, lines: LineMap, text_ints: list[str]) -> FileResult:
+    """Check every record at once, count NODATA/SKIPDATA, report bad lines, build canonical flows."""
+    n = table.num_rows
+    result = FileResult()
+    names = set(table.column_names)
+    if "log-status" in names:
+        status = table["log-status"]
+        for s in NOT_DATA:
+            result.counts[f"flow {s}"] += int(pc.sum(pc.equal(status, s)).as_py() or 0)
+        not_data = _np(pc.is_in(status, pa.array(NOT_DATA)))
+    else:
+        not_data = np.zeros(n, dtype=bool)
+    bad = not_data.copy()  # rows already accounted for; a record gets one problem, its first
+
+    def check(mask: np.ndarray, reason: str, column: str | None = None) -> None:
+        nonlocal bad
+        hit = mask & ~bad
+        if not hit.any():
+            return
+        rows = np.flatnonzero(hit)
+        values = table[column].take(pa.array(rows)).to_pylist() if column else None
+        ctx.line_problems(reason, list(lines(rows)), values)
+        bad |= hit
+
+    # Text read of an integer field (only after the typed parse failed): find and drop the non-numbers.
+    for f in text_ints:
+        col = table[f]
+        check(~_np(pc.is_null(col)) & ~_np(pc.match_substring_regex(col, _INT_TEXT)),
+              f"{f} {{value}} is not a number", f)
+    if text_ints:
+        cols = {f: table[f] for f in table.column_names}
+        for f in text_ints:
+            numeric = pc.match_substring_regex(cols[f], _INT_TEXT)
+            cols[f] = pc.cast(pc.if_else(pc.fill_null(numeric, False), cols[f], None), pa.int64())
+        table = pa.table(cols)
+
+    # Each check first asks a cheap question of the whole column (null count, min/max, the distinct
+    # addresses) and builds a per-row mask only when the answer says some row may be bad.
+    account_missing = "account-id" not in names and key.account is None
+    for f in (*REQUIRED, *(["account-id"] if account_missing else [])):
+        if table[f].null_count:
+            check(_np(pc.is_null(table[f])), f"{f} is missing")
+    for f in ("srcaddr", "dstaddr"):
+        distinct = pc.drop_null(pc.unique(table[f]))
+        not_ip = pc.filter(distinct, pc.invert(pc.match_substring_regex(distinct, _IP)))
+        if len(not_ip):
+            check(_np(pc.is_in(table[f], not_ip)), f"{f} {{value}} is not an IP address", f)
+    lo, hi = int(EARLIEST.timestamp()), int(latest_time().timestamp())
+    bounds = [
+        *[(f, 0, 65535, f"{f} {{value}} is not a port number (0-65535)") for f in ("srcport", "dstport")],
+        ("protocol", 0, 255, "protocol {value} is not an IP protocol number (0-255)"),
+        *[(f, 0, None, f"{f} {{value}} is negative") for f in ("packets", "bytes")],
+    ]
+    for f, low, high, reason in bounds:
+        if f in names and _outside(table[f], low, high):
+            col = table[f]
+            mask = pc.less(col, low) if high is None else pc.or_(pc.less(col, low), pc.greater(col, high))
+            check(_np(mask), reason, f)
+    for f in ("start", "end"):
+        col = table[f]
+        if _outside(col, lo, hi):
+            check(_np(pc.less(col, lo)), f"{f} {{value}} (Unix seconds) is before 2000", f)
+            check(_np(pc.greater(col, hi)), f"{f} {{value}} (Unix seconds) is more than a year in the future", f)
+    backwards = pc.less(table["end"], table["start"])
+    if pc.any(backwards).as_py():
+        check(_np(backwards), "end is before start")
+    if "log-status" in names:
+        unexpected = pc.invert(pc.is_in(table["log-status"], pa.array(STATUSES)))
+        if pc.any(unexpected).as_py():
+            check(_np(unexpected), "log-status {value} is not OK, NODATA or SKIPDATA", "log-status")
+
+    if bad.any():
+        table = table.filter(pa.array(~bad))
+    result.tables["flows"] = _canonical(table, key)
+    return result
+
+
+def _canonical(table: pa.Table, key: KeyInfo) -> pa.Table:
+    n = table.num_rows
+    names = set(table.column_names)
+
+    def const(value: str | None) -> pa.Array:
+        return pa.nulls(n, STR) if value is None else pc.fill_null(pa.nulls(n, STR), value)
+
+    ns = pa.timestamp("ns", tz="UTC")
+    out: dict[str, pa.Array | pa.ChunkedArray] = {
+        "start": pc.cast(pc.cast(table["start"], pa.timestamp("s", tz="UTC")), ns),
+        "end": pc.cast(pc.cast(table["end"], pa.timestamp("s", tz="UTC")), ns),
+        "cloud": const(CLOUD),
+    }
+    for f, column in COLUMNS.items():
+        if f in names:
+            col = table[f]
+            if f == "account-id" and key.account:
+                col = pc.fill_null(col, key.account)
+            elif f == "region" and key.region:
+                col = pc.fill_null(col, key.region)
+            out[column] = col
+    if "account" not in out:
+        out["account"] = const(key.account)
+    if "region" not in out:
+        out["region"] = const(key.region)
+    arrays = [
+        out[f.name] if f.name in out else pa.nulls(n, f.type)
+        for f in SCHEMA
+    ]
+    return pa.table(arrays, schema=SCHEMA)
+
