@@ -23,6 +23,7 @@ import pyarrow.csv as pacsv
 
 from spendwatch.pipeline import scan_directory
 from spendwatch.simulate import simulate
+from spendwatch.sinks.console import format_timings
 from spendwatch.store import Store
 
 
@@ -77,7 +78,7 @@ def main() -> int:
 
         report = result.report
         flows = report.tables.get("flows", 0)
-        print(f"scan: {scan_s:.1f} s end to end; " + ", ".join(f"{k} {v:.1f} s" for k, v in report.timings.items()))
+        print(f"scan: {scan_s:.1f} s end to end: {format_timings(report.timings)}")
         print("records: " + ", ".join(f"{k} {v:,}" for k, v in report.tables.items()))
         print(f"flow throughput: {flows / scan_s:,.0f} flow records/s end to end (all sources read and detected)")
         print(f"baseline, pyarrow parse of the flow files alone: {ceiling_s:.1f} s ({ceiling_rows / ceiling_s:,.0f} "

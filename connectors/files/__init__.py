@@ -126,7 +126,7 @@ def read_directory(root: Path, report: RunReport, *, progress: Callable[[int], N
     layout_base = _layout_base(root)
     outcomes: list[_Outcome] = []
     batches = _batches(files)
-    with report.timed("read files"), ThreadPoolExecutor(max_workers=WORKERS) as pool:
+    with report.timed("read: files"), ThreadPoolExecutor(max_workers=WORKERS) as pool:
         futures: dict[Future[list[_Outcome]], list[int]] = {
             pool.submit(
                 _read_batch,
@@ -149,7 +149,7 @@ def read_directory(root: Path, report: RunReport, *, progress: Callable[[int], N
                     for size in futures[future]:
                         progress(size)
     outcomes.sort(key=lambda o: o.path)
-    with report.timed("join sources"):
+    with report.timed("read: join"):
         tables = _assemble(outcomes, report)
     return tables
 

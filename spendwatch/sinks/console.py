@@ -104,6 +104,14 @@ def render_report(report: RunReport, out: TextIO) -> None:
     for note in report.notes:
         out.write(f"  note: {note}\n")
     if report.timings:
-        total = sum(report.timings.values())
-        parts = ", ".join(f"{k} {v:.1f}s" for k, v in report.timings.items())
-        out.write(f"  time: {total:.1f}s ({parts})\n")
+        out.write(f"  time: {format_timings(report.timings)}\n")
+
+
+def format_timings(timings: dict[str, float]) -> str:
+    """'12.1s (read 6.6s [files 5.7s, join 0.7s], detect 4.5s)': sub-stages ('stage: part') nest in their stage."""
+    stages = {k: v for k, v in timings.items() if ":" not in k}
+    parts = []
+    for stage, seconds in stages.items():
+        subs = [f"{k.split(':', 1)[1].strip()} {v:.1f}s" for k, v in timings.items() if k.startswith(stage + ":")]
+        parts.append(f"{stage} {seconds:.1f}s" + (f" [{', '.join(subs)}]" if subs else ""))
+    return f"{sum(stages.values()):.1f}s ({', '.join(parts)})"
