@@ -10,12 +10,13 @@ the features that stood out, for a person to check.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
 import pandas as pd
-from joblib import parallel_backend
+from joblib import parallel_config
 from sklearn.base import BaseEstimator, _fit_context
 from sklearn.ensemble import IsolationForest
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -26,8 +27,34 @@ from spendwatch.findings import Hit
 from .features import KEY, RESOURCE_HOUR_FEATURES, Features, resource_hours
 from .rules.base import fmt_time
 
+# Baseline percentiles kept for explanations: a fine grid, with the far tails that words like "above the 99.9th
+# percentile" need.
+PERCENTILE_GRID = np.unique(np.concatenate([np.linspace(0, 1, 1001), [0.0001, 0.9999]]))
+
 # Byte and count features span orders of magnitude: trees split better on their logs.
 LOG_FEATURES = ("bytes_in", "bytes_out", "bytes_per_packet", "peers", "spend_rate")
+
+
+def _score_rows(forest: IsolationForest, X: np.ndarray, n_jobs: int) -> np.ndarray:
+    """sklearn's `score_samples`, with threads splitting the *rows* rather than the trees.
+
+    Tree traversal releases the GIL, so threads share the work (the estimator's n_jobs is ignored when sklearn
+    scores). sklearn's threading backend splits trees and adds each thread's depths under a lock, in whatever
+    order threads finish, so the last bits of a score vary from run to run. Splitting rows keeps each row's sum
+    over trees in one fixed order: the same model gives bit-identical scores, which a saved-and-loaded model
+    is tested for, and it is as fast.
+    """
+    if n_jobs <= 1 or len(X) < 20_000:
+        with parallel_config(backend="sequential"):
+            return forest.score_samples(X)
+    chunks = np.array_split(np.arange(len(X)), n_jobs)
+
+    def work(rows: np.ndarray) -> np.ndarray:
+        with parallel_config(backend="sequential"):
+            return forest.score_samples(X[rows[0]:rows[-1] + 1])
+
+    with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+        return np.concatenate(list(pool.map(work, chunks)))
 
 
 class ResourceHourForest(BaseEstimator):
@@ -45,15 +72,20 @@ class ResourceHourForest(BaseEstimator):
         "max_features": [Interval(Real, 0, 1, closed="right")],
         "random_state": ["random_state"],
         "n_jobs": [Integral, None],
+        "alert_budget": [Interval(Real, 0, None, closed="neither")],
+        "windows_per_day": [Interval(Real, 0, None, closed="neither")],
     }
 
     def __init__(self, *, n_estimators: int = 100, max_samples: int | float | str = "auto",
-                 max_features: float = 1.0, random_state: int | None = None, n_jobs: int | None = None) -> None:
+                 max_features: float = 1.0, random_state: int | None = None, n_jobs: int | None = None,
+                 alert_budget: float = 1.0, windows_per_day: float = 24.0) -> None:
         self.n_estimators = n_estimators
         self.max_samples = max_samples
         self.max_features = max_features
         self.random_state = random_state
         self.n_jobs = n_jobs
+        self.alert_budget = alert_budget
+        self.windows_per_day = windows_per_day
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: np.ndarray | pd.DataFrame, y: object = None) -> ResourceHourForest:
@@ -67,15 +99,48 @@ class ResourceHourForest(BaseEstimator):
         spread = (q75 - q25) / 1.349  # IQR scaled to a normal sd
         fallback = np.std(X, axis=0)
         self.scale_ = np.where(spread > 0, spread, np.where(fallback > 0, fallback, 1.0))
+        # Calibration on the baseline itself. The budget is model-only findings per day per 1,000 resources;
+        # each row is one resource-window, so a day of 1,000 resources is 1,000 * windows_per_day rows and the
+        # budget allows that share of baseline rows above the threshold.
+        self.baseline_quantiles_ = np.quantile(X, PERCENTILE_GRID, axis=0)
+        baseline = -_score_rows(self.forest_, X, self.n_jobs or 2)
+        self.alert_rate_ = min(1.0, self.alert_budget / (1000.0 * self.windows_per_day))
+        self.threshold_ = float(np.quantile(baseline, 1.0 - self.alert_rate_))
+        self.baseline_median_score_ = float(np.median(baseline))
         return self
+
+    def calibrated_score(self, X: np.ndarray | pd.DataFrame) -> np.ndarray:
+        """Scores mapped to 0..1 (higher = more anomalous): the baseline median -> 0, the budget threshold -> 0.5.
+
+        Piecewise linear and monotone in `score_samples`, so it ranks rows identically; 0.5 and above is exactly
+        the share of baseline rows the alert budget allows.
+        """
+        raw = self.score_samples(X)
+        lo, thr = self.baseline_median_score_, max(self.threshold_, self.baseline_median_score_ + 1e-9)
+        below = 0.5 * (raw - lo) / (thr - lo)
+        above = 0.5 + 0.5 * (raw - thr) / max(1.0 - thr, 1e-9)
+        return np.clip(np.where(raw < thr, below, above), 0.0, 1.0)
+
+    def percentile_of(self, X: np.ndarray | pd.DataFrame) -> np.ndarray:
+        """Each value's percentile (0..100) among the baseline's values of the same feature."""
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        out = np.empty_like(X)
+        for j in range(X.shape[1]):
+            col = self.baseline_quantiles_[:, j]
+            # Ties (a feature that is 0 for most of the baseline) take the middle of their run of percentiles.
+            lo = np.searchsorted(col, X[:, j], side="left")
+            hi = np.searchsorted(col, X[:, j], side="right")
+            out[:, j] = 100.0 * PERCENTILE_GRID[np.clip((lo + hi) // 2, 0, len(col) - 1)]
+            out[X[:, j] > col[-1], j] = 100.0
+            out[X[:, j] < col[0], j] = 0.0
+        return out
 
     def score_samples(self, X: np.ndarray | pd.DataFrame) -> np.ndarray:
         """Anomaly score per row in (0, 1]: higher = more anomalous."""
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float64, reset=False)
-        # Tree traversal releases the GIL, so threads share the work; the estimator's n_jobs is not used here.
-        with parallel_backend("threading", n_jobs=self.n_jobs or 2):
-            return -self.forest_.score_samples(X)
+        return -_score_rows(self.forest_, X, self.n_jobs or 2)
 
     def explain(self, X: np.ndarray | pd.DataFrame, top: int = 3) -> np.ndarray:
         """Indices of the `top` features farthest from the fleet's median (robust z), per row."""
@@ -152,4 +217,59 @@ def anomaly_hits(features: Features, config: IForestConfig | None = None) -> lis
             belief=round(belief, 4), evidence=evidence, family=FAMILY,
             facts={"score": round(float(row["score"]), 4), "top_features": [names[j] for j in feats]},
         ))
+    return out
+
+
+# ---- explanations in words ------------------------------------------------------------------------------------
+FEATURE_WORDS: dict[str, str] = {  # how a person reads one feature's value in Slack
+    "cpu_mean": "CPU at {v:.0f}% on average",
+    "cpu_std": "CPU varying by {v:.1f} points",
+    "gpu_mean": "GPU at {v:.0f}% on average",
+    "gpu_std": "GPU varying by {v:.1f} points",
+    "flatness": "utilisation flatness {v:.2f} (1 = perfectly steady)",
+    "bytes_in": "{v:,.0f} bytes in from public peers",
+    "bytes_out": "{v:,.0f} bytes out to public peers",
+    "bytes_per_packet": "{v:,.0f} bytes per packet",
+    "peers": "{v:.0f} distinct external peer(s)",
+    "top_peer_share": "{v:.0%} of traffic to the top peer",
+    "spend_rate": "${v:,.2f} billed in the window",
+}
+
+
+def _ordinal(p: float) -> str:
+    text = f"{p:.1f}".rstrip("0").rstrip(".")
+    if "." in text:
+        return f"{text}th"
+    n = int(text)
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def percentile_words(percentile: float, scope: str = "this account") -> str:
+    """'above the 99.9th percentile of this account', 'below the 1st percentile ...', 'typical for ...'."""
+    for level in (99.9, 99.0, 95.0, 90.0):
+        if percentile >= level + (0.05 if level == 99.9 else 0.0) or (level == 99.9 and percentile >= 100.0):
+            return f"above the {_ordinal(level)} percentile of {scope}"
+    for level in (0.1, 1.0, 5.0, 10.0):
+        if percentile <= level - (0.05 if level == 0.1 else 0.0) or (level == 0.1 and percentile <= 0.0):
+            return f"below the {_ordinal(level)} percentile of {scope}"
+    return f"typical for {scope} (around the {_ordinal(round(percentile))} percentile)"
+
+
+def explain_in_words(model: ResourceHourForest, row: np.ndarray, names: list[str] | tuple[str, ...],
+                     top: int = 3, scope: str = "this account") -> list[str]:
+    """The `top` features of one row that lie furthest in the baseline's tails, each as a sentence.
+
+    Ranked by how far into a tail the value lies (its baseline percentile's distance from the median), ties
+    broken by the robust z-score, e.g. "1 distinct external peer(s): below the 1st percentile of this account".
+    """
+    x = np.asarray(row, dtype=np.float64).reshape(1, -1)
+    pct = model.percentile_of(x)[0]
+    z = np.abs((x[0] - model.center_) / model.scale_)
+    order = np.lexsort((-z, -np.abs(pct - 50.0)))[:top]
+    out = []
+    for j in order:
+        name = str(names[j])
+        value = FEATURE_WORDS.get(name, name + " {v:.3g}").format(v=x[0, j])
+        out.append(f"{value}: {percentile_words(pct[j], scope)}")
     return out

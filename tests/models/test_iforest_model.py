@@ -1,0 +1,118 @@
+"""The forest trained on a baseline: calibration to an alert budget, explanations in words, skops persistence."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from spendwatch.models.features import RESOURCE_HOUR_FEATURES
+from spendwatch.models.iforest import ResourceHourForest, explain_in_words, percentile_words
+from spendwatch.models.model_store import ModelFileError, load_model, save_model, to_matrix, train_baseline
+
+NAMES = list(RESOURCE_HOUR_FEATURES)
+
+
+def fleet(resources: int = 60, hours: int = 24 * 10, seed: int = 0) -> pd.DataFrame:
+    """Resource-hours of an ordinary fleet: busy web hosts, a few peers each, no GPU."""
+    rng = np.random.default_rng(seed)
+    n = resources * hours
+    start = pd.Timestamp("2026-03-01", tz="UTC")
+    return pd.DataFrame({
+        "cloud": "aws", "account": "012345678901",
+        "resource": np.repeat([f"i-{i:03d}" for i in range(resources)], hours),
+        "hour": np.tile(pd.date_range(start, periods=hours, freq="h"), resources),
+        "cpu_mean": rng.uniform(10, 60, n), "cpu_std": rng.uniform(2, 15, n),
+        "gpu_mean": 0.0, "gpu_std": 0.0, "flatness": rng.uniform(0.2, 0.8, n),
+        "bytes_in": rng.lognormal(15, 1, n), "bytes_out": rng.lognormal(14, 1, n),
+        "bytes_per_packet": rng.uniform(300, 1200, n), "peers": rng.integers(5, 60, n).astype(float),
+        "top_peer_share": rng.uniform(0.05, 0.4, n), "spend_rate": rng.uniform(0.1, 0.5, n),
+    })
+
+
+def miner_row() -> np.ndarray:
+    row = {"cpu_mean": 99.0, "cpu_std": 0.2, "gpu_mean": 0.0, "gpu_std": 0.0, "flatness": 0.99,
+           "bytes_in": 2e5, "bytes_out": 2e5, "bytes_per_packet": 120.0, "peers": 1.0, "top_peer_share": 1.0,
+           "spend_rate": 0.3}
+    return to_matrix(pd.DataFrame([row]))[0]
+
+
+@pytest.fixture(scope="module")
+def trained():
+    rows = fleet()
+    return train_baseline(rows, days=7, exclude={("aws", "012345678901", "i-000")}, random_state=0,
+                          alert_budget=2.0), rows
+
+
+def test_baseline_window_and_exclusions(trained) -> None:
+    model, rows = trained
+    assert model.window_end == rows["hour"].max().to_pydatetime()
+    assert (model.window_end - model.window_start).days == 7
+    assert model.resources == 59 and model.excluded == 1 and model.rows == 59 * 24 * 7
+    with pytest.raises(ValueError, match="no baseline rows"):
+        train_baseline(rows, end=datetime(2020, 1, 1, tzinfo=UTC))
+
+
+def test_threshold_spends_the_alert_budget_on_the_baseline(trained) -> None:
+    model, rows = trained
+    est = model.estimator
+    base = rows[rows["hour"] > pd.Timestamp(model.window_start)]
+    base = base[base["resource"] != "i-000"]
+    X = to_matrix(base)
+    # 2 findings per day per 1,000 resources over hourly windows: 2 / 24,000 of resource-hours.
+    assert est.alert_rate_ == pytest.approx(2.0 / 24_000)
+    share = (est.score_samples(X) >= est.threshold_).mean()
+    assert share <= 3 * est.alert_rate_ + 1 / len(X)
+    cal = est.calibrated_score(X)
+    assert cal.min() >= 0 and cal.max() <= 1
+    assert np.array_equal(np.argsort(cal, kind="stable")[-50:], np.argsort(est.score_samples(X), kind="stable")[-50:])
+    assert ((cal >= 0.5) == (est.score_samples(X) >= est.threshold_)).all()
+    assert est.calibrated_score(miner_row()[None, :])[0] > 0.5
+    with pytest.raises(ValueError):
+        ResourceHourForest(alert_budget=0).fit(X[:100])
+
+
+def test_explanation_names_the_odd_features_against_the_baseline(trained) -> None:
+    est = trained[0].estimator
+    words = explain_in_words(est, miner_row(), NAMES, top=3)
+    assert len(words) == 3
+    assert "1 distinct external peer(s): below the 0.1th percentile of this account" in words
+    assert "100% of traffic to the top peer: above the 99.9th percentile of this account" in words
+    assert percentile_words(50.0).startswith("typical for this account")
+    assert percentile_words(99.3) == "above the 99th percentile of this account"
+
+
+def test_save_and_load_give_identical_scores_and_keep_the_record(trained, tmp_path: Path) -> None:
+    model, rows = trained
+    path = save_model(model, tmp_path / "forest.skops")
+    loaded = load_model(path)
+    X = to_matrix(rows.head(5000))
+    assert np.array_equal(loaded.estimator.score_samples(X), model.estimator.score_samples(X))
+    assert np.array_equal(loaded.estimator.calibrated_score(X), model.estimator.calibrated_score(X))
+    assert loaded.features == tuple(NAMES) and loaded.rows == model.rows
+    assert loaded.window_start == model.window_start and loaded.window_end == model.window_end
+    assert loaded.meta["format"] == "spendwatch-model" and loaded.meta["spendwatch_version"]
+    assert b"pickle" not in path.read_bytes()[:4]  # a zip archive (skops), not a pickle stream
+
+
+def test_loading_refuses_files_that_are_not_spendwatch_models(tmp_path: Path) -> None:
+    import skops.io as sio
+    from sklearn.linear_model import LogisticRegression
+
+    other = tmp_path / "other.skops"
+    sio.dump(LogisticRegression().fit(np.random.default_rng(0).normal(size=(20, 2)), [0, 1] * 10), other)
+    with pytest.raises(ModelFileError, match="not a spendwatch model"):
+        load_model(other)
+    garbage = tmp_path / "garbage.skops"
+    garbage.write_bytes(b"\x00not a model at all" * 50)
+    with pytest.raises(ModelFileError, match="not a spendwatch model"):
+        load_model(garbage)
+    forged = tmp_path / "forged.skops"
+    sio.dump({"format": "spendwatch-model", "format_version": 1, "estimator": LogisticRegression()}, forged)
+    with pytest.raises(ModelFileError):
+        load_model(forged)
+    with pytest.raises(ModelFileError):
+        load_model(tmp_path / "missing.skops")

@@ -1,0 +1,64 @@
+"""`spendwatch series`: the rows come back unchanged with anomaly_score and alert."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spendwatch.cli import main
+
+
+def write_series(path: Path, n: int = 1200) -> list[str]:
+    rng = np.random.default_rng(0)
+    values = [f"{v:.3f}" for v in 30 + rng.normal(0, 2, n)]
+    values[1000] = "95.000"
+    lines = ["timestamp,value"] + [f"2024-01-01 {i // 12 % 24:02d}:{i % 12 * 5:02d}:00,{v}"
+                                   for i, v in enumerate(values)]
+    path.write_text("\n".join(lines) + "\n")
+    return lines
+
+
+def test_series_writes_rows_back_with_score_and_alert(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "cpu.csv"
+    lines = write_series(src)
+    assert main(["series", str(src)]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert len(rows) == len(lines) - 1
+    assert [f"{r['timestamp']},{r['value']}" for r in rows] == lines[1:]  # values byte for byte
+    assert rows[1000]["alert"] == "1" and float(rows[1000]["anomaly_score"]) >= 0.5
+    assert all(0 <= float(r["anomaly_score"]) <= 1 for r in rows)
+
+    out = tmp_path / "scored.csv"
+    assert main(["series", str(src), "--threshold", "0.99", "-o", str(out)]) == 0
+    scored = list(csv.DictReader(out.open()))
+    assert all((float(r["anomaly_score"]) >= 0.99) == (r["alert"] == "1") for r in scored)
+
+
+def test_series_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["series", str(tmp_path / "missing.csv")]) == 1
+    bad = tmp_path / "bad.csv"
+    bad.write_text("timestamp,v\n2024-01-01 00:00:00,1\n")
+    assert main(["series", str(bad)]) == 1
+    assert "value" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["series", str(bad), "--threshold", "2"])
+    assert exc.value.code == 2
+
+
+NAB = Path(__file__).resolve().parents[2] / "shared" / "data" / "nab"
+
+
+@pytest.mark.skipif(not NAB.is_dir(), reason=f"NAB data not found at {NAB} (shared/ beside the clone)")
+def test_eval_nab_prints_three_profiles(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", "--nab", str(NAB)]) == 0
+    out = capsys.readouterr().out
+    assert "spendwatch series" in out and "numenta (HTM)" in out and "chosen while measuring" in out
+
+
+def test_eval_without_source_or_with_missing_data(tmp_path: Path) -> None:
+    assert main(["eval"]) == 2
+    assert main(["eval", "--nab", str(tmp_path)]) == 1
