@@ -506,3 +506,166 @@ class AuditEntry:
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+# -- Slack: alert messages and seen interaction requests (issue 6, Slack part) -----------------------------
+# Kept apart from the code above and reached through `SlackRecords(store)`, so the Store class itself is
+# unchanged. `slack_messages` remembers where each finding's alert was posted (its thread receives the
+# updates); `slack_seen_requests` holds a digest of every signed interaction request for as long as its
+# timestamp could still pass verification, so a replay is refused by every process sharing this file.
+
+_SLACK_SCHEMA = """
+CREATE TABLE IF NOT EXISTS slack_messages (
+    finding_id TEXT PRIMARY KEY,
+    channel TEXT NOT NULL,
+    ts TEXT NOT NULL,
+    posted_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    severity INTEGER,
+    hourly_cost_usd REAL,
+    replies INTEGER NOT NULL DEFAULT 0,
+    outcome TEXT
+);
+CREATE TABLE IF NOT EXISTS slack_seen_requests (
+    digest TEXT PRIMARY KEY,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS slack_seen_expiry ON slack_seen_requests (expires_at);
+"""
+# Added tables only (IF NOT EXISTS), so older state files gain them on open and SCHEMA_VERSION stays 1.
+_SCHEMA += _SLACK_SCHEMA
+
+
+@dataclass(frozen=True)
+class SlackMessage:
+    """Where a finding's alert lives in Slack, and what it last said (so an update can say what changed)."""
+
+    finding_id: str
+    channel: str
+    ts: str
+    posted_at: str
+    updated_at: str
+    severity: int | None
+    hourly_cost_usd: float | None
+    replies: int
+    outcome: str | None  # the last action's outcome line shown on the alert ("Quarantined by ...")
+
+
+class SlackRecords:
+    """The Slack tables of a `Store` (same connection, same transactions). One per Store, like the Store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def message(self, finding_id: str) -> SlackMessage | None:
+        row = self.store._db.execute(
+            "SELECT finding_id, channel, ts, posted_at, updated_at, severity, hourly_cost_usd, replies, outcome"
+            " FROM slack_messages WHERE finding_id=?", (finding_id,)).fetchone()
+        return SlackMessage(*row) if row else None
+
+    def remember_message(self, finding_id: str, *, channel: str, ts: str, severity: int | None,
+                         hourly_cost_usd: float | None, now: datetime) -> None:
+        """Record the alert just posted for `finding_id` (a re-post replaces the old thread)."""
+        with self.store._tx() as db:
+            db.execute(
+                "INSERT INTO slack_messages (finding_id, channel, ts, posted_at, updated_at, severity,"
+                " hourly_cost_usd) VALUES (?,?,?,?,?,?,?) ON CONFLICT(finding_id) DO UPDATE SET"
+                " channel=excluded.channel, ts=excluded.ts, posted_at=excluded.posted_at,"
+                " updated_at=excluded.updated_at, severity=excluded.severity,"
+                " hourly_cost_usd=excluded.hourly_cost_usd, replies=0, outcome=NULL",
+                (finding_id, channel, ts, _ts(now), _ts(now), severity, hourly_cost_usd),
+            )
+
+    def note_reply(self, finding_id: str, *, severity: int | None, hourly_cost_usd: float | None,
+                   now: datetime) -> None:
+        """Record that an update went to the thread and what it said."""
+        with self.store._tx() as db:
+            db.execute(
+                "UPDATE slack_messages SET replies=replies+1, severity=?, hourly_cost_usd=?, updated_at=?"
+                " WHERE finding_id=?", (severity, hourly_cost_usd, _ts(now), finding_id))
+
+    def set_outcome(self, finding_id: str, outcome: str | None, *, now: datetime) -> None:
+        with self.store._tx() as db:
+            db.execute("UPDATE slack_messages SET outcome=?, updated_at=? WHERE finding_id=?",
+                       (outcome, _ts(now), finding_id))
+
+    def first_sighting(self, digest: str, *, now: float, expires_at: float) -> bool:
+        """Record a request digest; False when it was already recorded and has not expired (a replay).
+
+        Expired digests are purged in the same transaction; the check and the insert are one IMMEDIATE
+        transaction, so two processes receiving the same request cannot both accept it.
+        """
+        with self.store._tx() as db:
+            db.execute("DELETE FROM slack_seen_requests WHERE expires_at < ?", (now,))
+            cur = db.execute("INSERT OR IGNORE INTO slack_seen_requests (digest, expires_at) VALUES (?, ?)",
+                             (digest, expires_at))
+            return cur.rowcount == 1
+
+
+# -- connectors: watermarks per cloud, account, region and source (issue 5) --------------------------------
+# Kept apart from the code above and reached through `Watermarks(store)`. A watermark says how far a source
+# has been read: `position` is opaque to the store (an S3 key to list after, a time in milliseconds, a CUR
+# execution id) and `seen` holds what was read at or after it (keys, event ids), so files that arrive late,
+# sorting before the newest one read, are still found and nothing is read twice. Connectors save watermarks
+# only after the run's findings are stored: a run killed before that is re-read whole by the next run.
+
+_WATERMARK_SCHEMA = """
+CREATE TABLE IF NOT EXISTS source_watermarks (
+    cloud TEXT NOT NULL,
+    account TEXT NOT NULL,
+    region TEXT NOT NULL,
+    source TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    position TEXT NOT NULL,
+    seen TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (cloud, account, region, source, scope)
+);
+"""
+# Added tables only (IF NOT EXISTS), so older state files gain them on open and SCHEMA_VERSION stays 1.
+_SCHEMA += _WATERMARK_SCHEMA
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """How far one source of one account and region has been read. `scope` tells apart several streams of
+    the same source (an S3 prefix, a log group); `account` and `region` may be "*" / "" where the source
+    spans accounts or has no region (a CUR export, a Resolver log of one VPC)."""
+
+    cloud: str
+    account: str
+    region: str
+    source: str
+    scope: str
+    position: str
+    seen: frozenset[str] = frozenset()
+
+    @property
+    def key(self) -> tuple[str, str, str, str, str]:
+        return (self.cloud, self.account, self.region, self.source, self.scope)
+
+
+class Watermarks:
+    """The watermark table of a `Store` (same connection, same transactions)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def load(self, cloud: str) -> dict[tuple[str, str, str, str, str], Watermark]:
+        """Every watermark of `cloud`, by key."""
+        rows = self.store._db.execute(
+            "SELECT cloud, account, region, source, scope, position, seen FROM source_watermarks WHERE cloud=?",
+            (cloud,))
+        marks = [Watermark(r[0], r[1], r[2], r[3], r[4], r[5], frozenset(json.loads(r[6]))) for r in rows]
+        return {m.key: m for m in marks}
+
+    def save(self, marks: Iterable[Watermark], *, now: datetime) -> None:
+        """Store watermarks, all or none (one transaction)."""
+        with self.store._tx() as db:
+            for m in marks:
+                db.execute(
+                    "INSERT INTO source_watermarks VALUES (?,?,?,?,?,?,?,?) ON CONFLICT"
+                    " (cloud, account, region, source, scope) DO UPDATE SET position=excluded.position,"
+                    " seen=excluded.seen, updated_at=excluded.updated_at",
+                    (*m.key, m.position, json.dumps(sorted(m.seen)), _ts(now)),
+                )
