@@ -12,11 +12,17 @@ from .fusion import FusionConfig
 from .iforest import IForestConfig
 from .rules import (
     CpuSaturationConfig,
+    FlatUtilizationConfig,
     GpuSaturationConfig,
+    KeyThenLaunchConfig,
+    LaunchBurstConfig,
     MinerFlowShapeConfig,
     NewGpuLaunchConfig,
     PoolDomainConfig,
+    PoolEndpointConfig,
+    QuotaReconConfig,
     RuleConfig,
+    SpendSpikeConfig,
     StratumPortConfig,
 )
 
@@ -35,6 +41,12 @@ class DetectionConfig:
     cpu_saturation: CpuSaturationConfig = field(default_factory=CpuSaturationConfig)
     new_gpu_launch: NewGpuLaunchConfig = field(default_factory=NewGpuLaunchConfig)
     miner_flow_shape: MinerFlowShapeConfig = field(default_factory=MinerFlowShapeConfig)
+    pool_endpoint: PoolEndpointConfig = field(default_factory=PoolEndpointConfig)
+    flat_utilization: FlatUtilizationConfig = field(default_factory=FlatUtilizationConfig)
+    launch_burst: LaunchBurstConfig = field(default_factory=LaunchBurstConfig)
+    quota_recon: QuotaReconConfig = field(default_factory=QuotaReconConfig)
+    key_then_launch: KeyThenLaunchConfig = field(default_factory=KeyThenLaunchConfig)
+    spend_spike: SpendSpikeConfig = field(default_factory=SpendSpikeConfig)
     iforest: IForestConfig = field(default_factory=IForestConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     disabled: frozenset[str] = frozenset()  # rule ids (or "iforest") to skip

@@ -119,7 +119,7 @@ class Features:
         """
         f = self.tables.flows
         cols = ["cloud", "account", "region", "resource", "remote", "remote_port", "local_port", "start", "end",
-                "bytes", "packets", "inbound", "remote_public", "rejected"]
+                "bytes", "packets", "inbound", "remote_public", "rejected", "protocol"]
         if not len(f):
             return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
         resource = self._fill_resource(f, [("interface", "interfaces"), ("src", "private_ips")])
@@ -149,6 +149,7 @@ class Features:
             "inbound": inbound,
             "remote_public": np.where(inbound, src_pub, dst_pub),
             "rejected": rejected,
+            "protocol": f["protocol"].to_numpy(dtype="float64", na_value=np.nan),
         })
 
     @cached_property
@@ -174,6 +175,23 @@ class Features:
         if not len(d):
             return d
         return d.assign(resource=self._fill_resource(d, [("src", "private_ips")]))
+
+    @cached_property
+    def dns_answers(self) -> pd.DataFrame:
+        """Distinct (cloud, account, address, query) pairs: which names each address answered for, per account.
+
+        Only address answers (CNAME targets and other names are dropped). The basis for "this address is what
+        a pool name resolved to" and for "this address also serves ordinary names" (a shared CDN address).
+        """
+        cols = ["cloud", "account", "address", "query"]
+        d = self.tables.dns
+        if not len(d) or not d["answers"].notna().any():
+            return pd.DataFrame({c: pd.Series(dtype="str") for c in cols})
+        part = d[["cloud", "account", "query", "answers"]].dropna(subset=["answers"])
+        part = part.drop_duplicates(["cloud", "account", "query", "answers"])
+        part = part.assign(address=part["answers"].str.split()).explode("address")
+        part = part[part["address"].str.fullmatch(r"[0-9.]+|[0-9a-fA-F:]+:[0-9a-fA-F:.]*").fillna(False)]
+        return part[cols].drop_duplicates().reset_index(drop=True).astype("str")
 
     # ---- utilisation ----------------------------------------------------------------------------------
     def utilization(self, metric: str) -> pd.DataFrame:

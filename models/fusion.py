@@ -42,7 +42,9 @@ MINING_FAMILIES = frozenset({"pool-intel", "pool-port", "flow-shape", "saturatio
 class FusionConfig:
     cutoffs: tuple[float, float, float, float] = (0.2, 0.45, 0.7, 0.88)  # info|low|medium|high|critical
     min_severity: Severity = Severity.LOW  # findings below this are not returned
-    principal_families: frozenset[str] = frozenset({"launch"})  # hits about who launched, not what runs
+    # hits about who launched or acquired, not what runs: they attach to every resource of the principal
+    principal_families: frozenset[str] = frozenset({"launch", "burst", "recon", "key"})
+    max_evidence: int = 12  # evidence lines in a principal incident (the rest are counted)
     cost_hours: int = 3  # hourly cost = mean of the resource's last N billed hours
 
 
@@ -215,17 +217,26 @@ def fuse(hits: list[Hit], features: Features, *, now: datetime, config: FusionCo
             principal_hits[(hit.cloud, hit.account, hit.principal)].append(hit)
         else:
             groups[(hit.cloud, hit.account, "")].append(hit)  # unattributed: one incident per account
-    orphans: dict[tuple[str, str, str], list[Hit]] = {}
+    # A principal incident: the principal-level hits plus every resource of the principal whose own evidence
+    # is about acquisition and cost only (no mining family): a mass launch in regions without flow logs is one
+    # incident of the principal, not nine weak ones. Resources with mining evidence keep their own findings
+    # (with the principal's hits attached) and are listed as related.
+    incidents: dict[tuple[str, str, str], tuple[list[Hit], list[tuple[str, str, str]], list[str]]] = {}
     for (cloud, account, principal), phits in principal_hits.items():
         targets = [(cloud, account, r) for r in sorted(ctx.by_principal.get((cloud, account, principal), ()))
                    if (cloud, account, r) in groups]
         for key in targets:
-            groups[key].extend(phits)
-        if not targets:
-            orphans[(cloud, account, principal)] = phits
+            # a hit that names the resources it is about (a burst) attaches to those only
+            groups[key].extend(h for h in phits if "resources" not in h.facts or key[2] in h.facts["resources"])
+        fold = [k for k in targets if not any(h.family in MINING_FAMILIES for h in groups[k])]
+        if fold or not targets:
+            incidents[(cloud, account, principal)] = (phits, fold, [k[2] for k in targets])
+    folded = {k for _, fold, _ in incidents.values() for k in fold}
 
     findings: list[Finding] = []
     for key, ghits in groups.items():
+        if key in folded:
+            continue
         cloud, account, resource = key
         mass = fused_mass(ghits)
         sev = severity_of(mass.abuse, cfg.cutoffs)
@@ -249,25 +260,52 @@ def fuse(hits: list[Hit], features: Features, *, now: datetime, config: FusionCo
                              cost, ctx.accelerated(key, itype), account),
             principal_type=ptype, instance_type=itype,
         ))
-    for (cloud, account, principal), phits in orphans.items():
-        mass = fused_mass(phits)
+    for (cloud, account, principal), (phits, fold, related) in incidents.items():
+        own = [h for k in fold for h in groups[k] if h.resource]
+        allhits = [*phits, *own]
+        mass = fused_mass(allhits)
         sev = severity_of(mass.abuse, cfg.cutoffs)
         if sev < cfg.min_severity:
             continue
-        ptype = next((h.principal_type for h in phits if h.principal_type), None)
-        region = next((h.region for h in phits if h.region), None)
-        related = sorted(ctx.by_principal.get((cloud, account, principal), ()))
+        ptype = next((h.principal_type for h in allhits if h.principal_type), None)
+        regions: dict[str, int] = defaultdict(int)
+        costs = []
+        for k in fold:
+            region, itype = ctx.where(k, groups[k])
+            if region:
+                regions[region] += 1
+            cost, _ = ctx.cost(k, itype)
+            if cost is not None:
+                costs.append(cost)
+        if not regions:
+            for h in phits:
+                if h.region:
+                    regions[h.region] += 1
+        region_list = sorted(regions, key=lambda r: (-regions[r], r))
         who = _short_principal(principal, ptype)
         verb = {Severity.CRITICAL: "Likely abuse:", Severity.HIGH: "Likely abuse:"}.get(sev, "Unusual")
+        # strongest hit per family first (what the score is made of), then the rest, capped
+        lead = strongest_per_family(allhits)
+        rest = sorted((h for h in allhits if h not in lead), key=lambda h: (-h.belief, h.rule, h.start))
+        lines = [h.evidence for h in sorted(lead, key=lambda h: (-h.belief, h.start))]
+        lines += [h.evidence for h in rest[:max(0, cfg.max_evidence - len(lines))]]
+        if len(lead) + len(rest) > len(lines):
+            lines.append(f"... and {len(lead) + len(rest) - len(lines)} more hit(s) of the same kinds.")
+        hourly = round(sum(costs), 6) if costs else None
+        if hourly is not None:
+            lines.append(f"Cost: ${hourly:.2f}/h over {len(costs)} instance(s) of this incident.")
+        where = f" in {', '.join(region_list[:4])}" if region_list else ""
+        what = (f"launched {len(fold)} instance(s){where}" if fold
+                else f"GPU launch activity{where} (no resource named)")
+        price = f"; ${hourly:.2f}/h" if hourly is not None else ""
         findings.append(Finding(
             id=finding_id(cloud, account, f"principal:{principal}"),
-            cloud=cloud, account=account, region=region, resource=None, principal=principal, severity=sev,
-            score=round(mass.abuse, 6), rules=sorted({h.rule for h in phits}),
-            evidence=[h.evidence for h in sorted(phits, key=lambda h: (-h.belief, h.start))],
-            first_seen=min(h.start for h in phits), last_seen=max(h.end for h in phits), detected_at=now,
-            hourly_cost_usd=None,
-            summary=f"{verb} GPU launch by {who}{' in ' + region if region else ''} (no resource named)",
-            principal_type=ptype, related=related,
+            cloud=cloud, account=account, region=region_list[0] if region_list else None, resource=None,
+            principal=principal, severity=sev, score=round(mass.abuse, 6), rules=sorted({h.rule for h in allhits}),
+            evidence=lines, first_seen=min(h.start for h in allhits), last_seen=max(h.end for h in allhits),
+            detected_at=now, hourly_cost_usd=hourly,
+            summary=f"{verb} {who} {what}{price}",
+            principal_type=ptype, related=sorted(related),
         ))
     # Link findings of the same principal so an alert can show the whole incident.
     by_who: dict[tuple[str, str, str], list[str]] = defaultdict(list)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import csv
+import ipaddress
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+
+import numpy as np
+import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -50,3 +54,31 @@ def pool_ports() -> dict[int, PoolPort]:
 
 def default_pool_ports() -> frozenset[int]:
     return frozenset(p for p, row in pool_ports().items() if row.default)
+
+
+@cache
+def cdn_networks() -> tuple[tuple[int, int], ...]:
+    """Shared CDN IPv4 ranges (data/cdn_ranges.txt) as (network, mask) integer pairs."""
+    out = []
+    for line in _data_text("cdn_ranges.txt").splitlines():
+        entry = line.split("#", 1)[0].strip()
+        if entry:
+            net = ipaddress.ip_network(entry)
+            out.append((int(net.network_address), int(net.netmask)))
+    return tuple(out)
+
+
+def in_cdn(addresses: pd.Series) -> np.ndarray:
+    """Boolean array: which addresses (IPv4 text) fall in a known CDN range; others and IPv6 are False."""
+    text = pd.Series(addresses, dtype="str")
+    v4 = text.str.fullmatch(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}").fillna(False).to_numpy(dtype=bool)
+    out = np.zeros(len(text), dtype=bool)
+    if not v4.any():
+        return out
+    octets = text[v4].str.split(".", expand=True).astype("int64").to_numpy()
+    value = (octets[:, 0] << 24) | (octets[:, 1] << 16) | (octets[:, 2] << 8) | octets[:, 3]
+    hit = np.zeros(len(value), dtype=bool)
+    for net, mask in cdn_networks():
+        hit |= (value & mask) == net
+    out[v4] = hit
+    return out

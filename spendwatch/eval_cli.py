@@ -2,9 +2,11 @@
 
 `--nab DIR` scores the utilisation-series detector on NAB's 17 real AWS CloudWatch series with NAB's own
 scorer (DIR/../../tools/nab_score.py, or --scorer PATH) and prints the standard, reward_low_FP_rate and
-reward_low_FN_rate scores next to the published anchors. Other sources (`--scenarios`: rules vs model vs both
-on the simulator's labelled scenarios) add an argument to the `sources` group below and a branch in `cmd_eval`.
-Exit codes: 0 done, 1 data or scorer missing, 2 usage error.
+reward_low_FN_rate scores next to the published anchors. `--scenarios` simulates every labelled scenario
+(spendwatch/simulate/scenarios.py), scans it through the real pipeline and prints per-rule and overall
+precision and recall at severity >= medium (definitions in spendwatch/evaluate.py); `--markdown` prints the
+README's tables. Another source adds an argument to the `sources` group below and a branch in `cmd_eval`.
+Exit codes: 0 done, 1 data or scorer missing, 2 usage error, 3 (--fail-on-miss) a scenario label failed.
 """
 
 from __future__ import annotations
@@ -19,11 +21,39 @@ NAB_ANCHORS = {"numenta (HTM)": (73.42, 65.79, 76.72), "contextOSE": (71.52, 67.
                "randomCutForest": (57.56, 44.90, 64.69), "relativeEntropy": (50.02, 43.96, 53.35)}
 
 
+def _eval_scenarios(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .cli import EXIT_FINDINGS, EXIT_OK
+    from .evaluate import run_suite
+    from .simulate.scenarios import SCENARIOS
+
+    unknown = [n for n in args.only or [] if n not in SCENARIOS]
+    if unknown:
+        print(f"spendwatch: error: eval: unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}",
+              file=sys.stderr)
+        return 2
+    suite = run_suite(args.only or None, workdir=Path(args.workdir) if args.workdir else None)
+    if args.json:
+        json.dump(suite.to_json(), sys.stdout)
+        print()
+    elif args.markdown:
+        sys.stdout.write(suite.markdown())
+    else:
+        sys.stdout.write(suite.text())
+    failed = [r.scenario for r in suite.results if not r.passed()]
+    return EXIT_FINDINGS if (args.fail_on_miss and failed) else EXIT_OK
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from .cli import EXIT_FATAL, EXIT_OK
 
+    if args.scenarios:
+        code = _eval_scenarios(args)
+        if args.nab is None or code == 2:
+            return code
     if args.nab is None:
-        print("spendwatch: error: eval: give a data source (--nab DIR)", file=sys.stderr)
+        print("spendwatch: error: eval: give a data source (--nab DIR or --scenarios)", file=sys.stderr)
         return 2
     from .models.series import evaluate_nab
 
@@ -53,6 +83,13 @@ def add_commands(sub: Any) -> None:
     ev = sub.add_parser("eval", help="measure the detectors on labelled data (NAB series, ...)")
     sources = ev.add_argument_group("data sources")
     sources.add_argument("--nab", metavar="DIR", help="NAB data folder (e.g. ../shared/data/nab)")
+    sources.add_argument("--scenarios", action="store_true",
+                         help="the simulator's labelled scenarios: precision / recall per rule at >= medium")
     ev.add_argument("--scorer", metavar="PATH", help="NAB scorer (default DIR/../../tools/nab_score.py)")
     ev.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    ev.add_argument("--markdown", action="store_true", help="--scenarios: Markdown tables (the README's)")
+    ev.add_argument("--only", nargs="+", metavar="NAME", help="--scenarios: only these scenarios")
+    ev.add_argument("--workdir", metavar="DIR", help="--scenarios: simulate under DIR (default: a temp dir)")
+    ev.add_argument("--fail-on-miss", action="store_true",
+                    help="--scenarios: exit 3 when a positive is missed or a hard negative reaches medium")
     ev.set_defaults(func=cmd_eval)

@@ -96,6 +96,8 @@ def describe(row: pd.Series, cfg: SaturationConfig, ingress: float, label: str) 
     big_ingress = ingress >= cfg.training_ingress_bytes
     if regular and big_ingress:
         belief, against, shape = cfg.belief_training, cfg.against_training, "training"
+    elif is_flat(row, cfg) and big_ingress:  # flat, but pulling gigabytes: a data-loading job, not a miner
+        belief, against, shape = cfg.belief_unflat, 0.0, "flat-ingress"
     elif is_flat(row, cfg):
         belief, against, shape = cfg.belief, 0.0, "flat"
     else:
@@ -112,6 +114,7 @@ def describe(row: pd.Series, cfg: SaturationConfig, ingress: float, label: str) 
         "flat": "flat, the shape of a miner",
         "training": f"regular dips and {fmt_bytes(ingress)} ingress, the shape of a training job",
         "uneven": "pegged but not flat",
+        "flat-ingress": f"flat, but with {fmt_bytes(ingress)} ingress, the shape of a data-hungry job",
     }[shape]
     evidence = (
         f"{label} utilisation of {row['resource']}{across} stayed >= {cfg.threshold_pct:.0f} % for "

@@ -23,6 +23,7 @@ def _default_weights() -> dict[str, float]:
 class NewGpuLaunchConfig(RuleConfig):
     belief_new_principal: float = 0.25  # the principal never launched a GPU instance before
     belief_new_region: float = 0.2  # the account never did anything in this region before
+    belief_principal_new_region: float = 0.15  # the principal launched before, but never in this region
     principal_type_weights: dict[str, float] = field(default_factory=_default_weights)
     max_belief: float = 0.6
     burst_minutes: float = 60.0  # launches this soon after the first one belong to the same first time
@@ -31,8 +32,9 @@ class NewGpuLaunchConfig(RuleConfig):
 
 
 class NewGpuLaunchRule(Rule):
-    """A GPU (accelerated) instance launched by a principal that never launched one before in the data, or
-    in a region where the account had no activity before; agent principals weigh more.
+    """A GPU (accelerated) instance launched by a principal that never launched one before in the data, in a
+    region where the account had no activity before, or in a region where the principal never launched before
+    (0.15); agent principals weigh more.
 
     Catches: stolen keys and misbehaving AI agents that start GPU capacity, often in an unused region
     (MITRE T1578.002 Create Cloud Instance; T1535 Unused/Unsupported Cloud Regions). Uses the activity
@@ -77,11 +79,19 @@ class NewGpuLaunchRule(Rule):
         rf = pd.Series(region_first.reindex(pd.MultiIndex.from_frame(gpu[["cloud", "account", "region"]]))
                        .to_numpy(), index=gpu.index)
         new_region = gpu["region"].notna() & ((gpu["time"] - rf) <= burst)
+        # the principal's first launch (of any kind) in this region, against its first launch anywhere
+        pr_first = launches.groupby([*pkey, "region"])["time"].min()
+        prf = pd.Series(pr_first.reindex(pd.MultiIndex.from_frame(gpu[[*pkey, "region"]])).to_numpy(),
+                        index=gpu.index)
+        p_first = launches.groupby(pkey)["time"].min()
+        pf = pd.Series(p_first.reindex(pd.MultiIndex.from_frame(gpu[pkey])).to_numpy(), index=gpu.index)
+        new_p_region = (gpu["region"].notna() & ((gpu["time"] - prf) <= burst) & ((gpu["time"] - pf) > burst)
+                        & ~new_region)
         account_first = act.groupby(["cloud", "account"])["time"].min()
         af = pd.Series(account_first.reindex(pd.MultiIndex.from_frame(gpu[["cloud", "account"]])).to_numpy(),
                        index=gpu.index)
         history = (gpu["time"] - af) >= pd.Timedelta(hours=cfg.min_history_hours)
-        fire = history & (new_principal | new_region)
+        fire = history & (new_principal | new_region | new_p_region)
         if not fire.any():
             return []
         # Earlier launches of each principal (any kind) and regions seen, for the evidence sentence.
@@ -93,7 +103,8 @@ class NewGpuLaunchRule(Rule):
             ptype = none_if_na(row["principal_type"]) or "unknown"
             weight = cfg.principal_type_weights.get(ptype.lower(), 1.0)
             p_part = cfg.belief_new_principal if new_principal.loc[idx] else 0.0
-            r_part = cfg.belief_new_region if new_region.loc[idx] else 0.0
+            r_part = cfg.belief_new_region if new_region.loc[idx] else (
+                cfg.belief_principal_new_region if new_p_region.loc[idx] else 0.0)
             belief = min(cfg.max_belief, (1 - (1 - p_part) * (1 - r_part)) * weight)
             key = (row["cloud"], row["account"], row["principal"])
             earlier = all_launch.get_group(key)
@@ -112,6 +123,9 @@ class NewGpuLaunchRule(Rule):
             if new_region.loc[idx]:
                 reasons.append(f"the account had no activity in {row['region']} before "
                                f"{fmt_time(rf.loc[idx])}")
+            elif new_p_region.loc[idx]:
+                reasons.append(f"its first launch in {row['region']}, where the account is active but it never "
+                               f"launched before")
             resource = none_if_na(row["resource"])
             evidence = (
                 f"{ptype} {row['principal']} launched {itype}{gpu_text}"
@@ -125,6 +139,7 @@ class NewGpuLaunchRule(Rule):
                 start=row["time"].to_pydatetime(), end=row["time"].to_pydatetime(), belief=round(belief, 4),
                 evidence=evidence, region=none_if_na(row["region"]), family=self.family,
                 facts={"new_principal": bool(new_principal.loc[idx]), "new_region": bool(new_region.loc[idx]),
+                       "principal_new_region": bool(new_p_region.loc[idx]),
                        "instance_type": none_if_na(row["instance_type"]), "gpu_launches": int(prior_gpu.loc[idx])},
             ))
         return out

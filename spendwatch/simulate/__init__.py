@@ -20,6 +20,7 @@ files (numpy Generator draws in a fixed order, gzip headers with mtime 0, no wal
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +29,7 @@ import numpy as np
 
 from . import billing, cloudtrail, dns, flows, metrics
 from .common import FileWriter
-from .org import plan
+from .org import Org, PlannedIncident, plan
 
 __all__ = ["DEFAULT_END", "Incident", "Truth", "simulate"]
 
@@ -64,6 +65,7 @@ class Truth:
     legit_gpu: tuple[str, ...]  # instance ids of legitimate GPU work (must NOT be flagged above low)
     instances: int
     flow_records: int  # flow records written with log-status OK (headers, NODATA and SKIPDATA excluded)
+    negatives: tuple[Incident, ...] = ()  # labelled hard negatives (scenarios): must stay below medium
 
     def to_json(self) -> str:
         def enc(x: object) -> object:
@@ -83,13 +85,15 @@ class Truth:
 
 
 def simulate(out: Path, *, seed: int = 7, days: float = 2.0, instances: int = 40,
-             end: datetime | None = None) -> Truth:
+             end: datetime | None = None, scenario: Callable[[Org], None] | None = None) -> Truth:
     """Write a simulated organisation under `out` and return its ground truth.
 
     `instances` is the total number of instances over the window (CI runners and training jobs come and
     go); the workload mix scales with it and needs at least 16. Telemetry covers the `days` before `end`
     (default `DEFAULT_END`); CloudTrail also holds the launches, up to a week earlier, of what was already
     running. Existing files under `out` are not removed: write into an empty directory.
+    `scenario`, when given, edits the planned organisation before anything is written (add instances,
+    miners, principals, calls, labelled incidents and hard negatives; see scenarios.py).
     """
     if days <= 0:
         raise ValueError("days must be positive")
@@ -101,6 +105,8 @@ def simulate(out: Path, *, seed: int = 7, days: float = 2.0, instances: int = 40
     t_end = end.timestamp()
     t_start = t_end - days * 86400.0
     org = plan(seed, t_start, t_end, instances)
+    if scenario is not None:
+        scenario(org)
     # one Generator per writer, derived from the seed: each writer's output does not depend on the others'
     rngs = [np.random.default_rng([seed, k]) for k in range(5)]
     writer = FileWriter(out)
@@ -128,13 +134,13 @@ def simulate(out: Path, *, seed: int = 7, days: float = 2.0, instances: int = 40
     def dt(t: float) -> datetime:
         return datetime.fromtimestamp(t, UTC)
 
-    incidents = tuple(
-        Incident(name=i.name, kind=i.kind, cloud="aws", account=i.account, region=i.region,
-                 resources=i.resources, principal=i.principal, started=dt(i.started))
-        for i in org.incidents
-    )
-    legit = tuple(i.id for i in org.instances if i.workload in ("train", "jupyter"))
+    def public(i: PlannedIncident) -> Incident:
+        return Incident(name=i.name, kind=i.kind, cloud="aws", account=i.account, region=i.region,
+                        resources=i.resources, principal=i.principal, started=dt(i.started))
+
+    legit = tuple(i.id for i in org.instances if i.workload in ("train", "jupyter", "nightly") and i.miner is None)
     truth = Truth(root=out, start=dt(t_start), end=dt(t_end), accounts=tuple(a.id for a in org.accounts),
-                  incidents=incidents, legit_gpu=legit, instances=len(org.instances), flow_records=n_flows)
+                  incidents=tuple(public(i) for i in org.incidents), legit_gpu=legit, instances=len(org.instances),
+                  flow_records=n_flows, negatives=tuple(public(i) for i in org.negatives))
     (out / TRUTH_FILE).write_text(truth.to_json())
     return truth

@@ -34,7 +34,8 @@ ACCOUNT_NAMES = {"012345678901": "acme-prod", "234567890123": "acme-ml", "345678
 BUCKETS = [("234567890123", "us-east-1", "acme-ml-datasets", 80_000), ("234567890123", "us-east-1",
            "acme-ml-checkpoints", 20_000), ("345678901234", "eu-west-1", "acme-data-lake", 150_000),
            (PAYER, "us-east-1", "acme-org-logs", 3_000)]
-EBS_GB = {"web": 50, "batch": 200, "ci": 100, "internal": 100, "train": 1000, "jupyter": 200, "gpu_miner": 100}
+EBS_GB = {"web": 50, "batch": 200, "ci": 100, "internal": 100, "train": 1000, "jupyter": 200, "gpu_miner": 100,
+          "nightly": 1000, "ticker": 20}
 
 
 def _prefix(region: str, us_east_bare: bool = True) -> str:

@@ -88,7 +88,7 @@ class TrailSim:
             "ec2.internal" if inst.region == "us-east-1" else f"{inst.region}.compute.internal")
         tags = [{"key": "Name", "value": inst.name}, {"key": "team", "value": TEAMS[inst.account]}]
         sg_name = inst.name.rsplit("-", 1)[0] + "-sg"
-        if inst.workload == "gpu_miner":  # the agent used the default VPC's default security group
+        if inst.workload == "gpu_miner" and inst.principal == "agent":  # the agent used the default VPC's default SG
             tags = [{"key": "Name", "value": inst.name}, {"key": "created-by", "value": "bedrock-agent-ops"}]
             sg_name = "default"
         item: dict[str, object] = {
@@ -185,24 +185,37 @@ class TrailSim:
     # -- the story -----------------------------------------------------------------------------------------
     def run(self) -> None:
         org = self.org
-        agent = org.principals["agent"]
-        miners = [i for i in org.instances if i.workload == "gpu_miner"]
+        # GPU-miner instances start together, one RunInstances per (principal, time, region)
+        groups: dict[tuple[str, float, str], list[Instance]] = {}
         for inst in org.instances:
             if inst.workload != "gpu_miner":
                 self.run_instances([inst], inst.launched)
+            else:
+                groups.setdefault((inst.principal, inst.launched, inst.region), []).append(inst)
             if inst.terminated is not None and inst.terminated < org.end:
                 self.terminate(inst, inst.terminated - self.rng.uniform(5, 40))
-        self.run_instances(miners, miners[0].launched)
+        for group in groups.values():
+            self.run_instances(group, group[0].launched)
+        ami = next((i.ami for i in org.instances if i.workload == "gpu_miner"), "ami-0123456789abcdef0")
 
         for call in org.agent_events:
+            agent = org.principals[call.principal]
             if call.name == "RunInstances":
-                request = {"instancesSet": {"items": [{"imageId": miners[0].ami, "minCount": call.count,
+                request = {"instancesSet": {"items": [{"imageId": ami, "minCount": call.count,
                                                        "maxCount": call.count}]},
                            "instanceType": call.itype, "clientToken": det_uuid(self.rng)}
                 self.event(agent, call.time, call.region, "ec2.amazonaws.com", call.name, request, None,
                            error=(call.error, VCPU_MESSAGE))
                 continue
             quota, region = call.quota, call.region
+            if call.name == "RequestServiceQuotaIncrease":
+                ask: dict[str, object] = {"serviceCode": "ec2", "quotaCode": quota, "desiredValue": call.desired}
+                increase = {"requestedQuota": {"id": det_uuid(self.rng).replace("-", "")[:32], "serviceCode": "ec2",
+                                               "quotaCode": quota, "quotaName": QUOTA_NAMES[quota],
+                                               "desiredValue": call.desired, "status": "PENDING",
+                                               "requester": agent.arn}}
+                self.event(agent, call.time, region, "servicequotas.amazonaws.com", call.name, ask, increase)
+                continue
             request = ({"serviceCode": "ec2"} if call.name == "ListServiceQuotas"
                        else {"serviceCode": "ec2", "quotaCode": quota})
             response: object = None  # list calls are logged without their (large) response

@@ -28,6 +28,8 @@ AZ_IDS: dict[str, tuple[str, ...]] = {
     "eu-west-1": ("euw1-az1", "euw1-az2", "euw1-az3"),
     "ap-southeast-1": ("apse1-az1", "apse1-az2", "apse1-az3"),
     "us-west-2": ("usw2-az1", "usw2-az2", "usw2-az3"),
+    "eu-central-1": ("euc1-az1", "euc1-az2", "euc1-az3"),
+    "ap-northeast-1": ("apne1-az1", "apne1-az2", "apne1-az4"),
 }
 
 

@@ -16,8 +16,10 @@ from .flows import WIN, Rows, rows_for
 from .net import domain_ips, names_for
 from .org import Instance, Org
 
+DEFAULT_WORKLOADS = ("web", "batch", "ci", "internal", "train", "jupyter", "gpu_miner")
 FILE_SPAN = 3600  # one file per VPC and hour: keeps a 14-day org at a few thousand DNS files
-RATE = {"web": 0.6, "batch": 0.4, "ci": 4.0, "internal": 0.5, "train": 0.5, "jupyter": 0.4, "gpu_miner": 0.15}
+RATE = {"web": 0.6, "batch": 0.4, "ci": 4.0, "internal": 0.5, "train": 0.5, "jupyter": 0.4, "gpu_miner": 0.15,
+        "nightly": 0.4, "ticker": 2.0}
 
 
 def _answers(ips: tuple[int, ...] | list[int]) -> str:
@@ -127,13 +129,21 @@ class DnsSim:
     def run(self) -> None:
         by: dict[str, list[Instance]] = {}
         for i in self.org.instances:
-            by.setdefault(i.workload, []).append(i)
+            if (i.account, i.region) not in self.org.dark:  # a region without resolver query logging
+                by.setdefault(i.workload, []).append(i)
         for workload in RATE:
-            self.workload(rows_for(self.org, by.get(workload, [])), workload)
+            if workload in by or workload in DEFAULT_WORKLOADS:  # same draws as ever for the default org
+                self.workload(rows_for(self.org, by.get(workload, [])), workload)
         for inc in self.org.incidents:
+            if inc.name not in self.org.pools:
+                continue
             domain, _port, addrs = self.org.pools[inc.name]
             for iid in inc.resources:
                 self.miner(next(i for i in self.org.instances if i.id == iid), domain, addrs)
+        for inst in self.org.instances:  # scenario miners that look their pool up through the logged resolver
+            spec = inst.miner
+            if spec is not None and spec.domain and (inst.account, inst.region) not in self.org.dark:
+                self.miner(inst, spec.domain, (spec.addr,))
 
     def write(self, writer: FileWriter, bucket: str) -> int:
         if not self.times:

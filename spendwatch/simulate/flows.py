@@ -379,28 +379,81 @@ class FlowSim:
                               local_initiates=True, path=8, long_lived=True)
                 t = seg_end + self.rng.uniform(5, 30)
 
+    def nightly(self, rows: Rows) -> None:
+        """Nightly training: the dataset pulled from S3 while it runs, the SSM/CloudWatch agents otherwise."""
+        busy = np.zeros(len(rows), dtype=bool)
+        for i in np.unique(rows.inst).tolist():
+            m = rows.inst == i
+            busy[m] = in_intervals(self.org.instances[i].busy, rows.win[m] + WIN / 2)
+        self._s3_bulk(rows.take(busy), 2.0, 2e9)
+        self._outbound(rows.take(busy), 0.4, "train")
+        self._outbound(rows.take(~busy), 0.3, "internal")
+
+    def ticker(self, rows: Rows) -> None:
+        """A crypto price ticker: an HTTPS keep-alive poll of a price API every minute (a hard negative)."""
+        if not len(rows):
+            return
+        for name in ("api.coingecko.com", "api.coinbase.com"):
+            n = len(rows)
+            peer = np.full(n, domain_ips(name, "us-east-1")[0], dtype=np.int64)
+            minutes = (rows.hi - rows.lo) / 60
+            s = rows.lo.astype(np.int64)
+            e = np.maximum(s, (rows.hi - 1).astype(np.int64))
+            self.buf.pair(inst=rows.inst, local=self.ip[rows.inst], peer=peer, lport=self._ephemeral(n), pport=443,
+                          start=s, end=e, out_bytes=(minutes * 700).astype(np.int64),
+                          in_bytes=(minutes * self.rng.uniform(2500, 4000, n)).astype(np.int64),
+                          out_pkt=350.0, in_pkt=1100.0, local_initiates=True, path=8, long_lived=True)
+        self._outbound(rows, 0.3, "internal")
+
+    def resolver(self, inst: Instance) -> None:
+        """Third-party DNS (8.8.8.8:53 over UDP) every few minutes: what the cloud's resolver log never sees."""
+        assert inst.miner_from is not None
+        stop = self.org.end if inst.terminated is None else min(inst.terminated, self.org.end)
+        wins = np.arange(np.floor(inst.miner_from / WIN) * WIN, stop, WIN)
+        n = len(wins)
+        if not n:
+            return
+        s = (np.maximum(wins, inst.miner_from) + self.rng.uniform(0, 60, n)).astype(np.int64)
+        self.buf.pair(inst=np.full(n, inst.idx), local=np.full(n, inst.ip), peer=np.full(n, ip_int("8.8.8.8")),
+                      lport=self._ephemeral(n), pport=53, start=s, end=s + 1, out_bytes=np.full(n, 180),
+                      in_bytes=np.full(n, 420), out_pkt=60.0, in_pkt=140.0, local_initiates=True, path=8, proto=17)
+
     def run(self) -> dict[str, np.ndarray]:
         org = self.org
         by: dict[str, list[Instance]] = {}
         for i in org.instances:
-            by.setdefault(i.workload, []).append(i)
-        web = rows_for(org, by["web"])
+            if (i.account, i.region) not in org.dark:  # a region without flow logs writes nothing
+                by.setdefault(i.workload, []).append(i)
+        web = rows_for(org, by.get("web", []))
         self.web(web)
         self._outbound(web, 0.3, "internal")  # SSM/CloudWatch agents on web hosts
-        self.batch(rows_for(org, by["batch"]))
-        self.ci(rows_for(org, by["ci"]))
+        self.batch(rows_for(org, by.get("batch", [])))
+        self.ci(rows_for(org, by.get("ci", [])))
         self.internal(org)
-        self.train(rows_for(org, by["train"]))
-        self.jupyter(rows_for(org, by["jupyter"]))
-        miners = rows_for(org, by["gpu_miner"])
+        self.train(rows_for(org, by.get("train", [])))
+        self.jupyter(rows_for(org, by.get("jupyter", [])))
+        miners = rows_for(org, by.get("gpu_miner", []))
         self._outbound(miners, 0.2, "gpu_miner")
         self._scanners(miners, 0.12)
         for inc in org.incidents:
+            if inc.name not in org.pools:
+                continue
             _domain, port, addrs = org.pools[inc.name]
             for k, iid in enumerate(inc.resources):
                 inst = next(i for i in org.instances if i.id == iid)
                 conns = 2 if inst.workload == "gpu_miner" else 1
                 self.stratum(inst, ip_int(addrs[k % len(addrs)]), port, conns)
+        # Scenario workloads and miners; nothing here runs for the default organisation.
+        if "nightly" in by:
+            self.nightly(rows_for(org, by["nightly"]))
+        if "ticker" in by:
+            self.ticker(rows_for(org, by["ticker"]))
+        for inst in org.instances:
+            if inst.miner is None or inst.miner_from is None or (inst.account, inst.region) in org.dark:
+                continue
+            self.stratum(inst, ip_int(inst.miner.addr), inst.miner.port, inst.miner.connections)
+            if inst.miner.third_party_dns:
+                self.resolver(inst)
         return self.buf.frame()
 
 

@@ -77,12 +77,36 @@ class MetricSim:
             cpu = np.where(mining, np.clip(10 + rng.normal(0, 2, n), 4, 20), rng.uniform(20, 45, n))
             gpu = np.stack([np.where(mining, np.clip(99.4 + rng.uniform(-0.4, 0.6, n), 99, 100), 0.0)
                             for _ in range(inst.gpus)])
+        elif w == "nightly":  # pegged flat while the nightly run lasts, idle otherwise
+            busy = in_intervals(inst.busy, t)
+            cpu = np.where(busy, np.clip(40 + rng.normal(0, 5, n), 20, 80), rng.uniform(0.5, 3, n))
+            gpu = np.stack([np.where(busy, np.clip(99.6 + rng.uniform(-0.4, 0.4, n), 99, 100), 0.0)
+                            for _ in range(inst.gpus)])
+        elif w == "ticker":
+            cpu = np.clip(4 + rng.normal(0, 1.5, n), 1, 15)
         else:
             raise AssertionError(w)
-        if inst.miner_from is not None and w == "web":
+        if inst.miner_from is not None and w == "web" and inst.miner is None:
             mining = t >= inst.miner_from
             cpu = np.where(mining, np.clip(98.8 + rng.uniform(0, 1.2, n), 98, 100), cpu)
+        if inst.miner is not None and inst.miner_from is not None:
+            cpu, gpu = self.overlay(inst, t, cpu, gpu)
         return t, cpu, gpu
+
+    def overlay(self, inst: Instance, t: np.ndarray, cpu: np.ndarray,
+                gpu: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """A scenario miner's utilisation on top of the host's own: flat at its level (throttled or not)."""
+        spec = inst.miner
+        assert spec is not None and inst.miner_from is not None
+        mining = t >= inst.miner_from
+        n = len(t)
+        level = np.clip(spec.level + self.rng.uniform(-0.6, 0.6, n), 0, 100)
+        if spec.device == "cpu":
+            return np.where(mining, level, cpu), gpu
+        assert gpu is not None, f"{inst.id}: a GPU miner needs a GPU instance"
+        if spec.fill_dips:  # it takes the GPUs only when the training job leaves them idle
+            return cpu, np.where(mining, np.maximum(gpu, level), gpu)
+        return cpu, np.where(mining, level, gpu)
 
     def add(self, inst: Instance, t: np.ndarray, values: np.ndarray, head: str) -> None:
         """Aggregate per-minute values into PERIOD statistics and render the JSON lines."""
@@ -101,7 +125,7 @@ class MetricSim:
 
     def run(self) -> None:
         for inst in self.org.instances:
-            if active(inst, self.org.start, self.org.end) is None:
+            if active(inst, self.org.start, self.org.end) is None or (inst.account, inst.region) in self.org.dark:
                 continue
             t, cpu, gpu = self.series(inst)
             if not len(t):

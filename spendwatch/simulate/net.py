@@ -25,6 +25,7 @@ THIRD_PARTY: dict[str, tuple[str, ...]] = {
     "api.wandb.ai": ("35.186.228.49",),
     "api.stripe.com": ("54.187.216.72", "54.187.174.169"),
     "api.coinbase.com": ("104.18.35.15",),  # a price API: crypto, but not mining (a hard negative)
+    "api.coingecko.com": ("104.18.40.68",),  # another price API, behind the same CDN (scenarios only)
     "security.ubuntu.com": ("91.189.91.81",),
     "archive.ubuntu.com": ("185.125.190.36",),
     "sentry.io": ("35.186.247.156",),
@@ -108,6 +109,10 @@ OUTBOUND: dict[str, dict[str, float]] = {
     "jupyter": {"pypi.org": 2, "files.pythonhosted.org": 2, "huggingface.co": 1, "github.com": 1,
                 "acme-ml-datasets.s3.{r}.amazonaws.com": 1},
     "gpu_miner": {"sts.{r}.amazonaws.com": 0.3},
+    # scenario workloads (spendwatch/simulate/scenarios.py)
+    "nightly": {"acme-ml-datasets.s3.{r}.amazonaws.com": 6, "acme-ml-checkpoints.s3.{r}.amazonaws.com": 3,
+                "api.wandb.ai": 1},
+    "ticker": {"api.coingecko.com": 3, "api.coinbase.com": 2},
 }
 # Every instance's agents (SSM, CloudWatch agent) talk to these.
 BACKGROUND = {"ssm.{r}.amazonaws.com": 2, "ec2messages.{r}.amazonaws.com": 2, "ssmmessages.{r}.amazonaws.com": 1,

@@ -88,6 +88,27 @@ class Instance:
     busy: list[tuple[float, float]] = field(default_factory=list)  # batch runs, CI job, jupyter sessions
     dips: list[tuple[float, float]] = field(default_factory=list)  # training checkpoint / eval dips
     miner_from: float | None = None  # when a miner started on it
+    miner: MinerSpec | None = None  # how a scenario's miner behaves (None: the base incidents' built-in shapes)
+
+
+@dataclass(frozen=True)
+class MinerSpec:
+    """A scenario miner: what it pegs, how hard, and where it connects (scenarios.py sets these).
+
+    `domain` None means the pool is never looked up through the logged resolver (pool by IP, a proxy's
+    address, or third-party DNS); `third_party_dns` adds the small UDP flows to a public resolver that go
+    with the latter. `fill_dips` hides a GPU miner inside a training job: it takes the GPUs only when the
+    job leaves them idle (checkpoints, evaluation), so the series stays pegged.
+    """
+
+    device: str  # "gpu" or "cpu"
+    level: float  # utilisation percent while mining
+    addr: str  # the address the miner connects to (pool, proxy or VPS)
+    port: int
+    domain: str | None = None
+    connections: int = 1
+    third_party_dns: bool = False
+    fill_dips: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,7 +120,7 @@ class PlannedIncident:
     account: str
     region: str
     resources: tuple[str, ...]
-    principal: str
+    principal: str | None  # None: the label is about resources only
     started: float
 
 
@@ -114,6 +135,8 @@ class AgentCall:
     error: str = ""
     itype: str = ""
     count: int = 0
+    principal: str = "agent"  # Principal.key of the caller (scenarios add calls by other principals)
+    desired: float = 0.0  # RequestServiceQuotaIncrease's desired value
 
 
 @dataclass
@@ -128,6 +151,8 @@ class Org:
     incidents: list[PlannedIncident]
     agent_events: list[AgentCall]  # the agent's calls before its launch
     pools: dict[str, tuple[str, int, tuple[str, ...]]]  # incident name -> (pool domain, port, addresses)
+    negatives: list[PlannedIncident] = field(default_factory=list)  # labelled hard negatives (scenarios)
+    dark: set[tuple[str, str]] = field(default_factory=set)  # (account, region) with no flow/DNS/metric logs
 
 
 # Invented public addresses standing in for the pools' A records (the simulator does not claim these are
@@ -417,3 +442,70 @@ def in_intervals(intervals: list[tuple[float, float]], t: np.ndarray) -> np.ndar
     arr = np.array(merged)
     k = np.searchsorted(arr[:, 0], t, side="right") - 1
     return (k >= 0) & (t < arr[np.maximum(k, 0), 1])
+
+
+# ---- hooks for labelled scenarios (scenarios.py): grow or trim a planned organisation ----------------------
+# They draw from the caller's Generator, never from plan()'s, so the default organisation is unchanged.
+
+def ensure_vpc(org: Org, rng: np.random.Generator, account: str, region: str, *, dark: bool = False) -> Vpc:
+    """The (account, region) VPC, created in 10.1xx.0.0/16 if missing; `dark`: it has no flow/DNS/metric logs."""
+    if (account, region) not in org.vpcs:
+        base = f"10.{100 + len(org.vpcs)}.0.0"
+        letters = ("a", "b", "c")
+        org.vpcs[(account, region)] = Vpc(
+            account=account, region=region, vpc_id=hex_id(rng, "vpc-"), cidr=f"{base}/16", base=ip_int(base),
+            subnets=tuple(hex_id(rng, "subnet-") for _ in letters), azs=tuple(region + x for x in letters),
+            az_ids=AZ_IDS[region], flow_log_id=hex_id(rng, "fl-"),
+        )
+    if dark:
+        org.dark.add((account, region))
+    return org.vpcs[(account, region)]
+
+
+def add_instance(org: Org, rng: np.random.Generator, workload: str, account: str, region: str, itype: str,
+                 launched: float, principal: str, *, terminated: float | None = None, spot: bool = False,
+                 name: str = "") -> Instance:
+    """Append an instance (ids and a free address drawn from `rng`) and return it."""
+    vpc = ensure_vpc(org, rng, account, region)
+    used = {i.ip for i in org.instances}
+    az = int(rng.integers(0, 3))
+    while True:
+        ip = vpc.base + az * 4096 + int(rng.integers(10, 4000))
+        if ip not in used:
+            break
+    spec = catalog.lookup(itype)
+    assert spec is not None, itype
+    inst = Instance(
+        idx=len(org.instances), id=hex_id(rng, "i-"), account=account, region=region, vpc=vpc, az=az,
+        itype=itype, vcpus=spec.vcpus, gpus=spec.gpus, gpu_model=spec.gpu_model, workload=workload,
+        eni=hex_id(rng, "eni-"), ip=ip, launched=launched, terminated=terminated, principal=principal, spot=spot,
+        name=name or workload, ami=hex_id(rng, "ami-"),
+    )
+    org.instances.append(inst)
+    return inst
+
+
+def training_dips(rng: np.random.Generator, inst: Instance, start: float, end: float) -> None:
+    """Checkpoint / evaluation dips every 30-60 minutes while the instance runs (as plan() draws them)."""
+    period = rng.uniform(30, 60) * 60
+    t = max(inst.launched, start) + rng.uniform(0, period)
+    stop = end if inst.terminated is None else inst.terminated
+    while t < stop:
+        d = rng.uniform(4, 9) * 60
+        inst.dips.append((t, min(t + d, stop)))
+        t += d + period * rng.uniform(0.85, 1.15)
+
+
+def strip_incidents(org: Org, *, keep_agent: bool = False) -> None:
+    """Remove the built-in incidents, so a scenario holds only what it injects (and is labelled for)."""
+    victims = {r for i in org.incidents if i.name == "web-cpu-miner" for r in i.resources}
+    for inst in org.instances:
+        if inst.id in victims:
+            inst.miner_from = None
+    org.incidents = [i for i in org.incidents if keep_agent and i.name == "agent-gpu-miner"]
+    org.pools = {}
+    if not keep_agent:
+        org.instances = [i for i in org.instances if i.workload != "gpu_miner"]
+        org.agent_events = []
+        for k, inst in enumerate(org.instances):  # writers index arrays by idx
+            inst.idx = k

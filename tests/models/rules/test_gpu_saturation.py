@@ -40,3 +40,14 @@ def test_thresholds_are_configurable(build):
     assert len(GpuSaturationRule().run(build.tables(utilization=util))) == 1
     cfg = GpuSaturationConfig(min_minutes=60)
     assert GpuSaturationRule(cfg).run(build.tables(utilization=util)) == []
+
+
+def test_flat_pegged_gpu_with_bulk_ingress_is_weaker(build):
+    from spendwatch.models.rules import GpuSaturationRule
+
+    util = build.util("i-n", [99.6] * 180)
+    flows = build.flows([{"start": build.at(10 * i), "resource": "i-n", "src": "52.216.1.1", "dst": "10.0.2.9",
+                          "src_port": 443, "dst_port": 50000, "packets": 800_000, "bytes": 1_100_000_000,
+                          "direction": "ingress"} for i in range(3)])
+    hits = GpuSaturationRule().run(build.tables(utilization=util, flows=flows))
+    assert hits[0].facts["shape"] == "flat-ingress" and hits[0].belief == 0.2

@@ -59,3 +59,18 @@ def test_failed_and_cpu_launches_are_ignored(build):
             {"time": build.at(1), "principal": "new-role", "principal_type": "role", "resource": "i-y",
              "instance_type": "m5.xlarge"}]
     assert NewGpuLaunchRule().run(build.tables(activity=build.activity(rows))) == []
+
+
+def test_a_known_launcher_in_a_region_it_never_used_gets_the_small_part(build):
+    from spendwatch.models.rules import NewGpuLaunchRule
+
+    role = "arn:aws:iam::012345678901:role/ml"
+    rows = [{"time": build.at(-3 * 1440), "principal": "arn:aws:iam::012345678901:role/other",
+             "principal_type": "role", "resource": "i-x", "instance_type": "m5.large", "region": "eu-west-1"},
+            {"time": build.at(-2 * 1440), "principal": role, "principal_type": "role", "resource": "i-0",
+             "instance_type": "g5.2xlarge"},
+            {"time": build.at(0), "principal": role, "principal_type": "role", "resource": "i-1",
+             "instance_type": "g5.2xlarge", "region": "eu-west-1"}]
+    hits = NewGpuLaunchRule().run(build.tables(activity=build.activity(rows)))
+    by = {h.resource: h for h in hits}
+    assert by["i-1"].facts["principal_new_region"] and by["i-1"].belief == 0.15

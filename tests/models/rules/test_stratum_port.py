@@ -49,3 +49,11 @@ def test_web_server_reply_to_a_visitor_on_port_13333_does_not_fire(build):
             _flow(build, "10.0.1.5", "203.0.113.9", 13333, direction=None, src_port=443),
             _flow(build, "10.0.1.5", "203.0.113.9", 13333, direction=None, src_port=8080)]
     assert StratumPortRule().run(build.tables(flows=build.flows(rows))) == []
+
+
+def test_private_to_private_on_pool_ports_never_fires(build):
+    from spendwatch.models.rules import StratumPortRule
+
+    rows = build.steady_flows("i-ledger", "10.20.3.4", 3333, hours=2) + build.steady_flows(
+        "i-web", "172.16.8.9", 4444, hours=2)
+    assert StratumPortRule().run(build.tables(flows=build.flows(rows))) == []

@@ -1,0 +1,203 @@
+"""Scenario evaluation: run each labelled scenario through the real pipeline and score the findings.
+
+Pipeline per scenario: `simulate.scenarios.run_scenario` (native export files) -> `connectors.files.
+read_directory` -> `models.detect` -> findings. Only findings at or above `min_severity` (default medium,
+what pages a person) count. Definitions, per scenario and then summed:
+
+- A *label* is one injected incident (positive) or one hard negative: a set of resources and/or a principal.
+- A finding *covers* a label when its resource is one of the label's resources, or when it is a principal
+  finding (no resource) of the label's principal, or a principal finding listing one of the label's
+  resources as related.
+- Recall = positive labels covered by at least one counted finding / positive labels (FN: the others).
+- Precision = counted findings that cover a positive label (TP) / all counted findings; every counted finding
+  that covers no positive label is a false positive, whether it sits on a labelled hard negative or on any
+  other (unlabelled, legitimate) resource of the scenario's organisation.
+- A hard negative *holds* when no counted finding covers it.
+- Per rule: the same counts restricted to counted findings whose `rules` include the rule (the rule took
+  part in raising them): TP_r, FP_r, precision_r = TP_r / (TP_r + FP_r), and recall_r = positive labels
+  covered by such a finding / all positive labels (how much of the suite the rule helps catch).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .findings import Finding, Severity
+from .simulate import Incident
+
+__all__ = ["Label", "ScenarioResult", "Suite", "evaluate_scenario", "run_suite", "score_findings"]
+
+
+@dataclass(frozen=True)
+class Label:
+    name: str
+    positive: bool
+    resources: tuple[str, ...]
+    principal: str | None
+
+    @classmethod
+    def of(cls, incident: Incident, positive: bool) -> Label:
+        return cls(incident.name, positive, tuple(incident.resources), incident.principal)
+
+    def covered_by(self, f: Finding) -> bool:
+        if f.resource is not None:
+            return f.resource in self.resources
+        if self.principal is not None and f.principal == self.principal:
+            return True
+        return bool(set(f.related) & set(self.resources))
+
+
+@dataclass
+class ScenarioResult:
+    scenario: str
+    kind: str
+    labels: list[Label]
+    findings: list[Finding]  # the counted findings (>= min_severity)
+    covered: dict[str, list[str]]  # label name -> ids of counted findings covering it
+    seconds: float = 0.0
+
+    @property
+    def positives(self) -> list[Label]:
+        return [lab for lab in self.labels if lab.positive]
+
+    def tp_findings(self) -> list[Finding]:
+        return [f for f in self.findings if any(lab.covered_by(f) for lab in self.positives)]
+
+    def fp_findings(self) -> list[Finding]:
+        return [f for f in self.findings if not any(lab.covered_by(f) for lab in self.positives)]
+
+    def passed(self) -> bool:
+        """Every positive covered and every hard negative held."""
+        return all(bool(self.covered[lab.name]) == lab.positive for lab in self.labels)
+
+    def best(self, label: Label) -> str:
+        """The highest severity reached on a label by any finding (counted or not), for the table."""
+        return self.covered.get(f"{label.name}#best", ["none"])[0]
+
+
+def score_findings(labels: Sequence[Label], findings: Iterable[Finding], *, scenario: str = "", kind: str = "",
+                   min_severity: Severity = Severity.MEDIUM) -> ScenarioResult:
+    """Match findings to labels (definitions in the module docstring)."""
+    everything = list(findings)
+    counted = [f for f in everything if f.severity >= min_severity]
+    covered: dict[str, list[str]] = {}
+    for lab in labels:
+        covered[lab.name] = [f.id for f in counted if lab.covered_by(f)]
+        worst = max((f.severity for f in everything if lab.covered_by(f)), default=None)
+        covered[f"{lab.name}#best"] = [worst.label if worst is not None else "none"]
+    return ScenarioResult(scenario, kind, list(labels), counted, covered)
+
+
+def evaluate_scenario(name: str, *, workdir: Path | None = None,
+                      min_severity: Severity = Severity.MEDIUM) -> ScenarioResult:
+    """Simulate one scenario, read it with the files connector, detect, and score (see module docstring)."""
+    import time
+
+    from .connectors.files import read_directory
+    from .models import detect
+    from .report import RunReport
+    from .simulate.scenarios import SCENARIOS, run_scenario
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=f"sw-eval-{name}-", dir=workdir) as tmp:
+        truth = run_scenario(name, Path(tmp) / "data")
+        tables = read_directory(truth.root, RunReport())
+    findings = detect(tables, now=truth.end)
+    labels = [Label.of(i, True) for i in truth.incidents] + [Label.of(i, False) for i in truth.negatives]
+    result = score_findings(labels, findings, scenario=name, kind=SCENARIOS[name].kind, min_severity=min_severity)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+@dataclass
+class Suite:
+    results: list[ScenarioResult]
+    rules: list[str] = field(default_factory=list)
+
+    def overall(self) -> dict[str, Any]:
+        tp = sum(len(r.tp_findings()) for r in self.results)
+        fp = sum(len(r.fp_findings()) for r in self.results)
+        pos = [(r, lab) for r in self.results for lab in r.positives]
+        found = sum(1 for r, lab in pos if r.covered[lab.name])
+        return {"tp": tp, "fp": fp, "fn": len(pos) - found, "positives": len(pos),
+                "precision": _ratio(tp, tp + fp), "recall": _ratio(found, len(pos))}
+
+    def per_rule(self) -> dict[str, dict[str, Any]]:
+        pos = [(r, lab) for r in self.results for lab in r.positives]
+        out = {}
+        for rule in self.rules:
+            tp = sum(1 for r in self.results for f in r.tp_findings() if rule in f.rules)
+            fp = sum(1 for r in self.results for f in r.fp_findings() if rule in f.rules)
+            found = sum(1 for r, lab in pos if any(rule in f.rules for f in r.findings if lab.covered_by(f)))
+            out[rule] = {"tp": tp, "fp": fp, "precision": _ratio(tp, tp + fp),
+                         "recall": _ratio(found, len(pos)), "incidents": found}
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "min_severity": "medium",
+            "scenarios": [{
+                "scenario": r.scenario, "kind": r.kind, "passed": r.passed(), "seconds": round(r.seconds, 2),
+                "labels": [{"name": lab.name, "positive": lab.positive, "covered": bool(r.covered[lab.name]),
+                            "best_severity": r.best(lab)} for lab in r.labels],
+                "findings": [{"id": f.id, "resource": f.resource, "principal": f.principal,
+                              "severity": f.severity.label, "score": round(f.score, 4), "rules": f.rules,
+                              "true_positive": f in r.tp_findings()} for f in r.findings],
+            } for r in self.results],
+            "overall": self.overall(),
+            "per_rule": self.per_rule(),
+        }
+
+    def markdown(self) -> str:
+        lines = ["| scenario | kind | label | expected | best severity | result |", "|---|---|---|---|---|---|"]
+        for r in self.results:
+            for lab in r.labels:
+                ok = bool(r.covered[lab.name]) == lab.positive
+                lines.append(f"| {r.scenario} | {r.kind} | {lab.name} | "
+                             f"{'>= medium' if lab.positive else '< medium'} | {r.best(lab)} | "
+                             f"{'pass' if ok else 'FAIL'} |")
+        o = self.overall()
+        lines += ["", "| rule | TP findings | FP findings | precision | recall (incidents) |", "|---|---|---|---|---|"]
+        for rule, m in self.per_rule().items():
+            lines.append(f"| {rule} | {m['tp']} | {m['fp']} | {_pct(m['precision'])} | {_pct(m['recall'])} "
+                         f"({m['incidents']}/{o['positives']}) |")
+        lines.append(f"| **overall** | {o['tp']} | {o['fp']} | {_pct(o['precision'])} | {_pct(o['recall'])} "
+                     f"({o['positives'] - o['fn']}/{o['positives']}) |")
+        return "\n".join(lines) + "\n"
+
+    def text(self) -> str:
+        width = max(len(r.scenario) for r in self.results) if self.results else 10
+        lines = []
+        for r in self.results:
+            marks = ", ".join(
+                f"{lab.name}: {r.best(lab)}{'' if bool(r.covered[lab.name]) == lab.positive else ' FAIL'}"
+                for lab in r.labels)
+            lines.append(f"{r.scenario:<{width}}  {r.kind:<8}  {'pass' if r.passed() else 'FAIL'}  {marks}")
+        o = self.overall()
+        lines.append("")
+        lines.append(f"{'rule':<18} {'TP':>4} {'FP':>4} {'precision':>10} {'recall':>8}")
+        for rule, m in self.per_rule().items():
+            lines.append(f"{rule:<18} {m['tp']:>4} {m['fp']:>4} {_pct(m['precision']):>10} {_pct(m['recall']):>8}")
+        lines.append(f"{'overall':<18} {o['tp']:>4} {o['fp']:>4} {_pct(o['precision']):>10} {_pct(o['recall']):>8}")
+        return "\n".join(lines) + "\n"
+
+
+def _ratio(a: int, b: int) -> float | None:
+    return None if b == 0 else round(a / b, 4)
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.0f} %"
+
+
+def run_suite(names: Sequence[str] | None = None, *, workdir: Path | None = None) -> Suite:
+    """Every scenario (or the named ones) evaluated; per-rule figures over every registered rule + iforest."""
+    from .models.rules import RULES
+    from .simulate.scenarios import SCENARIOS
+
+    results = [evaluate_scenario(n, workdir=workdir) for n in (names or list(SCENARIOS))]
+    return Suite(results, rules=[*RULES, "iforest"])
