@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
+from .aws_cli import add_commands as add_aws_commands
+from .eval_cli import add_commands as add_eval_commands
+from .series_cli import add_commands as add_series_commands
 
 if TYPE_CHECKING:
     from .findings import Finding, Severity
@@ -69,13 +72,15 @@ def _tree_size(root: Path) -> int:
     return total
 
 
-def _run_scan(data: Path, args: argparse.Namespace, *, store: Any, show_progress: bool) -> ScanResult:
+def _run_scan(
+    data: Path, args: argparse.Namespace, *, store: Any, show_progress: bool, keep_tables: bool = False
+) -> ScanResult:
     from .pipeline import scan_directory
     from .report import StrictError
 
     update, close = _progress(_tree_size(data) if show_progress else 0, show_progress)
     try:
-        return scan_directory(data, store=store, strict=args.strict, progress=update)
+        return scan_directory(data, store=store, strict=args.strict, progress=update, keep_tables=keep_tables)
     except StrictError as exc:
         raise Fatal(f"--strict: {exc}") from exc
     except FileNotFoundError as exc:
@@ -97,14 +102,29 @@ def _exit_for(findings: Sequence[Finding], fail_on: str | None) -> int:
     return EXIT_FINDINGS if any(f.severity >= threshold for f in findings) else EXIT_OK
 
 
+def _run_config_scan(args: argparse.Namespace, *, store: Any) -> ScanResult:
+    from .aws_cli import run_config_scan
+    from .config import ConfigError
+    from .report import StrictError
+
+    try:
+        return run_config_scan(args.config, store=store, strict=args.strict)
+    except ConfigError as exc:
+        raise Fatal(str(exc)) from exc
+    except StrictError as exc:
+        raise Fatal(f"--strict: {exc}") from exc
+
+
 def cmd_scan(args: argparse.Namespace) -> int:
     from .sinks.console import render_findings, render_report
     from .sinks.jsonl import write_findings
 
-    data = Path(args.data).expanduser()
     interactive = sys.stderr.isatty() and not args.json and not args.no_progress
     with _open_store(args.state) as store:
-        result = _run_scan(data, args, store=store, show_progress=interactive)
+        if args.config:  # live clouds
+            result = _run_config_scan(args, store=store)
+        else:
+            result = _run_scan(Path(args.data).expanduser(), args, store=store, show_progress=interactive)
     shown = [f for f in result.findings if f.severity >= _min_severity(args.min_severity)]
     if args.report:
         Path(args.report).write_text(json.dumps(result.report.to_dict(), indent=2) + "\n")
@@ -131,17 +151,21 @@ def cmd_findings(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from .chart import chart_for_finding
     from .findings import Severity
     from .simulate import simulate
     from .sinks.console import render_findings, render_report
     from .sinks.slack import alert_payload
+    from .sinks.slack_html import render_alert_html
     from .store import Store, default_home
 
     out = Path(args.out).expanduser() if args.out else default_home() / "demo"
     data, state, preview = out / "data", out / "state.db", out / "slack-alert.json"
+    picture, chart = out / "slack-alert.html", out / "slack-alert-chart.png"
     if data.exists():
         shutil.rmtree(data)
-    for stale in (state, state.with_name(state.name + "-wal"), state.with_name(state.name + "-shm"), preview):
+    for stale in (state, state.with_name(state.name + "-wal"), state.with_name(state.name + "-shm"), preview,
+                  picture, chart):
         stale.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     print(f"Simulating an AWS organisation ({args.instances} instances, {args.days:g} days, seed {args.seed}) "
@@ -151,14 +175,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
           + "; ".join(f"{i.name} on {', '.join(i.resources)}" for i in truth.incidents), flush=True)
     print("Scanning it ...\n", flush=True)
     with Store(state) as store:
-        result = _run_scan(data, args, store=store, show_progress=sys.stderr.isatty() and not args.no_progress)
+        result = _run_scan(data, args, store=store, show_progress=sys.stderr.isatty() and not args.no_progress,
+                           keep_tables=True)
     shown = [f for f in result.findings if f.severity >= Severity.LOW]
     render_findings(shown, sys.stdout)
     render_report(result.report, sys.stdout)
     if shown:
         worst = shown[0]
-        preview.write_text(json.dumps(alert_payload(worst, result.report), indent=2) + "\n")
-        print(f"\nSlack alert preview (Block Kit JSON) for the worst finding: {preview}")
+        payload = alert_payload(worst, result.report)
+        preview.write_text(json.dumps(payload, indent=2) + "\n")
+        tables = result.tables
+        png = chart_for_finding(worst, utilization=tables.utilization, spend=tables.spend) if tables else None
+        if png:
+            chart.write_bytes(png)
+        picture.write_text(render_alert_html(payload, png))
+        print(f"\nSlack alert for the worst finding: {picture} (open it in a browser); Block Kit JSON: {preview}")
     print(f"State: {state} (spendwatch findings --state {state})")
     return EXIT_OK
 
@@ -179,7 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="exit 3 when a finding at or above SEVERITY is seen")
 
     scan = sub.add_parser("scan", help="scan local copies of cloud exports (laid out like their S3 buckets)")
-    scan.add_argument("--data", required=True, metavar="DIR", help="directory holding the exports")
+    where = scan.add_mutually_exclusive_group(required=True)
+    where.add_argument("--data", metavar="DIR", help="directory holding the exports")
+    where.add_argument("--config", metavar="FILE", help="TOML file naming live clouds to scan ([aws])")
     scan.add_argument("--json", action="store_true",
                       help="only findings on stdout, one JSON object per line; the run report goes to stderr")
     scan.add_argument("--strict", action="store_true", help="stop at the first bad record or file (exit 1)")
@@ -204,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo, strict=False)
     from .actions.commands import add_commands
     add_commands(sub)
+    add_series_commands(sub)
+    add_eval_commands(sub)
+    add_aws_commands(sub)
     return parser
 
 

@@ -7,10 +7,11 @@ so a blind spot is never shown as an all clear.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from .findings import Finding
 from .records import Tables
@@ -61,6 +62,43 @@ def scan_directory(
     with report.timed("detect"):
         found = detect(tables, now=now or started)
     return _finish(found, report, tables if keep_tables else None, store, str(data), started)
+
+
+def scan_aws(
+    config: Any,
+    *,
+    store: Store | None,
+    strict: bool = False,
+    now: datetime | None = None,
+    keep_tables: bool = False,
+    hooks: Sequence[Any] = (),
+    progress: Callable[[int], None] | None = None,
+) -> ScanResult:
+    """Scan live AWS accounts (`config`: a `spendwatch.connectors.aws.AwsConfig`) from where the last run
+    stopped, store what is found, then move the watermarks.
+
+    Watermarks are saved only after the findings are stored, in one transaction: a run killed before that
+    leaves the old watermarks, and the next run reads the same data again (findings are upserted by their
+    stable id, so nothing is duplicated). `hooks` go to every boto3 client (tests).
+    """
+    from .connectors.aws import scan
+    from .models import detect
+    from .store import Watermarks
+
+    started = datetime.now(UTC)
+    report = RunReport(strict=strict)
+    marks = Watermarks(store).load("aws") if store is not None else {}
+    with report.timed("read"):
+        got = scan(config, report, marks=marks, hooks=hooks, now=started, progress=progress)
+    tables = got.tables
+    report.tables = tables.counts()
+    with report.timed("detect"):
+        found = detect(tables, now=now or started) if any(report.tables.values()) else []
+    source = "aws:" + (",".join(got.accounts) if len(got.accounts) <= 5 else f"{len(got.accounts)} accounts")
+    result = _finish(found, report, tables if keep_tables else None, store, source, started)
+    if store is not None:
+        Watermarks(store).save(got.marks, now=datetime.now(UTC))
+    return result
 
 
 def _finish(

@@ -40,3 +40,6 @@ def test_demo_command_writes_the_slack_preview(tmp_path: Path, capsys: pytest.Ca
     assert "critical" in out or "high" in out
     payload = json.loads((tmp_path / "slack-alert.json").read_text())
     assert payload["blocks"][0]["type"] == "header"
+    page = (tmp_path / "slack-alert.html").read_text()
+    assert "<html" in page.lower() and "data:image/png;base64," in page
+    assert (tmp_path / "slack-alert-chart.png").read_bytes().startswith(b"\x89PNG")

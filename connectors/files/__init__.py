@@ -18,8 +18,10 @@ all files are read, so a report is the same from run to run; in a strict run the
 `StrictError` at once, from the thread that met it.
 
 Known metadata (CUR manifests, CloudTrail digests, Athena/Redshift helper files) is entered as read with kind
-"metadata" and no records. This connector reads only AWS's formats, and only what is on disk; it never
-reaches a cloud.
+"metadata" and no records. GCP's and Azure's exports plug into the same walk: Cloud Logging entries in
+Cloud Storage, the billing export and Monitoring time series (`gcp`), and the Activity Log, VNet flow logs,
+metrics and cost exports that diagnostic settings and Cost Management write to a storage account (`azure`).
+This connector only reads what it is given; it never reaches a cloud.
 """
 
 from __future__ import annotations
@@ -37,14 +39,24 @@ import pyarrow as pa
 from spendwatch.records import Tables
 from spendwatch.report import RunReport, StrictError
 
-from . import cloudtrail, cur, enrich, metrics, route53, vpcflow
+from . import azure, cloudtrail, cur, enrich, gcp, metrics, route53, vpcflow
 from ._common import FileContext, FileResult, to_pandas
 from .detect import (
+    AZ_ACTIVITY,
+    AZ_COST,
+    AZ_FLOWS,
+    AZ_METRICS,
     CLOUDTRAIL,
     CUR2,
     CUR_CSV,
     FLOW_PARQUET,
     FLOW_TEXT,
+    GCP_AUDIT,
+    GCP_BILLING,
+    GCP_DNS,
+    GCP_FLOWS,
+    GCP_LOGGING,
+    GCP_MONITORING,
     METADATA,
     METRIC_CSV,
     METRIC_STREAM,
@@ -52,7 +64,7 @@ from .detect import (
 )
 from .detect import detect as detect_kind  # keeps `files.detect` the module, not this function
 
-__all__ = ["READERS", "read_directory"]
+__all__ = ["READERS", "Blob", "read_directory", "read_objects"]
 
 Reader = Callable[[PurePath, bytes, FileContext], FileResult]
 
@@ -66,6 +78,16 @@ READERS: dict[str, Reader] = {
     CUR_CSV: cur.read_csv,
     METRIC_STREAM: metrics.read_stream,
     METRIC_CSV: metrics.read_csv,
+    GCP_AUDIT: gcp.read_logging,
+    GCP_FLOWS: gcp.read_logging,
+    GCP_DNS: gcp.read_logging,
+    GCP_LOGGING: gcp.read_logging,
+    GCP_BILLING: gcp.read_billing,
+    GCP_MONITORING: gcp.read_monitoring,
+    AZ_ACTIVITY: azure.read_activity,
+    AZ_FLOWS: azure.read_flows,
+    AZ_METRICS: azure.read_metrics,
+    AZ_COST: azure.read_cost,
 }
 
 # The simulator's ground truth beside the buckets it writes (spendwatch.simulate.TRUTH_FILE): not an export,
@@ -115,6 +137,25 @@ class _Outcome:
     note: str | None = None
 
 
+@dataclass(frozen=True)
+class Blob:
+    """One export file that is not on local disk (an S3 object): the name it has in the run report, its key
+    (whose layout names account, region and service), its size, and how to fetch its bytes.
+
+    `load` runs in a reader thread; it raises OSError when the bytes cannot be had, which is reported as a
+    problem with this file like an unreadable local file. Any other exception stops the read.
+    """
+
+    name: str
+    key: str
+    size: int
+    load: Callable[[], bytes]
+
+
+# name in the report, key layout, whether it is the simulator's truth file, how to get the bytes
+_Job = tuple[str, PurePosixPath, bool, Callable[[], bytes]]
+
+
 def read_directory(root: Path, report: RunReport, *, progress: Callable[[int], None] | None = None) -> Tables:
     """Read every file under `root` into canonical tables; what could not be read goes to `report`.
 
@@ -122,18 +163,30 @@ def read_directory(root: Path, report: RunReport, *, progress: Callable[[int], N
     Raises StrictError on the first problem when `report.strict`.
     """
     root = Path(root)
-    files = _walk(root)
     layout_base = _layout_base(root)
+    jobs = [((str(path), layout_base / path.relative_to(root), path.parent == root and path.name == SIMULATOR_TRUTH,
+              path.read_bytes), size) for path, size in _walk(root)]
+    return _read_jobs(jobs, report, progress)
+
+
+def read_objects(objects: Collection[Blob], report: RunReport, *,
+                 progress: Callable[[int], None] | None = None) -> Tables:
+    """Read export files given as `Blob`s (e.g. S3 objects) into canonical tables, exactly as `read_directory`
+    reads files: same detection, readers, joins, problems and report entries (named by `Blob.name`).
+
+    Blobs are read in the order of their names; `load` is called from the reader threads, so fetches overlap.
+    """
+    jobs = [((b.name, PurePosixPath(b.key), False, b.load), b.size) for b in sorted(objects, key=lambda b: b.name)]
+    return _read_jobs(jobs, report, progress)
+
+
+def _read_jobs(files: list[tuple[_Job, int]], report: RunReport,
+               progress: Callable[[int], None] | None) -> Tables:
     outcomes: list[_Outcome] = []
-    batches = _batches(files)
     with report.timed("read: files"), ThreadPoolExecutor(max_workers=WORKERS) as pool:
         futures: dict[Future[list[_Outcome]], list[int]] = {
-            pool.submit(
-                _read_batch,
-                [(path, layout_base / path.relative_to(root), path.parent == root) for path, _ in batch],
-                report,
-            ): [size for _, size in batch]
-            for batch in batches
+            pool.submit(_read_batch, [job for job, _ in batch], report): [size for _, size in batch]
+            for batch in _batches(files)
         }
         pending = set(futures)
         while pending:
@@ -154,16 +207,16 @@ def read_directory(root: Path, report: RunReport, *, progress: Callable[[int], N
     return tables
 
 
-def _batches(files: list[tuple[Path, int]]) -> list[list[tuple[Path, int]]]:
+def _batches(files: list[tuple[_Job, int]]) -> list[list[tuple[_Job, int]]]:
     """Neighbouring files in groups of at most BATCH_FILES files and BATCH_BYTES bytes: hourly exports are
     small, and one task per file would spend more on scheduling and per-call overhead than on reading."""
-    out: list[list[tuple[Path, int]]] = []
+    out: list[list[tuple[_Job, int]]] = []
     size = 0
-    for path, n in files:
+    for job, n in files:
         if not out or len(out[-1]) >= BATCH_FILES or size + n > BATCH_BYTES:
             out.append([])
             size = 0
-        out[-1].append((path, n))
+        out[-1].append((job, n))
         size += n
     return out
 
@@ -191,12 +244,12 @@ def _layout_base(root: Path) -> PurePosixPath:
     return PurePosixPath()
 
 
-def _read_batch(job: list[tuple[Path, PurePosixPath, bool]], report: RunReport) -> list[_Outcome]:
+def _read_batch(job: list[_Job], report: RunReport) -> list[_Outcome]:
     """Read a group of files; those of a kind in MANY_READERS are read together."""
     outcomes: list[_Outcome] = []
     deferred: dict[str, list[tuple[_Outcome, PurePosixPath, bytes]]] = {}
-    for path, layout, top in job:
-        outcome, raw = _read_one(path, layout, report, top, defer=MANY_READERS)
+    for name, layout, truth, load in job:
+        outcome, raw = _read_one(name, layout, report, truth, load, defer=MANY_READERS)
         if raw is not None and outcome.kind is not None:
             deferred.setdefault(outcome.kind, []).append((outcome, layout, raw))
         outcomes.append(outcome)
@@ -214,29 +267,29 @@ def _read_batch(job: list[tuple[Path, PurePosixPath, bool]], report: RunReport) 
     return outcomes
 
 
-def _read_one(path: Path, layout: PurePosixPath, report: RunReport, top: bool = False,
+def _read_one(path: str, layout: PurePosixPath, report: RunReport, truth: bool, load: Callable[[], bytes],
               defer: Collection[str] = ()) -> tuple[_Outcome, bytes | None]:
     """Read one file; a file of a kind in `defer` is only detected, and its bytes returned for the caller."""
-    ctx = _Buffered(str(path), report)
-    if top and path.name == SIMULATOR_TRUTH:
+    ctx = _Buffered(path, report)
+    if truth:
         note = f"skipped {path}: the simulator's ground truth, not an export"
-        return _Outcome(str(path), None, FileResult(), ctx, note), None
+        return _Outcome(path, None, FileResult(), ctx, note), None
     try:
-        raw = path.read_bytes()
+        raw = load()
     except OSError as exc:
         ctx.problem(f"file cannot be read ({exc.strerror or exc})")
-        return _Outcome(str(path), None, FileResult(), ctx), None
+        return _Outcome(path, None, FileResult(), ctx), None
     found = detect_kind(layout, raw)
     if found.kind is None:
         ctx.problem(f"not a known export format ({found.seen})", records=0)
-        return _Outcome(str(path), None, FileResult(), ctx), None
+        return _Outcome(path, None, FileResult(), ctx), None
     if found.kind == METADATA:
-        return _Outcome(str(path), METADATA, FileResult(), ctx), None
+        return _Outcome(path, METADATA, FileResult(), ctx), None
     if found.content is not None:
         raw = found.content  # already inflated while sniffing; readers take plain bytes as they are
     if found.kind in defer:
-        return _Outcome(str(path), found.kind, FileResult(), ctx), raw
-    return _Outcome(str(path), found.kind, _guarded(found.kind, layout, raw, ctx), ctx), None
+        return _Outcome(path, found.kind, FileResult(), ctx), raw
+    return _Outcome(path, found.kind, _guarded(found.kind, layout, raw, ctx), ctx), None
 
 
 def _guarded(kind: str, layout: PurePosixPath, raw: bytes, ctx: _Buffered) -> FileResult:
@@ -254,6 +307,7 @@ def _assemble(outcomes: list[_Outcome], report: RunReport) -> Tables:
     parts: dict[str, list[pa.Table]] = {}
     launches = []
     changes = []
+    addresses: dict[str, list[str]] = {}
     for o in outcomes:
         for reason, line, records in o.ctx.pending:
             report.problem(o.path, reason, line=line, records=records)
@@ -266,9 +320,11 @@ def _assemble(outcomes: list[_Outcome], report: RunReport) -> Tables:
         for name, table in o.result.tables.items():
             parts.setdefault(name, []).append(table)
         launches.extend(o.result.launches)
+        addresses.update(o.result.addresses)
         changes.extend(o.result.state_changes)
     _notes(counts, report)
 
+    enrich.attach_addresses(launches, addresses)
     first = enrich.first_launches(launches)
     frames: dict[str, list[pd.DataFrame]] = {}
     flows = _concat(parts.get("flows"))

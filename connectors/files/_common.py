@@ -101,6 +101,10 @@ class Launch:
     interfaces: list[str]
     private_ips: list[str]
     tags: dict[str, str]
+    # Set by readers of clouds other than AWS, whose machine types the AWS catalogue does not know.
+    cloud: str = CLOUD
+    gpus: int | None = None
+    vcpus: int | None = None
 
 
 @dataclass
@@ -113,6 +117,9 @@ class FileResult:
     counts: Counter[str] = field(default_factory=Counter)  # named tallies the connector turns into notes
     # Rows this file gave, where its rows travel in another file's tables (flow logs parsed as one batch).
     records: dict[str, int] | None = None
+    # Interface id -> private addresses, where an interface is described apart from its instance (an Azure
+    # NIC is its own resource): the connector gives these addresses to the launches that name the interface.
+    addresses: dict[str, list[str]] = field(default_factory=dict)
 
     def rows(self) -> dict[str, int]:
         if self.records is not None:

@@ -31,8 +31,29 @@ CUR_CSV = "cur-csv"
 METRIC_STREAM = "metric-stream"
 METRIC_CSV = "metric-csv"
 METADATA = "metadata"  # manifests, digests and other files AWS writes beside the data: read, nothing to take
+# GCP: Cloud Logging entries routed to Cloud Storage (one reader, kind named by the log), billing, Monitoring.
+GCP_AUDIT = "gcp-audit-logs"
+GCP_FLOWS = "gcp-vpc-flow-logs"
+GCP_DNS = "gcp-dns-logs"
+GCP_LOGGING = "gcp-logging"  # any other Cloud Logging log: read, entries counted and left out
+GCP_BILLING = "gcp-billing-export"  # JSON lines, CSV or Parquet
+GCP_MONITORING = "gcp-monitoring"
+# Azure: diagnostic settings' blobs and Cost Management exports.
+AZ_ACTIVITY = "azure-activity-log"
+AZ_FLOWS = "azure-vnet-flow-logs"
+AZ_METRICS = "azure-metrics"
+AZ_COST = "azure-cost-export"  # CSV or Parquet
 
-KINDS = (FLOW_TEXT, FLOW_PARQUET, CLOUDTRAIL, RESOLVER, CUR2, CUR_CSV, METRIC_STREAM, METRIC_CSV, METADATA)
+KINDS = (FLOW_TEXT, FLOW_PARQUET, CLOUDTRAIL, RESOLVER, CUR2, CUR_CSV, METRIC_STREAM, METRIC_CSV, METADATA,
+         GCP_AUDIT, GCP_FLOWS, GCP_DNS, GCP_LOGGING, GCP_BILLING, GCP_MONITORING,
+         AZ_ACTIVITY, AZ_FLOWS, AZ_METRICS, AZ_COST)
+
+# Storage containers Azure diagnostic settings write to, and the kind of what is in them.
+_AZURE_CONTAINERS = {"insights-activity-logs": AZ_ACTIVITY, "insights-logs-flowlogflowevent": AZ_FLOWS,
+                     "insights-metrics-pt1m": AZ_METRICS}
+# Cloud Logging log ids (the folders a Cloud Storage sink writes) and the kind of what is in them.
+_GCP_LOGS = (("cloudaudit.googleapis.com", GCP_AUDIT), ("vpc_flows", GCP_FLOWS), ("dns_queries", GCP_DNS))
+_GCP_BILLING_COLUMNS = frozenset({"billing_account_id", "usage_start_time"})
 
 # Every field a VPC flow log format may name (versions 2 to 8), with `-` as in a text header.
 _FLOW_FIELD_LIST = (
@@ -120,6 +141,10 @@ def _parquet(raw: bytes) -> tuple[str | None, str]:
         return CUR2, "Parquet CUR 2.0"
     if names == {"status"}:
         return METADATA, "Parquet CUR status"
+    if names >= _GCP_BILLING_COLUMNS or ("usage_start_time" in names and "sku" in names):
+        return GCP_BILLING, "Parquet GCP billing export"
+    if _azure_cost({n.lower() for n in names}):
+        return AZ_COST, "Parquet Azure cost export"
     listed = ", ".join(sorted(names)[:8])
     return None, f"Parquet with columns {listed}"
 
@@ -135,6 +160,52 @@ def _text(first_line: str, text: str, complete: bool) -> str | None:
         return CUR_CSV
     if tuple(c.lower() for c in columns) == METRIC_CSV_HEADER:
         return METRIC_CSV
+    lower = {c.lower() for c in columns}
+    if "usage_start_time" in lower and ({"billing_account_id", "cost"} & lower):
+        return GCP_BILLING
+    if _azure_cost(lower):
+        return AZ_COST
+    return None
+
+
+def _azure_cost(lower: set[str]) -> bool:
+    """Column names (lower case) of an Azure cost export (usage details; EA, MCA and the newer exports)."""
+    return "metercategory" in lower and bool({"subscriptionid", "subscriptionguid"} & lower)
+
+
+def _cloud_json(obj: dict[str, object]) -> str | None:
+    """The kind of a GCP or Azure JSON record, from its keys."""
+    records = obj.get("records")
+    if isinstance(records, list):
+        first_record = records[0] if records else {}
+        return _cloud_json(first_record) if isinstance(first_record, dict) else None
+    keys = set(obj)
+    log_name = obj.get("logName")
+    if isinstance(log_name, str) and keys & {"protoPayload", "jsonPayload", "textPayload"}:
+        log = log_name.replace("%2F", "/")
+        return next((kind for marker, kind in _GCP_LOGS if marker in log), GCP_LOGGING)
+    if keys >= _GCP_BILLING_COLUMNS or ("usage_start_time" in keys and "sku" in keys):
+        return GCP_BILLING
+    if "points" in keys and "metric" in keys and "resource" in keys:
+        return GCP_MONITORING
+    if "flowRecords" in keys or obj.get("category") == "FlowLogFlowEvent":
+        return AZ_FLOWS
+    if "metricName" in keys and "resourceId" in keys:
+        return AZ_METRICS
+    if "operationName" in keys and "resourceId" in keys and keys & {"caller", "identity", "category"}:
+        return AZ_ACTIVITY
+    return None
+
+
+def _cloud_text(text: str) -> str | None:
+    """The kind of a GCP or Azure document too long to parse whole while sniffing, from the names in it."""
+    if re.match(r'\s*\{\s*"records"\s*:', text):
+        for marker, kind in (('"flowRecords"', AZ_FLOWS), ('"metricName"', AZ_METRICS),
+                             ('"operationName"', AZ_ACTIVITY)):
+            if marker in text:
+                return kind
+    if '"logName"' in text:
+        return next((kind for marker, kind in _GCP_LOGS if marker in text), GCP_LOGGING)
     return None
 
 
@@ -158,13 +229,13 @@ def _json(first_line: str, text: str, complete: bool) -> str | None:
             return METRIC_STREAM
         if "digestStartTime" in keys or keys & _MANIFEST_KEYS:
             return METADATA
-        return None
+        return _cloud_json(obj)
     # A first line cut short (truncated file): the field names still tell.
     if '"query_name"' in first_line and '"query_timestamp"' in first_line:
         return RESOLVER
     if '"metric_name"' in first_line and '"namespace"' in first_line:
         return METRIC_STREAM
-    return None
+    return _cloud_text(text or first_line)
 
 
 def _by_key(rel: PurePath, raw: bytes) -> str | None:
@@ -182,4 +253,9 @@ def _by_key(rel: PurePath, raw: bytes) -> str | None:
         return RESOLVER
     if any(p.startswith("BILLING_PERIOD=") for p in parts) and "data" in parts:
         return CUR2 if parquet else CUR_CSV
-    return None
+    lowered = [p.lower() for p in parts]
+    for container, kind in _AZURE_CONTAINERS.items():
+        if container in lowered:
+            return kind
+    folders = "/".join(parts[:-1])
+    return next((kind for marker, kind in _GCP_LOGS if marker in folders), None)

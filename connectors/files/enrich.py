@@ -28,6 +28,19 @@ _STAGE = {"start": 0, "stop": 1, "terminate": 2}
 _STATE = {"start": "running", "stop": "stopped", "terminate": "terminated"}
 
 
+def attach_addresses(launches: list[Launch], addresses: dict[str, list[str]]) -> None:
+    """Give each launch the private addresses of the interfaces it names, where its own record had none
+    (an Azure VM write names its NICs; the NIC writes carry the addresses). Ids compare case-insensitively."""
+    if not addresses:
+        return
+    lower = {k.lower(): v for k, v in addresses.items()}
+    for launch in launches:
+        if launch.private_ips:
+            continue
+        ips = [ip for eni in launch.interfaces for ip in lower.get(eni.lower(), [])]
+        launch.private_ips.extend(dict.fromkeys(ips))
+
+
 def first_launches(launches: Iterable[Launch]) -> dict[str, Launch]:
     """One launch per instance (the earliest): the same event can arrive in an account and an org trail."""
     out: dict[str, Launch] = {}
@@ -50,11 +63,13 @@ def inventory(launches: dict[str, Launch], changes: list[tuple[datetime, str, st
             state[instance] = candidate
     rows = []
     for resource, launch in sorted(launches.items()):
-        known = catalog.lookup(launch.instance_type)
+        known = catalog.lookup(launch.instance_type) if launch.cloud == CLOUD else None
         rows.append({
-            "resource": resource, "cloud": CLOUD, "account": launch.account, "region": launch.region,
-            "instance_type": launch.instance_type, "gpus": known.gpus if known else None,
-            "vcpus": known.vcpus if known else None, "spot": launch.spot,
+            "resource": resource, "cloud": launch.cloud, "account": launch.account, "region": launch.region,
+            "instance_type": launch.instance_type,
+            "gpus": launch.gpus if launch.gpus is not None else (known.gpus if known else None),
+            "vcpus": launch.vcpus if launch.vcpus is not None else (known.vcpus if known else None),
+            "spot": launch.spot,
             "state": state[resource][2] if resource in state else "running",
             "launched_at": launch.launched_at, "launched_by": launch.launched_by,
             "launched_by_type": launch.launched_by_type,

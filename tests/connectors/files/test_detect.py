@@ -35,13 +35,13 @@ def parquet_bytes(table: object) -> bytes:
         ("x/a.bin", parquet_bytes(cur2_table()), CUR2),
         ("x/Manifest.json", json.dumps({"reportKeys": ["a"], "assemblyId": "1"}).encode(), METADATA),
         ("AWSLogs/012345678901/CloudTrail-Digest/us-east-1/2026/11/20/d.json.gz",
-         gzip.compress(json.dumps({"digestStartTime": "2026-11-20T10:00:00Z"}).encode()), METADATA),
+         gzip.compress(json.dumps({"digestStartTime": "2026-11-20T10:00:00Z"}).encode(), mtime=0), METADATA),
         ("cur/legacy/swcur/swcur-RedshiftCommands.sql", b"COPY ...", METADATA),
         # Damaged content: the key decides, so the reader can say what is wrong with it.
         (FLOW_V2_KEY, b"\x1f\x8b\x08\x00garbage", FLOW_TEXT),
         (FLOW_PARQUET_KEY, b"PAR1 not really", FLOW_PARQUET),
-        (TRAIL_KEY, gzip.compress(b'{"Events": []}'), CLOUDTRAIL),
-        (RESOLVER_KEY, gzip.compress(b"{not json"), RESOLVER),
+        (TRAIL_KEY, gzip.compress(b'{"Events": []}', mtime=0), CLOUDTRAIL),
+        (RESOLVER_KEY, gzip.compress(b"{not json", mtime=0), RESOLVER),
         (CUR2_KEY, b"PAR1 broken", CUR2),
         # A truncated first line still shows its field names.
         ("x/q", b'{"version":"1.1","query_timestamp":"2026-11-20T10:00:00Z","query_name":"a.', RESOLVER),

@@ -1,0 +1,121 @@
+"""The AWS connector's settings: the `[aws]` table of spendwatch's TOML configuration file.
+
+Example (every key but one source is optional)::
+
+    [aws]
+    accounts = ["012345678901", "234567890123"]   # or leave out: every ACTIVE account in the Organization
+    role_name = "spendwatch-read"                  # assumed in each account; leave out to use the caller's own
+    regions = ["us-east-1", "eu-west-1"]           # or leave out: every region enabled in the account
+    trail = "s3://acme-org-trail/"                 # organisation trail bucket (AWSLogs/<org>/<account>/CloudTrail)
+    flow_logs = "s3://acme-flow-logs/"             # VPC Flow Logs delivered to S3; else DescribeFlowLogs -> Logs
+    dns_logs = "s3://acme-dns-logs/"               # Resolver query logs in S3; or dns_log_groups = ["/r53/q"]
+    cur = "s3://acme-billing/cur2/acme-cur2/"      # CUR 2.0 export (its metadata/ and data/ folders)
+    metrics = "s3://acme-metrics/metric-streams/"  # Metric Streams output; else GetMetricData per instance
+    cost_explorer_max_requests = 0                 # Cost Explorer fallback when there is no CUR ($0.01 each)
+
+`endpoint_url` points every client at one endpoint (moto in tests). Buckets are read with the caller's own
+credentials (a central log-archive bucket), or with `bucket_role_arn` when it is set.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields
+from typing import Any
+
+from spendwatch.config import ConfigError
+
+_ACCOUNT = re.compile(r"^\d{12}$")
+
+
+@dataclass(frozen=True)
+class S3Location:
+    """A bucket and a key prefix, written `s3://bucket/prefix/` in the configuration."""
+
+    bucket: str
+    prefix: str = ""
+
+    @classmethod
+    def parse(cls, value: str) -> S3Location:
+        if not isinstance(value, str) or not value.startswith("s3://") or len(value) <= 5:
+            raise ConfigError(f"not an S3 location (s3://bucket/prefix/): {value!r}")
+        bucket, _, prefix = value[5:].partition("/")
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"  # a folder: `trail = "s3://b/logs"` must not also match `logs-old/`
+        return cls(bucket, prefix)
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+
+@dataclass(frozen=True)
+class AwsConfig:
+    """What the AWS connector reads, from where, and how hard it tries. See the module doc for an example."""
+
+    accounts: tuple[str, ...] | None = None  # None: Organizations ListAccounts (ACTIVE accounts)
+    role_name: str | None = None  # None: the caller's credentials are used in every account (one account)
+    external_id: str | None = None
+    regions: tuple[str, ...] | None = None  # None: ec2 DescribeRegions (enabled regions)
+    trail: S3Location | None = None
+    flow_logs: S3Location | None = None
+    dns_logs: S3Location | None = None
+    dns_log_groups: tuple[str, ...] = ()
+    cur: S3Location | None = None
+    metrics: S3Location | None = None
+    metrics_api: bool = True  # GetMetricData when there is no Metric Streams bucket
+    cost_explorer_max_requests: int = 0  # 0: never call Cost Explorer
+    cost_explorer_granularity: str = "HOURLY"  # HOURLY needs hourly granularity enabled in Cost Explorer
+    bucket_role_arn: str | None = None
+    profile: str | None = None
+    home_region: str = "us-east-1"  # where global services (STS, Organizations, Cost Explorer, S3 listing) go
+    lookback_days: int = 2  # late files are still read this many days behind the newest one seen
+    initial_hours: int = 24  # how far back a CloudWatch source starts on its first run
+    max_attempts: int = 8  # botocore adaptive retries, per call
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    endpoint_url: str | None = None
+    session_name: str = "spendwatch"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AwsConfig:
+        """Settings from the `[aws]` table; ConfigError names an unknown key or a bad value."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"[aws]: unknown key(s) {', '.join(unknown)}")
+        kw: dict[str, Any] = dict(data)
+        for key in ("trail", "flow_logs", "dns_logs", "cur", "metrics"):
+            if kw.get(key) is not None:
+                kw[key] = S3Location.parse(kw[key])
+        for key in ("accounts", "regions", "dns_log_groups"):
+            if kw.get(key) is not None:
+                value = kw[key]
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise ConfigError(f"[aws] {key}: must be a list of strings")
+                kw[key] = tuple(value)
+        for account in kw.get("accounts") or ():
+            if not _ACCOUNT.match(account):
+                raise ConfigError(f"[aws] accounts: {account!r} is not a 12-digit account id (quote it in TOML)")
+        for key in ("lookback_days", "initial_hours", "max_attempts", "cost_explorer_max_requests"):
+            if key in kw and (not isinstance(kw[key], int) or kw[key] < 0):
+                raise ConfigError(f"[aws] {key}: must be a non-negative integer")
+        if kw.get("cost_explorer_granularity", "HOURLY") not in ("HOURLY", "DAILY"):
+            raise ConfigError("[aws] cost_explorer_granularity: HOURLY or DAILY")
+        return cls(**kw)
+
+    @classmethod
+    def load(cls, path: str, **overrides: Any) -> AwsConfig:
+        """The `[aws]` table of the TOML file at `path`."""
+        from spendwatch.config import section
+
+        data = section(path, "aws")
+        if data is None:
+            raise ConfigError(f"{path}: no [aws] table")
+        return cls.from_dict({**data, **overrides})
+
+    def role_arn(self, account: str) -> str | None:
+        return f"arn:aws:iam::{account}:role/{self.role_name}" if self.role_name else None
+
+
+__all__ = ["AwsConfig", "ConfigError", "S3Location"]
+

@@ -1,0 +1,69 @@
+"""Every AWS API call the connector makes, and the IAM permission it needs: the source of the read policy.
+
+`CALLS` maps (botocore service name, operation name) to the IAM action. `clients.Clients` refuses at run time
+any call not in this table (a before-call hook raises `UndeclaredCall`), so the policy printed by
+`spendwatch iam-policy aws` can never fall behind the code. A new call is one line here.
+
+All of them are read-only. `sts:AssumeRole` is needed by the identity spendwatch runs as (on the read role's
+ARN in each account); the rest by the read role. One policy covering both is printed, because most users run
+spendwatch as a role in the management or a security account that also holds the read role.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+CALLS: dict[tuple[str, str], str] = {
+    ("sts", "AssumeRole"): "sts:AssumeRole",
+    ("organizations", "ListAccounts"): "organizations:ListAccounts",
+    ("ec2", "DescribeRegions"): "ec2:DescribeRegions",
+    ("ec2", "DescribeInstances"): "ec2:DescribeInstances",
+    ("ec2", "DescribeInstanceTypes"): "ec2:DescribeInstanceTypes",
+    ("ec2", "DescribeFlowLogs"): "ec2:DescribeFlowLogs",
+    ("s3", "ListObjectsV2"): "s3:ListBucket",  # the IAM action of ListObjectsV2 is ListBucket
+    ("s3", "GetObject"): "s3:GetObject",
+    ("logs", "FilterLogEvents"): "logs:FilterLogEvents",
+    ("cloudwatch", "ListMetrics"): "cloudwatch:ListMetrics",
+    ("cloudwatch", "GetMetricData"): "cloudwatch:GetMetricData",
+    ("ce", "GetCostAndUsage"): "ce:GetCostAndUsage",
+}
+
+
+class UndeclaredCall(RuntimeError):
+    """The connector made an AWS call that `CALLS` does not declare: a programming error, never a gap."""
+
+
+def permission(service: str, operation: str) -> str:
+    try:
+        return CALLS[(service, operation)]
+    except KeyError:
+        raise UndeclaredCall(f"{service}.{operation} is not declared in connectors/aws/permissions.py") from None
+
+
+def declared() -> list[str]:
+    """The IAM actions the connector may use, sorted, each once."""
+    return sorted(set(CALLS.values()))
+
+
+def policy() -> dict[str, Any]:
+    """The read-only IAM policy document covering exactly the declared calls, one statement per service.
+
+    Resources are "*": S3 object and bucket ARNs depend on the user's buckets and the other calls do not
+    support resource-level permissions; README's AWS set-up shows how to narrow the S3 statement.
+    """
+    by_service: dict[str, list[str]] = {}
+    for action in declared():
+        by_service.setdefault(action.split(":")[0], []).append(action)
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": f"SpendwatchRead{service.title().replace('-', '')}", "Effect": "Allow", "Action": actions,
+             "Resource": "*"}
+            for service, actions in sorted(by_service.items())
+        ],
+    }
+
+
+def policy_json() -> str:
+    return json.dumps(policy(), indent=2)

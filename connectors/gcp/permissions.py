@@ -1,0 +1,54 @@
+"""Every GCP API call the live connector makes, and the IAM permission it needs: the source of the role.
+
+`CALLS` maps the client method to its permission; `inventory` looks each call up here before making it
+(`permission()` raises for an undeclared call), so `spendwatch iam-policy gcp` never falls behind the code.
+File mode needs only `storage.objects.list` and `storage.objects.get` on the sink buckets.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+CALLS: dict[str, str] = {
+    "InstancesClient.aggregated_list": "compute.instances.list",
+    "MachineTypesClient.get": "compute.machineTypes.get",
+    "AcceleratorTypesClient.aggregated_list": "compute.acceleratorTypes.list",
+    "storage.objects.list": "storage.objects.list",  # reading the sinks' exports from Cloud Storage
+    "storage.objects.get": "storage.objects.get",
+}
+
+
+class UndeclaredCall(RuntimeError):
+    """The connector made a call `CALLS` does not declare: a programming error, never a gap."""
+
+
+def permission(call: str) -> str:
+    try:
+        return CALLS[call]
+    except KeyError:
+        raise UndeclaredCall(f"{call} is not declared in connectors/gcp/permissions.py") from None
+
+
+def permissions() -> list[str]:
+    """The IAM permissions the connector may use, sorted, each once."""
+    return sorted(set(CALLS.values()))
+
+
+def role() -> dict[str, Any]:
+    """A least-privilege custom role (the body of `gcloud iam roles create --file`, as JSON)."""
+    return {
+        "title": "spendwatch reader",
+        "description": "Read-only: instances, machine and accelerator types, and the log/billing export objects.",
+        "stage": "GA",
+        "includedPermissions": permissions(),
+    }
+
+
+def role_yaml() -> str:
+    """The same role as the YAML `gcloud iam roles create spendwatchReader --organization=ORG --file=-` takes."""
+    body = role()
+    lines = [f"title: {json.dumps(body['title'])}", f"description: {json.dumps(body['description'])}",
+             f"stage: {body['stage']}", "includedPermissions:"]
+    lines += [f"- {p}" for p in body["includedPermissions"]]
+    return "\n".join(lines) + "\n"
