@@ -1,4 +1,4 @@
-"""`spendwatch iam-policy aws`, and the live-AWS half of `spendwatch scan --config FILE`.
+"""`spendwatch iam-policy aws|gcp|azure`, and the live-AWS half of `spendwatch scan --config FILE`.
 
 Kept out of cli.py so the AWS connector's commands live beside each other; cli.py adds them with one line.
 """
@@ -11,16 +11,28 @@ from typing import Any
 
 
 def cmd_iam_policy(args: argparse.Namespace) -> int:
-    """Print the read-only IAM policy that covers exactly the calls the connector makes."""
-    from .connectors.aws.permissions import policy_json
+    """Print the read-only policy (AWS IAM policy, GCP custom role, Azure role definition) that covers
+    exactly the calls the cloud's connector makes."""
+    if args.cloud == "gcp":
+        from .connectors.gcp.permissions import role_yaml
 
-    sys.stdout.write(policy_json() + "\n")
+        text = role_yaml()
+    elif args.cloud == "azure":
+        from .connectors.azure.permissions import role_json
+
+        text = role_json()
+    else:
+        from .connectors.aws.permissions import policy_json
+
+        text = policy_json()
+    sys.stdout.write(text.rstrip("\n") + "\n")
     return 0
 
 
 def add_commands(sub: Any) -> None:
-    p = sub.add_parser("iam-policy", help="print the read-only IAM policy a live scan needs")
-    p.add_argument("cloud", choices=("aws",), help="which cloud's policy")
+    p = sub.add_parser("iam-policy", help="print the least-privilege read-only policy or role a live scan needs")
+    p.add_argument("cloud", choices=("aws", "gcp", "azure"),
+                   help="aws: IAM policy JSON; gcp: custom role YAML; azure: role definition JSON")
     p.set_defaults(func=cmd_iam_policy)
 
 

@@ -1,0 +1,28 @@
+"""`spendwatch iam-policy gcp|azure` prints exactly the permissions the connectors declare."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from spendwatch.cli import main
+
+
+def test_gcp_role_lists_exactly_the_declared_permissions(capsys: pytest.CaptureFixture[str]) -> None:
+    from spendwatch.connectors.gcp.permissions import permissions
+
+    assert main(["iam-policy", "gcp"]) == 0
+    out = capsys.readouterr().out
+    listed = [line.strip()[2:] for line in out.splitlines() if line.strip().startswith("- ")]
+    assert sorted(listed) == sorted(permissions())
+
+
+def test_azure_role_lists_exactly_the_declared_operations(capsys: pytest.CaptureFixture[str]) -> None:
+    from spendwatch.connectors.azure.permissions import DATA_CALLS, permissions
+
+    assert main(["iam-policy", "azure"]) == 0
+    role = json.loads(capsys.readouterr().out)
+    assert role["Actions"] == permissions()
+    assert role["DataActions"] == sorted(set(DATA_CALLS.values()))
+    assert not any("*" in action for action in role["Actions"])
