@@ -96,6 +96,11 @@ def score(hits: Iterable[Hit]) -> float:
     return fused_mass(hits).abuse
 
 
+def _by_strength(hits: Iterable[Hit]) -> list[str]:
+    """Rule ids, strongest evidence first (then by id), each once: what a reader should see first."""
+    return list(dict.fromkeys(h.rule for h in sorted(hits, key=lambda h: (-h.belief, h.rule))))
+
+
 def severity_of(value: float, cutoffs: tuple[float, float, float, float] = FusionConfig.cutoffs) -> Severity:
     for level, cut in zip((Severity.INFO, Severity.LOW, Severity.MEDIUM, Severity.HIGH), cutoffs, strict=True):
         if value < cut:
@@ -253,7 +258,7 @@ def fuse(hits: list[Hit], features: Features, *, now: datetime, config: FusionCo
         findings.append(Finding(
             id=finding_id(cloud, account, resource or "unattributed"),
             cloud=cloud, account=account, region=region, resource=resource or None, principal=principal,
-            severity=sev, score=round(mass.abuse, 6), rules=sorted({h.rule for h in ghits}), evidence=evidence,
+            severity=sev, score=round(mass.abuse, 6), rules=_by_strength(ghits), evidence=evidence,
             first_seen=min(h.start for h in ghits), last_seen=max(h.end for h in ghits), detected_at=now,
             hourly_cost_usd=cost,
             summary=_summary(sev, families, resource or None, itype, region, _short_principal(principal, ptype),
@@ -301,7 +306,7 @@ def fuse(hits: list[Hit], features: Features, *, now: datetime, config: FusionCo
         findings.append(Finding(
             id=finding_id(cloud, account, f"principal:{principal}"),
             cloud=cloud, account=account, region=region_list[0] if region_list else None, resource=None,
-            principal=principal, severity=sev, score=round(mass.abuse, 6), rules=sorted({h.rule for h in allhits}),
+            principal=principal, severity=sev, score=round(mass.abuse, 6), rules=_by_strength(allhits),
             evidence=lines, first_seen=min(h.start for h in allhits), last_seen=max(h.end for h in allhits),
             detected_at=now, hourly_cost_usd=hourly,
             summary=f"{verb} {who} {what}{price}",

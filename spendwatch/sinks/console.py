@@ -32,11 +32,15 @@ def _truncate(text: str, width: int) -> str:
 
 
 def render_findings(findings: Sequence[Finding], out: TextIO, *, changes: dict[str, str] | None = None) -> None:
-    """Write a table of findings, worst first, then the evidence of those at medium or above."""
+    """Write a table of findings, worst first, then the evidence of those at medium or above.
+
+    The rules column lists the strongest evidence first (the order fusion gives), so a cut keeps what matters.
+    """
     if not findings:
         out.write("No findings.\n")
         return
-    width = max(shutil.get_terminal_size((120, 20)).columns, 100)
+    # On a terminal the table fits its width; in a pipe or a log nothing is cut.
+    width = max(shutil.get_terminal_size((120, 20)).columns, 100) if out.isatty() else 10_000
     head = ("SEVERITY", "RESOURCE", "ACCOUNT", "REGION", "PRINCIPAL", "$/HOUR", "RULES")
     rows = []
     for f in findings:
@@ -53,7 +57,7 @@ def render_findings(findings: Sequence[Finding], out: TextIO, *, changes: dict[s
             )
         )
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
-    widths[4] = min(widths[4], 40)
+    widths[4] = min(widths[4], 30 if out.isatty() else 60)
     fixed = sum(widths[:6]) + 2 * 6
     widths[6] = max(min(widths[6], width - fixed), 10)
     line = "  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))
