@@ -87,9 +87,11 @@ class MinerFlowShapeRule(Rule):
             grp = grp.sort_values("hours", ascending=False)
             top = grp.iloc[0]
             naming = str(top["naming"])
-            belief = {"unnamed": cfg.belief_unnamed, "named": cfg.belief_named}.get(naming, cfg.belief)
+            belief = {"unnamed": cfg.belief_unnamed, "pool-named": cfg.belief_unnamed,
+                      "named": cfg.belief_named}.get(naming, cfg.belief)
             said = {"unnamed": "; the account's DNS logs never named this peer (pool by IP, proxy or DNS outside "
                                "the logs)",
+                    "pool-named": f"; the peer answered for the pool name {top['name']} in the account's DNS logs",
                     "named": f"; the peer answered for {top['name']} in the account's DNS logs"}.get(naming, "")
             port = f":{int(top['remote_port'])}" if pd.notna(top["remote_port"]) else ""
             more = f" (and {len(grp) - 1} more peer(s) like it)" if len(grp) > 1 else ""
@@ -115,23 +117,30 @@ class MinerFlowShapeRule(Rule):
     @staticmethod
     def naming(pairs: pd.DataFrame, features: Features) -> pd.Series:
         """Per candidate pair: "named" (an ordinary name resolved to the peer in the account's DNS logs, kept
-        in `name`), "unnamed" (DNS logs exist for the account but never named it, or only pool names did), or
-        "no-dns" (no DNS records for the account at all)."""
+        in `name`), "pool-named" (only pool names did, kept in `name`), "unnamed" (DNS logs exist for the account
+        but never named it), or "no-dns" (no DNS records for the account at all)."""
         ans = features.dns_answers
         dns = features.tables.dns
         with_dns = set(zip(dns["cloud"], dns["account"], strict=True)) if len(dns) else set()
         names = pd.Series(ans["query"].unique(), dtype="str")
-        ordinary = ans[match_pool_domain(names, intel.pool_domains()).isna().to_numpy()[
-            pd.Index(names).get_indexer(ans["query"])]] if len(ans) else ans
-        first_name = ordinary.drop_duplicates(["cloud", "account", "address"]).set_index(
-            ["cloud", "account", "address"])["query"]
+        is_pool = (match_pool_domain(names, intel.pool_domains()).notna().to_numpy()[
+            pd.Index(names).get_indexer(ans["query"])] if len(ans) else np.zeros(0, dtype=bool))
         keys = pd.MultiIndex.from_arrays([pairs["cloud"], pairs["account"], pairs["remote"]])
-        name = pd.Series(first_name.reindex(keys).to_numpy(), index=pairs.index) if len(first_name) else \
-            pd.Series(np.nan, index=pairs.index, dtype="object")
+
+        def first_name(answers: pd.DataFrame) -> pd.Series:
+            if not len(answers):
+                return pd.Series(np.nan, index=pairs.index, dtype="object")
+            by_address = answers.drop_duplicates(["cloud", "account", "address"]).set_index(
+                ["cloud", "account", "address"])["query"]
+            return pd.Series(by_address.reindex(keys).to_numpy(), index=pairs.index)
+
+        name, pool_name = first_name(ans[~is_pool]), first_name(ans[is_pool])
         has_dns = pd.Series([(c, a) in with_dns for c, a in zip(pairs["cloud"], pairs["account"], strict=True)],
                             index=pairs.index)
-        pairs["name"] = name
-        return pd.Series(np.where(name.notna(), "named", np.where(has_dns, "unnamed", "no-dns")), index=pairs.index)
+        pairs["name"] = name.where(name.notna(), pool_name)
+        naming = np.where(name.notna(), "named", np.where(pool_name.notna(), "pool-named",
+                                                          np.where(has_dns, "unnamed", "no-dns")))
+        return pd.Series(naming, index=pairs.index)
 
     @staticmethod
     def pair_stats(features: Features, cfg: MinerFlowShapeConfig) -> pd.DataFrame:

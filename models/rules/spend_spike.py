@@ -114,8 +114,10 @@ class SpendSpikeRule(Rule):
                     new = first is not None and first >= spike["start"] - pd.Timedelta(hours=1)
                     grew = len(before) > 0 and cost >= cfg.ratio * float(before.median())
                     if new or grew:
-                        drivers.append((str(resource), float(cost), new))
-                for resource, cost, new in drivers[:cfg.max_resources]:
+                        # A resource that joined a running spike is evidence from its own first billed hour on.
+                        since = max(spike["start"], first) if new and first is not None else spike["start"]
+                        drivers.append((str(resource), float(cost), new, since))
+                for resource, cost, new, since in drivers[:cfg.max_resources]:
                     evidence = (
                         f"hourly spend of {scope} rose from a baseline of ${spike['baseline']:.2f}/h (median of "
                         f"up to {cfg.baseline_hours} earlier hours) to ${spike['mean']:.2f}/h (peak "
@@ -125,7 +127,7 @@ class SpendSpikeRule(Rule):
                     )
                     add(Hit(
                         rule=self.id, cloud=str(cloud), account=str(account), resource=resource, principal=None,
-                        start=spike["start"].to_pydatetime(),
+                        start=since.to_pydatetime(),
                         end=(spike["end"] + pd.Timedelta(hours=1)).to_pydatetime(), belief=cfg.belief,
                         evidence=evidence, region=none_if_na(regions.get((cloud, account, resource))),
                         family=self.family,
