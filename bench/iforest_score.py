@@ -3,8 +3,11 @@
 Prints, from one run on the same data and the same fitted trees:
 - baseline: sklearn's plain `IsolationForest.score_samples` with default settings (sequential);
 - sklearn under a threading parallel_backend (splits trees; DESIGN's "halves it");
-- spendwatch's `ResourceHourForest.score_samples` (threads split rows: bit-identical run to run).
-Target: under 2 s for 1 M rows on 2 cores. Run: `python bench/iforest_score.py [--rows N] [--jobs 2]`.
+- spendwatch's `ResourceHourForest.score_samples`: rows in cache-sized blocks walked by every tree's compiled
+  `apply`, threads splitting the rows (models/iforest.py `forest_path_sums`); checked bit-identical to sklearn.
+Target: under 2 s for 1 M rows on 2 cores. On a shared machine the absolute figures move with the neighbours'
+load; the baseline is measured in the same run, so compare the ratio too.
+Run: `python bench/iforest_score.py [--rows N] [--jobs 2]`.
 """
 
 from __future__ import annotations
@@ -53,8 +56,10 @@ def main() -> None:
     ours = best_of(lambda: model.score_samples(X), args.repeat)
     print(f"  spendwatch ResourceHourForest.score_samples      {ours:6.2f} s  ({base / ours:.2f}x)  "
           f"target < 2 s: {'met' if ours < 2 else 'NOT met'}")
-    same = np.array_equal(model.score_samples(X[:200_000]), model.score_samples(X[:200_000]))
-    print(f"  spendwatch scores identical run to run: {same}")
+    ours_scores = model.score_samples(X)
+    same = np.array_equal(ours_scores, model.score_samples(X))
+    diff = float(np.max(np.abs(ours_scores + forest.score_samples(X))))
+    print(f"  spendwatch scores identical run to run: {same}; max |difference| from sklearn: {diff:.1e}")
 
 
 if __name__ == "__main__":

@@ -16,9 +16,9 @@ from numbers import Integral, Real
 
 import numpy as np
 import pandas as pd
-from joblib import parallel_config
 from sklearn.base import BaseEstimator, _fit_context
 from sklearn.ensemble import IsolationForest
+from sklearn.ensemble._iforest import _average_path_length
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -35,26 +35,74 @@ PERCENTILE_GRID = np.unique(np.concatenate([np.linspace(0, 1, 1001), [0.0001, 0.
 LOG_FEATURES = ("bytes_in", "bytes_out", "bytes_per_packet", "peers", "spend_rate")
 
 
-def _score_rows(forest: IsolationForest, X: np.ndarray, n_jobs: int) -> np.ndarray:
-    """sklearn's `score_samples`, with threads splitting the *rows* rather than the trees.
+# Rows per block: a block of float32 rows (16,384 x 12 x 4 B = 786 KB) stays in L2 cache while every tree walks
+# it, instead of each tree streaming the whole matrix from memory. Measured on 1 M rows, 2 threads: 1,024 rows
+# 2.3 s, 4,096 1.8 s, 16,384 1.65 s, one block 3.6 s.
+SCORE_BLOCK_ROWS = 16_384
 
-    Tree traversal releases the GIL, so threads share the work (the estimator's n_jobs is ignored when sklearn
-    scores). sklearn's threading backend splits trees and adds each thread's depths under a lock, in whatever
-    order threads finish, so the last bits of a score vary from run to run. Splitting rows keeps each row's sum
-    over trees in one fixed order: the same model gives bit-identical scores, which a saved-and-loaded model
-    is tested for, and it is as fast.
+
+def leaf_path_lengths(forest: IsolationForest) -> list[np.ndarray]:
+    """Per tree, per node: the path length a row ending at that node contributes, depth + c(n_node) - 1.
+
+    Exactly the terms sklearn's `_compute_score_samples` adds (its `_decision_path_lengths` plus
+    `_average_path_length_per_tree`, minus one, in the same floating-point order), so summing them gives the
+    same bits. Computed from the fitted trees on each call (100 trees x ~500 nodes: microseconds), so nothing
+    extra is stored in a saved model.
     """
-    if n_jobs <= 1 or len(X) < 20_000:
-        with parallel_config(backend="sequential"):
-            return forest.score_samples(X)
-    chunks = np.array_split(np.arange(len(X)), n_jobs)
+    return [np.asarray(d, dtype=np.float64) + np.asarray(c, dtype=np.float64) - 1.0
+            for d, c in zip(forest._decision_path_lengths, forest._average_path_length_per_tree, strict=True)]
 
-    def work(rows: np.ndarray) -> np.ndarray:
-        with parallel_config(backend="sequential"):
-            return forest.score_samples(X[rows[0]:rows[-1] + 1])
 
-    with ThreadPoolExecutor(max_workers=n_jobs) as pool:
-        return np.concatenate(list(pool.map(work, chunks)))
+def forest_path_sums(forest: IsolationForest, X: np.ndarray, n_jobs: int = 2,
+                     block: int = SCORE_BLOCK_ROWS) -> np.ndarray:
+    """Sum over trees of each row's path length: sklearn's `depths`, computed block by block.
+
+    Why not sklearn's `score_samples`: it walks one tree over *all* rows, then the next, so every tree streams
+    the whole matrix from memory, and it converts X to float32 and takes a lock per tree. Here X is converted
+    once, each block of rows stays in cache while all trees walk it (the trees' compiled `apply`, which
+    releases the GIL), and threads split the rows. Each row's sum runs over the trees in sklearn's order, so
+    the result is bit-identical to sequential sklearn and the same run to run. A pure-numpy level-by-level
+    traversal was measured too and is slower (~6.6 s per 1 M rows on one core against ~3.3 s for the trees'
+    `apply`): each level costs several passes over the block, where `apply` walks a row to its leaf in one.
+    It reads sklearn's private fitted attributes (`_decision_path_lengths`, `_max_features`, ...); the tests
+    compare against `score_samples` bit for bit, so a sklearn release that changes them fails there, loudly.
+    """
+    X32 = np.ascontiguousarray(X, dtype=np.float32)  # the trees split on float32, as sklearn's scoring does
+    trees = [est.tree_ for est in forest.estimators_]
+    values = leaf_path_lengths(forest)
+    subsample = forest._max_features != X32.shape[1]
+    features = [np.asarray(f) if subsample else None for f in forest.estimators_features_]
+    depths = np.zeros(len(X32), dtype=np.float64)
+
+    def work(lo: int, hi: int) -> None:
+        for start in range(lo, hi, block):
+            rows = X32[start:min(start + block, hi)]
+            acc = depths[start:start + len(rows)]  # a view: each block writes only its own rows
+            for tree, value, feats in zip(trees, values, features, strict=True):
+                sub = rows if feats is None else np.ascontiguousarray(rows[:, feats])
+                acc += value[tree.apply(sub)]
+
+    jobs = max(1, min(n_jobs, len(X32) // block))
+    if jobs == 1:
+        work(0, len(X32))
+    else:
+        bounds = np.linspace(0, len(X32), jobs + 1).astype(int)
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            list(pool.map(work, bounds[:-1], bounds[1:]))
+    return depths
+
+
+def sklearn_score(forest: IsolationForest, X: np.ndarray, n_jobs: int = 2) -> np.ndarray:
+    """Equal to `forest.score_samples(X)` (lower = more anomalous, sklearn's sign), computed faster."""
+    depths = forest_path_sums(forest, X, n_jobs)
+    denominator = len(forest.estimators_) * _average_path_length([forest._max_samples])[0]
+    # For a single training sample the denominator is 0; sklearn then uses a ratio of 1 (score 2 ** -1), as here.
+    return -(2 ** (-np.divide(depths, denominator, out=np.ones_like(depths), where=denominator != 0)))
+
+
+def _score_rows(forest: IsolationForest, X: np.ndarray, n_jobs: int) -> np.ndarray:
+    """sklearn's `score_samples` through `sklearn_score`: same bits, about twice as fast on 2 cores."""
+    return sklearn_score(forest, X, n_jobs)
 
 
 class ResourceHourForest(BaseEstimator):

@@ -5,7 +5,9 @@ scorer (DIR/../../tools/nab_score.py, or --scorer PATH) and prints the standard,
 reward_low_FN_rate scores next to the published anchors. `--scenarios` simulates every labelled scenario
 (spendwatch/simulate/scenarios.py), scans it through the real pipeline and prints per-rule and overall
 precision and recall at severity >= medium (definitions in spendwatch/evaluate.py); `--markdown` prints the
-README's tables. Another source adds an argument to the `sources` group below and a branch in `cmd_eval`.
+README's tables; `--compare` scans each scenario three ways (rules only, isolation forest only, both: the
+default) and prints precision, recall and F1 side by side (model-only severity: spendwatch/evaluate.py
+MODEL_ONLY_BELIEF). Another source adds an argument to the `sources` group below and a branch in `cmd_eval`.
 Exit codes: 0 done, 1 data or scorer missing, 2 usage error, 3 (--fail-on-miss) a scenario label failed.
 """
 
@@ -25,7 +27,7 @@ def _eval_scenarios(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .cli import EXIT_FINDINGS, EXIT_OK
-    from .evaluate import run_suite
+    from .evaluate import run_compare, run_suite
     from .simulate.scenarios import SCENARIOS
 
     unknown = [n for n in args.only or [] if n not in SCENARIOS]
@@ -33,7 +35,17 @@ def _eval_scenarios(args: argparse.Namespace) -> int:
         print(f"spendwatch: error: eval: unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}",
               file=sys.stderr)
         return 2
-    suite = run_suite(args.only or None, workdir=Path(args.workdir) if args.workdir else None)
+    workdir = Path(args.workdir) if args.workdir else None
+    if args.compare:
+        comparison = run_compare(args.only or None, workdir=workdir)
+        if args.json:
+            json.dump(comparison.to_json(), sys.stdout)
+            print()
+        else:
+            sys.stdout.write(comparison.markdown() if args.markdown else comparison.text())
+        failed = [r.scenario for r in comparison.suites["both"].results if not r.passed()]
+        return EXIT_FINDINGS if (args.fail_on_miss and failed) else EXIT_OK
+    suite = run_suite(args.only or None, workdir=workdir)
     if args.json:
         json.dump(suite.to_json(), sys.stdout)
         print()
@@ -88,6 +100,8 @@ def add_commands(sub: Any) -> None:
     ev.add_argument("--scorer", metavar="PATH", help="NAB scorer (default DIR/../../tools/nab_score.py)")
     ev.add_argument("--json", action="store_true", help="print the result as one JSON object")
     ev.add_argument("--markdown", action="store_true", help="--scenarios: Markdown tables (the README's)")
+    ev.add_argument("--compare", action="store_true",
+                    help="--scenarios: rules only, model only and both side by side (precision, recall, F1)")
     ev.add_argument("--only", nargs="+", metavar="NAME", help="--scenarios: only these scenarios")
     ev.add_argument("--workdir", metavar="DIR", help="--scenarios: simulate under DIR (default: a temp dir)")
     ev.add_argument("--fail-on-miss", action="store_true",

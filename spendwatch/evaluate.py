@@ -27,9 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from .findings import Finding, Severity
+from .models.config import DetectionConfig
 from .simulate import Incident
 
-__all__ = ["Label", "ScenarioResult", "Suite", "evaluate_scenario", "run_suite", "score_findings"]
+__all__ = ["MODES", "Comparison", "Label", "ScenarioResult", "Suite", "evaluate_modes", "evaluate_scenario",
+           "mode_configs", "run_compare", "run_suite", "score_findings"]
 
 
 @dataclass(frozen=True)
@@ -92,9 +94,15 @@ def score_findings(labels: Sequence[Label], findings: Iterable[Finding], *, scen
     return ScenarioResult(scenario, kind, list(labels), counted, covered)
 
 
-def evaluate_scenario(name: str, *, workdir: Path | None = None,
-                      min_severity: Severity = Severity.MEDIUM) -> ScenarioResult:
+def evaluate_scenario(name: str, *, workdir: Path | None = None, min_severity: Severity = Severity.MEDIUM,
+                      config: DetectionConfig | None = None) -> ScenarioResult:
     """Simulate one scenario, read it with the files connector, detect, and score (see module docstring)."""
+    return evaluate_modes(name, {"default": config}, workdir=workdir, min_severity=min_severity)["default"]
+
+
+def evaluate_modes(name: str, modes: dict[str, DetectionConfig | None], *, workdir: Path | None = None,
+                   min_severity: Severity = Severity.MEDIUM) -> dict[str, ScenarioResult]:
+    """Simulate and read one scenario once, then detect and score it under each named detection config."""
     import time
 
     from .connectors.files import read_directory
@@ -106,11 +114,17 @@ def evaluate_scenario(name: str, *, workdir: Path | None = None,
     with tempfile.TemporaryDirectory(prefix=f"sw-eval-{name}-", dir=workdir) as tmp:
         truth = run_scenario(name, Path(tmp) / "data")
         tables = read_directory(truth.root, RunReport())
-    findings = detect(tables, now=truth.end)
     labels = [Label.of(i, True) for i in truth.incidents] + [Label.of(i, False) for i in truth.negatives]
-    result = score_findings(labels, findings, scenario=name, kind=SCENARIOS[name].kind, min_severity=min_severity)
-    result.seconds = time.perf_counter() - t0
-    return result
+    shared = time.perf_counter() - t0
+    out = {}
+    for mode, config in modes.items():
+        t1 = time.perf_counter()
+        findings = detect(tables, config=config, now=truth.end)
+        result = score_findings(labels, findings, scenario=name, kind=SCENARIOS[name].kind,
+                                min_severity=min_severity)
+        result.seconds = shared + time.perf_counter() - t1
+        out[mode] = result
+    return out
 
 
 @dataclass
@@ -201,3 +215,99 @@ def run_suite(names: Sequence[str] | None = None, *, workdir: Path | None = None
 
     results = [evaluate_scenario(n, workdir=workdir) for n in (names or list(SCENARIOS))]
     return Suite(results, rules=[*RULES, "iforest"])
+
+
+# ---- rules vs model vs both ----------------------------------------------------------------------------------
+# Model-only mode: the isolation forest's hits are weak on purpose (belief 0.10-0.25, never above low after
+# fusion), so on its own it could never page anyone. For the comparison the model alone gets a direct mapping
+# from its isolation score to severity instead: the hit's belief runs from MODEL_ONLY_BELIEF[0] at
+# `IForestConfig.min_score` (0.45: medium) to MODEL_ONLY_BELIEF[1] at `full_score` and above (0.70: high).
+# Only the belief range changes; which resources get hits (top_k above min_score) is the default detector's.
+MODEL_ONLY_BELIEF = (0.45, 0.70)
+MODES = ("rules", "model", "both")
+
+
+def mode_configs(base: DetectionConfig | None = None) -> dict[str, DetectionConfig]:
+    """The three detection configs compared: rules only, model only (see MODEL_ONLY_BELIEF), both (default)."""
+    import dataclasses
+
+    from .models.iforest import RULE_ID as IFOREST_ID
+    from .models.rules import RULES
+
+    cfg = base or DetectionConfig()
+    model_only = dataclasses.replace(
+        cfg, disabled=frozenset(RULES),
+        iforest=dataclasses.replace(cfg.iforest, belief_min=MODEL_ONLY_BELIEF[0], belief_max=MODEL_ONLY_BELIEF[1]))
+    return {"rules": dataclasses.replace(cfg, disabled=cfg.disabled | {IFOREST_ID}), "model": model_only,
+            "both": cfg}
+
+
+def f1(precision: float | None, recall: float | None) -> float | None:
+    """Harmonic mean; with no counted findings (precision undefined) and nothing found, F1 is 0."""
+    if recall is None:
+        return None
+    if precision is None:
+        return 0.0 if recall == 0 else None
+    return 0.0 if precision + recall == 0 else round(2 * precision * recall / (precision + recall), 4)
+
+
+@dataclass
+class Comparison:
+    """One Suite per mode over the same simulated scenarios."""
+
+    suites: dict[str, Suite]
+
+    def overall(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for mode, suite in self.suites.items():
+            o = suite.overall()
+            out[mode] = {**o, "f1": f1(o["precision"], o["recall"])}
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"min_severity": "medium", "model_only_belief": list(MODEL_ONLY_BELIEF), "overall": self.overall(),
+                "scenarios": {mode: [{"scenario": r.scenario, "passed": r.passed(),
+                                      "tp": len(r.tp_findings()), "fp": len(r.fp_findings()),
+                                      "found": sum(bool(r.covered[lab.name]) for lab in r.positives),
+                                      "positives": len(r.positives)} for r in s.results]
+                              for mode, s in self.suites.items()}}
+
+    def markdown(self) -> str:
+        modes = list(self.suites)
+        lines = ["| scenario | " + " | ".join(f"{m}: found / FP" for m in modes) + " |",
+                 "|---|" + "---|" * len(modes)]
+        for i, r0 in enumerate(self.suites[modes[0]].results):
+            cells = []
+            for m in modes:
+                r = self.suites[m].results[i]
+                found = sum(bool(r.covered[lab.name]) for lab in r.positives)
+                cells.append(f"{found}/{len(r.positives)} / {len(r.fp_findings())}")
+            lines.append(f"| {r0.scenario} | " + " | ".join(cells) + " |")
+        lines += ["", "| detectors | TP findings | FP findings | missed incidents | precision | recall | F1 |",
+                  "|---|---|---|---|---|---|---|"]
+        for mode, o in self.overall().items():
+            lines.append(f"| {mode} | {o['tp']} | {o['fp']} | {o['fn']}/{o['positives']} | {_pct(o['precision'])} "
+                         f"| {_pct(o['recall'])} | {_num(o['f1'])} |")
+        return "\n".join(lines) + "\n"
+
+    def text(self) -> str:
+        lines = [f"{'detectors':<10} {'TP':>4} {'FP':>4} {'missed':>7} {'precision':>10} {'recall':>8} {'F1':>6}"]
+        for mode, o in self.overall().items():
+            lines.append(f"{mode:<10} {o['tp']:>4} {o['fp']:>4} {o['fn']:>3}/{o['positives']:<3} "
+                         f"{_pct(o['precision']):>10} {_pct(o['recall']):>8} {_num(o['f1']):>6}")
+        return "\n".join(lines) + "\n"
+
+
+def _num(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
+
+
+def run_compare(names: Sequence[str] | None = None, *, workdir: Path | None = None,
+                base: DetectionConfig | None = None) -> Comparison:
+    """Every scenario (or the named ones) simulated once and scanned under rules only, model only and both."""
+    from .models.rules import RULES
+    from .simulate.scenarios import SCENARIOS
+
+    configs = mode_configs(base)
+    per = [evaluate_modes(n, dict(configs), workdir=workdir) for n in (names or list(SCENARIOS))]
+    return Comparison({m: Suite([p[m] for p in per], rules=[*RULES, "iforest"]) for m in configs})

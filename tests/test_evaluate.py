@@ -52,3 +52,29 @@ def test_eval_scenarios_command(capsys):
     assert out["scenarios"][0]["scenario"] == "baseline" and out["scenarios"][0]["passed"]
     assert out["overall"]["fp"] == 0 and "launch-burst" in out["per_rule"]
     assert main(["eval", "--scenarios", "--only", "nope"]) == 2
+
+
+def test_f1_definition():
+    from spendwatch.evaluate import f1
+
+    assert f1(1.0, 1.0) == 1.0 and f1(0.5, 1.0) == pytest.approx(2 / 3, abs=1e-4)
+    assert f1(None, 0.0) == 0.0 and f1(0.0, 0.0) == 0.0
+
+
+def test_compare_modes_on_one_scenario(capsys):
+    """Rules only, model only and both on one scenario: figures computed from the findings, modes kept apart."""
+    from spendwatch.evaluate import MODEL_ONLY_BELIEF, f1, run_compare
+
+    cmp = run_compare(["classic-miners"])
+    assert list(cmp.suites) == ["rules", "model", "both"]
+    rules_only, model_only = cmp.suites["rules"].results[0], cmp.suites["model"].results[0]
+    assert all("iforest" not in f.rules for f in rules_only.findings)
+    assert model_only.findings and all(f.rules == ["iforest"] for f in model_only.findings)
+    assert all(MODEL_ONLY_BELIEF[0] - 1e-9 <= f.score <= MODEL_ONLY_BELIEF[1] + 1e-9 for f in model_only.findings)
+    for mode, o in cmp.overall().items():
+        r = cmp.suites[mode].results[0]
+        assert o["tp"] == len(r.tp_findings()) and o["fp"] == len(r.fp_findings())
+        assert o["f1"] == f1(o["precision"], o["recall"])
+    md = cmp.markdown()
+    assert "| detectors | TP findings | FP findings | missed incidents | precision | recall | F1 |" in md
+    assert md.count("| classic-miners |") == 1

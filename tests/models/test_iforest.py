@@ -63,3 +63,32 @@ def test_anomaly_hits_name_the_outlier_and_stay_weak(build):
 def test_too_few_rows_give_no_hits(build):
     tables = build.tables(utilization=build.util("i-a", [50.0] * 60))
     assert anomaly_hits(Features(tables)) == []
+
+
+def test_block_scorer_equals_sklearn_on_random_data_and_is_deterministic():
+    from sklearn.ensemble import IsolationForest
+    from sklearn.ensemble._iforest import _average_path_length
+
+    from spendwatch.models.iforest import forest_path_sums, sklearn_score
+
+    rng = np.random.default_rng(3)
+    for max_features, rows in ((1.0, 30_000), (0.5, 9_001)):
+        X = rng.normal(0, 1, (rows, 7)) * rng.uniform(0.1, 100, 7)
+        forest = IsolationForest(n_estimators=40, max_features=max_features, random_state=1).fit(X[:5_000])
+        want = forest.score_samples(X)
+        got = sklearn_score(forest, X, n_jobs=2)
+        assert np.max(np.abs(got - want)) <= 1e-12
+        assert np.array_equal(got, sklearn_score(forest, X, n_jobs=2))  # same bits run to run
+        # small blocks: several per thread, a ragged last one, both threads at work; the same bits as one block
+        blocked = forest_path_sums(forest, X, n_jobs=2, block=1_000)
+        assert np.array_equal(blocked, forest_path_sums(forest, X, n_jobs=1, block=len(X)))
+        assert np.array_equal(-(2 ** (-blocked / (40 * _average_path_length([forest._max_samples])[0]))), want)
+    tiny = IsolationForest(n_estimators=5, random_state=0).fit(np.zeros((1, 2)))  # one sample: sklearn says 1
+    assert np.allclose(sklearn_score(tiny, np.zeros((3, 2))), tiny.score_samples(np.zeros((3, 2))), atol=1e-12)
+
+
+def test_fitted_model_scores_equal_sklearn_negated():
+    rng = np.random.default_rng(4)
+    X = rng.normal(0, 1, (25_000, 11))
+    model = ResourceHourForest(n_estimators=60, random_state=0, n_jobs=2).fit(X[:8_000])
+    assert np.max(np.abs(model.score_samples(X) + model.forest_.score_samples(X))) <= 1e-12
