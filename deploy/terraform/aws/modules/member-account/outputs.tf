@@ -1,0 +1,9 @@
+output "read_role_arn" {
+  description = "The read role the scanner assumes in this account."
+  value       = aws_iam_role.read.arn
+}
+
+output "quarantine_role_arn" {
+  description = "The quarantine role the Slack function assumes in this account (null when not created)."
+  value       = local.quarantine ? aws_iam_role.quarantine[0].arn : null
+}

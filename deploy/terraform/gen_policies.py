@@ -1,0 +1,98 @@
+"""Write the Terraform modules' IAM documents from the code's own declarations, so they cannot drift.
+
+The modules load these files with `file()` / `jsondecode()`; nothing in a `.tf` file lists a permission by
+hand. Run `make terraform-policies` (or this script) after changing a connector's `permissions.py` or an
+action's `permissions`, and commit the result; `tests/deploy/test_policies.py` fails while they are stale.
+
+- aws/policies/read.json        `connectors.aws.permissions.policy()` verbatim (`spendwatch iam-policy aws`)
+- aws/policies/quarantine.json  one Allow statement per service: the union of every AWS action's `permissions`
+- gcp/roles/reader.json         `connectors.gcp.permissions.role()`
+- azure/roles/reader.json       `connectors.azure.permissions.role()` without AssignableScopes (the module sets them)
+
+`--check` writes nothing and exits 1 when a file differs from what the code declares.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib import import_module
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+
+
+def quarantine_actions() -> list[str]:
+    from spendwatch.actions import ACTIONS
+
+    return sorted({p for cls in ACTIONS.values() if cls.cloud == "aws" for p in cls.permissions})
+
+
+def quarantine_policy() -> dict[str, Any]:
+    """Exactly the AWS actions' declared permissions, one Allow statement per service (iam:PassRole alone, only
+    to EC2). Resource "*": the actions act on whichever instance or principal a finding names; the module adds
+    Deny statements that keep the role off spendwatch's own roles."""
+    by_service: dict[str, list[str]] = {}
+    for action in quarantine_actions():
+        if action != "iam:PassRole":
+            by_service.setdefault(action.split(":")[0], []).append(action)
+    statements: list[dict[str, Any]] = [
+        {"Sid": f"SpendwatchQuarantine{service.title().replace('-', '')}", "Effect": "Allow",
+         "Action": actions, "Resource": "*"}
+        for service, actions in sorted(by_service.items())
+    ]
+    if "iam:PassRole" in quarantine_actions():
+        # Release re-attaches the instance profile it detached: a role passed to EC2, never to anything else.
+        statements.append({
+            "Sid": "SpendwatchQuarantinePassRoleToEc2", "Effect": "Allow", "Action": ["iam:PassRole"], "Resource": "*",
+            "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
+        })
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def documents() -> dict[str, Any]:
+    # import_module: the packages re-export a `permissions` function that shadows the submodule.
+    aws = import_module("spendwatch.connectors.aws.permissions")
+    gcp = import_module("spendwatch.connectors.gcp.permissions")
+    azure = import_module("spendwatch.connectors.azure.permissions")
+
+    azure_role = azure.role()
+    azure_role.pop("AssignableScopes")
+    return {
+        "aws/policies/read.json": aws.policy(),
+        "aws/policies/quarantine.json": quarantine_policy(),
+        "gcp/roles/reader.json": gcp.role(),
+        "azure/roles/reader.json": azure_role,
+    }
+
+
+def render(document: Any) -> str:
+    return json.dumps(document, indent=2, sort_keys=False) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a file is stale")
+    args = parser.parse_args(argv)
+    stale = []
+    for rel, document in documents().items():
+        path = HERE / rel
+        text = render(document)
+        current = path.read_text() if path.exists() else None
+        if current == text:
+            continue
+        stale.append(rel)
+        if not args.check:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            print(f"wrote deploy/terraform/{rel}")
+    if args.check and stale:
+        print("stale (run `make terraform-policies`): " + ", ".join(stale), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

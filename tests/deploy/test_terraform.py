@@ -1,0 +1,235 @@
+"""The Terraform modules, checked without a terraform binary: every file parses, each module has what a
+reader needs (versions, typed and described variables, an example, a README with costs), and the IAM
+resources load the generated policy files instead of listing permissions by hand."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from .tfkit import GENERATED, MODULES, TF, blocks, file_references, load, locals_of, strings, tf_files
+
+AWS = TF / "aws"
+MEMBER = AWS / "modules" / "member-account"
+READ_POLICY = AWS / "modules" / "read-policy"
+
+
+def test_there_are_terraform_files() -> None:
+    assert len(tf_files()) >= 25
+
+
+@pytest.mark.parametrize("path", tf_files(), ids=lambda p: str(p.relative_to(TF)))
+def test_every_terraform_file_parses(path: Path) -> None:
+    assert load(path), f"{path} is empty"
+
+
+def test_a_parse_error_names_the_file(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.tf"
+    broken.write_text('resource "aws_s3_bucket" "b" {\n  bucket = \n')
+    with pytest.raises(AssertionError, match=r"broken\.tf"):
+        load(broken)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_has_versions_variables_outputs_example_and_readme(module: str) -> None:
+    root = TF / module
+    for name in ("versions.tf", "variables.tf", "main.tf", "outputs.tf", "README.md", "examples/basic/main.tf"):
+        assert (root / name).is_file(), f"{module}/{name} missing"
+
+
+def _module_dirs() -> list[Path]:
+    return sorted({p.parent for p in tf_files() if "examples" not in p.parts})
+
+
+@pytest.mark.parametrize("root", _module_dirs(), ids=lambda p: str(p.relative_to(TF)))
+def test_providers_are_pinned(root: Path) -> None:
+    versions = load(root / "versions.tf")
+    (terraform,) = versions["terraform"]
+    assert terraform["required_version"].startswith(">=")
+    providers = {k: v for entry in terraform.get("required_providers", []) for k, v in entry.items()
+                 if not k.startswith("__")}
+    used = {t.split("_")[0] for p in root.glob("*.tf") for kind in ("resource", "data")
+            for t in blocks(load(p), kind)}
+    assert used <= set(providers) | {"terraform"}, f"{root}: providers used but not pinned: {used - set(providers)}"
+    for name, spec in providers.items():
+        assert spec["source"].startswith("hashicorp/"), (root, name)
+        assert re.fullmatch(r"~> \d+\.\d+", spec["version"]), (root, name, spec["version"])
+
+
+@pytest.mark.parametrize("root", _module_dirs(), ids=lambda p: str(p.relative_to(TF)))
+def test_variables_are_typed_and_described(root: Path) -> None:
+    for name, body in blocks(load(root / "variables.tf"), "variable").items():
+        assert body.get("type"), f"{root.name}: variable {name} has no type"
+        assert len(body.get("description", "")) > 10, f"{root.name}: variable {name} has no description"
+
+
+@pytest.mark.parametrize("root", _module_dirs(), ids=lambda p: str(p.relative_to(TF)))
+def test_outputs_are_described(root: Path) -> None:
+    for name, body in blocks(load(root / "outputs.tf"), "output").items():
+        assert body.get("description"), f"{root.name}: output {name} has no description"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_example_uses_the_module(module: str) -> None:
+    example = TF / module / "examples" / "basic" / "main.tf"
+    calls = blocks(load(example), "module")
+    assert calls["spendwatch"]["source"] == "../..", calls
+    for call in calls.values():  # every module an example calls exists
+        assert (example.parent / call["source"]).resolve().is_dir(), call["source"]
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_readme_says_what_it_creates_and_costs(module: str) -> None:
+    text = (TF / module / "README.md").read_text()
+    assert re.search(r"^## What it creates", text, re.M), module
+    cost = re.search(r"^## What it costs.*?(?=^## |\Z)", text, re.M | re.S)
+    assert cost, f"{module}/README.md has no '## What it costs' section"
+    section = cost.group(0)
+    assert "list price" in section.lower(), "state that the prices are list prices at the time of writing"
+    assert re.search(r"15[- ]minute", section) and "assum" in section.lower(), "state the assumptions"
+    assert section.count("$") >= 5 and "|" in section, "an itemised table of prices"
+
+
+def test_gcp_and_azure_readmes_say_there_is_no_quarantine_yet() -> None:
+    for module in ("gcp", "azure"):
+        text = (TF / module / "README.md").read_text().lower()
+        assert "quarantine" in text and "do not exist yet" in text, module
+
+
+# The wiring: which resource loads which generated file.
+
+def test_every_generated_file_is_loaded_by_the_terraform() -> None:
+    referenced = {ref for path in tf_files() for ref in file_references(path)}
+    for ref in referenced:
+        assert ref.is_file(), f"a .tf file reads {ref}, which does not exist"
+    for key, path in GENERATED.items():
+        assert path.resolve() in referenced, f"no .tf file loads {path.relative_to(TF)} ({key})"
+
+
+def test_read_policy_module_takes_its_actions_from_read_json() -> None:
+    assert file_references(READ_POLICY / "main.tf") == {GENERATED["read"].resolve()}
+    doc = load(READ_POLICY / "main.tf")
+    local = locals_of(doc)
+    assert local["declared"] == '${jsondecode(file("${path.module}/../../policies/read.json"))}'
+    assert local["statements"] == "${local.declared.Statement}"
+    # Only Resources are narrowed: every Action comes from a declared statement, except kms:Decrypt on the
+    # buckets' keys, which is opt-in (s3_kms_key_arns).
+    statement_expr = local["document"]["Statement"]
+    action_lists = re.findall(r"Action = \[([^\]]*)\]", statement_expr)
+    literal = [a for a in action_lists if not a.startswith("for a in s.Action : a if ")]
+    assert literal == ['"kms:Decrypt"'], action_lists
+    assert '"Allow"' in statement_expr and '"Deny"' not in statement_expr
+    # The statements the module narrows by Sid exist in the declared policy.
+    declared_sids = {s["Sid"] for s in json.loads(GENERATED["read"].read_text())["Statement"]}
+    named = set(re.findall(r'"(SpendwatchRead[A-Za-z0-9]*)"', statement_expr))
+    assert {"SpendwatchReadSts", "SpendwatchReadS3"} <= declared_sids
+    assert named - declared_sids == {"SpendwatchReadS3Buckets", "SpendwatchReadS3Objects", "SpendwatchReadS3Kms"}
+    outputs = blocks(load(READ_POLICY / "outputs.tf"), "output")
+    assert outputs["json"]["value"] == "${jsonencode(local.document)}"
+
+
+def test_scanner_and_member_read_roles_get_the_read_policy() -> None:
+    root = {k: v for p in AWS.glob("*.tf") for k, v in blocks(load(p), "resource").items()}
+    modules = {k: v for p in AWS.glob("*.tf") for k, v in blocks(load(p), "module").items()}
+    assert modules["read_policy"]["source"] == "./modules/read-policy"
+    assert root["aws_iam_role_policy.scan_read"]["policy"] == "${module.read_policy.json}"
+    assert root["aws_iam_role_policy.scan_read"]["role"] == "${aws_iam_role.scan.id}"
+    member = blocks(load(MEMBER / "main.tf"), "resource")
+    assert blocks(load(MEMBER / "main.tf"), "module")["read_policy"]["source"] == "../read-policy"
+    assert member["aws_iam_role_policy.read"]["policy"] == "${module.read_policy.json}"
+    assert member["aws_iam_role_policy.read"]["role"] == "${aws_iam_role.read.id}"
+    # The read role's only policy; trusted by the scanner role alone.
+    attached = [k for k, v in member.items() if k.startswith("aws_iam_role_") and "aws_iam_role.read." in str(v)]
+    assert attached == ["aws_iam_role_policy.read"], attached
+    trust = blocks(load(MEMBER / "main.tf"), "data")["aws_iam_policy_document.read_trust"]
+    assert "${var.scanner_role_arn}" in strings(trust)
+
+
+def test_quarantine_role_gets_exactly_the_quarantine_policy_and_boundary() -> None:
+    doc = load(MEMBER / "main.tf")
+    local = locals_of(doc)
+    member = blocks(doc, "resource")
+    assert local["quarantine_declared"] == '${jsondecode(file("${path.module}/../../policies/quarantine.json"))}'
+    # The inline policy is the declared document plus Deny statements only: nothing more is allowed.
+    statement_expr = local["quarantine_document"]["Statement"]
+    assert statement_expr.startswith("${concat(local.quarantine_declared.Statement, [")
+    extra = statement_expr[len("${concat(local.quarantine_declared.Statement, "):]
+    assert 'Effect = "Deny"' in extra and '"Allow"' not in extra, extra
+    policy = member["aws_iam_role_policy.quarantine"]
+    assert policy["policy"] == "${jsonencode(local.quarantine_document)}"
+    assert policy["role"] == "${aws_iam_role.quarantine[0].id}"
+    boundary = member["aws_iam_policy.quarantine_boundary"]
+    assert boundary["policy"] == '${file("${path.module}/../../policies/quarantine.json")}'
+    role = member["aws_iam_role.quarantine"]
+    assert role["permissions_boundary"] == "${aws_iam_policy.quarantine_boundary[0].arn}"
+    attached = [k for k, v in member.items()
+                if k.startswith("aws_iam_role_") and "aws_iam_role.quarantine[0]" in str(v)]
+    assert attached == ["aws_iam_role_policy.quarantine"], attached
+    trust = blocks(doc, "data")["aws_iam_policy_document.quarantine_trust"]
+    principals = [p for s in trust["statement"] for p in s["principals"]]
+    assert [(p["type"], p["identifiers"]) for p in principals] == [("AWS", ["${var.quarantine_caller_arn}"])]
+
+
+def test_only_the_slack_role_assumes_the_quarantine_role() -> None:
+    iam = load(AWS / "iam.tf")
+    this_account = blocks(iam, "module")["this_account"]
+    assert this_account["quarantine_caller_arn"] == "${var.enable_quarantine ? aws_iam_role.slack.arn : null}"
+    scan_runtime = blocks(iam, "data")["aws_iam_policy_document.scan_runtime"]
+    assert "sts:AssumeRole" not in strings(scan_runtime)
+    assert "quarantine" not in json.dumps(scan_runtime)
+
+
+def test_gcp_reader_role_takes_its_permissions_from_reader_json() -> None:
+    iam = load(TF / "gcp" / "iam.tf")
+    assert locals_of(iam)["reader"] == '${jsondecode(file("${path.module}/roles/reader.json"))}'
+    resources = blocks(iam, "resource")
+    for name in ("google_organization_iam_custom_role.reader", "google_project_iam_custom_role.reader"):
+        assert resources[name]["permissions"] == "${local.reader.includedPermissions}", name
+    # Bound to the scanner's service account only.
+    for name in ("google_organization_iam_member.reader", "google_project_iam_member.reader"):
+        assert resources[name]["member"] == "serviceAccount:${google_service_account.scanner.email}", name
+
+
+def test_azure_reader_role_takes_its_actions_from_reader_json() -> None:
+    iam = load(TF / "azure" / "iam.tf")
+    assert locals_of(iam)["reader"] == '${jsondecode(file("${path.module}/roles/reader.json"))}'
+    role = blocks(iam, "resource")["azurerm_role_definition.reader"]
+    (permissions,) = role["permissions"]
+    assert permissions["actions"] == "${local.reader.Actions}"
+    assert permissions["not_actions"] == "${local.reader.NotActions}"
+    assert permissions["data_actions"] == "${local.reader.DataActions}"
+    assert permissions["not_data_actions"] == "${local.reader.NotDataActions}"
+    assignment = blocks(iam, "resource")["azurerm_role_assignment.reader"]
+    assert assignment["principal_id"] == "${azurerm_user_assigned_identity.scanner.principal_id}"
+
+
+def test_no_secret_value_in_terraform() -> None:
+    # Secrets are created empty (AWS, GCP) or with a placeholder Terraform then ignores (Azure).
+    for path in tf_files():
+        resources = blocks(load(path), "resource")
+        assert not any(k.startswith(("aws_secretsmanager_secret_version.", "google_secret_manager_secret_version."))
+                       for k in resources), path
+        for key, body in resources.items():
+            if key.startswith("azurerm_key_vault_secret."):
+                assert body["value"] == "set-out-of-band"
+                assert "value" in str(body["lifecycle"]), "Terraform must ignore the value set out of band"
+
+
+def test_entry_points_exist_in_the_code() -> None:
+    import importlib
+
+    handlers = importlib.import_module("spendwatch.lambda_handlers")
+    named = re.findall(r'"spendwatch\.lambda_handlers\.(\w+)"', (AWS / "main.tf").read_text())
+    assert len(named) == 2, named
+    for name in named:
+        assert callable(getattr(handlers, name, None)), f"aws/main.tf names spendwatch.lambda_handlers.{name}"
+
+
+@pytest.mark.parametrize("module", ["gcp", "azure"])
+def test_containers_run_serve_once_and_serve(module: str) -> None:
+    args = [json.loads(a) for a in re.findall(r"args\s+= (\[.*\])", (TF / module / "main.tf").read_text())]
+    assert [a[:2] for a in args] == [["serve", "--once"], ["serve", "--config"]], args
+    assert all("--config" in a for a in args), args
