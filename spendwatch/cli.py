@@ -18,9 +18,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
+from .access.aws import add_commands as add_access_commands
+from .approvals import add_commands as add_approval_commands
 from .aws_cli import add_commands as add_aws_commands
+from .delivery import add_commands as add_delivery_commands
 from .eval_cli import add_commands as add_eval_commands
+from .guardrails import add_commands as add_guardrail_commands
+from .replay_cli import add_commands as add_replay_commands
 from .series_cli import add_commands as add_series_commands
+from .serve import add_commands as add_serve_commands
 
 if TYPE_CHECKING:
     from .findings import Finding, Severity
@@ -239,7 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_commands(sub)
     add_series_commands(sub)
     add_eval_commands(sub)
+    add_replay_commands(sub)
     add_aws_commands(sub)
+    add_delivery_commands(sub)
+    add_serve_commands(sub)
+    add_access_commands(sub)
+    add_guardrail_commands(sub)
+    add_approval_commands(sub)
     return parser
 
 

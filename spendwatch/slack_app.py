@@ -56,6 +56,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .actions.base import ActionSettings
+from .approvals import ACTION_APPROVE as ACTION_GPU_APPROVE
+from .approvals import ACTION_DENY as ACTION_GPU_DENY
 from .findings import Finding
 from .sinks.slack import (
     ACTION_CONSOLE,
@@ -83,6 +85,7 @@ PATH = "/slack/events"
 SIGNATURE_MAX_AGE_S = 300  # Slack's own recommendation, and what slack_sdk's SignatureVerifier enforces
 REPLAY_TTL_S = 600
 EXPECTED_VIEW = "sw_expected_modal"
+LAZY_VERIFIED = "spendwatch_lazy_verified"  # request context key set only by spendwatch.lambda_handlers
 _SIGNATURE = re.compile(r"v0=[0-9a-f]{64}")
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 _SLACK_ID = re.compile(r"[A-Z0-9]{2,32}")
@@ -254,7 +257,8 @@ class InteractionApp:
 
     def __init__(self, settings: SlackSettings, store_path: Path | str, *, client: WebClient | None = None,
                  clients_factory: Callable[[str | None], Any] | None = None,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC), workers: int = 8) -> None:
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC), workers: int = 8,
+                 process_before_response: bool = False) -> None:
         from slack_bolt import App
         from slack_sdk.signature import SignatureVerifier
 
@@ -276,7 +280,8 @@ class InteractionApp:
         # auth.test runs here once (token check); the store is created before the first request needs it.
         self.bolt: App = App(
             client=self.client, signing_secret=settings.signing_secret, name="spendwatch",
-            process_before_response=False, listener_executor=self._executor, before_authorize=self._guard,
+            process_before_response=process_before_response, listener_executor=self._executor,
+            before_authorize=self._guard,
         )
         Store(self.store_path).close()
         self._register(self.bolt)
@@ -348,6 +353,10 @@ class InteractionApp:
         """Steps 3 and 4: ignore Slack's retries, refuse replays. Runs after bolt's own signature check."""
         from slack_bolt.response import BoltResponse
 
+        if req.lazy_only and req.context.get(LAZY_VERIFIED):
+            # The second half of a click on AWS Lambda: the first invocation passed these checks and recorded the
+            # digest, and `lambda_handlers` proved (HMAC) that this invocation came from it, not from outside.
+            return next()
         if req.headers.get("x-slack-retry-num"):
             reason = (req.headers.get("x-slack-retry-reason") or ["?"])[0]
             log.info("acknowledged and ignored a Slack retry (%s)", reason)
@@ -383,6 +392,9 @@ class InteractionApp:
         app.action(ACTION_SNOOZE)(ack=ack_now, lazy=[self._work(self._snooze)])
         app.action(ACTION_EXPECTED)(ack=ack_now, lazy=[self._work(self._open_expected)])
         app.view(EXPECTED_VIEW)(ack=ack_expected_view, lazy=[self._work(self._expected, view=True)])
+        # GPU launch approvals (issue 11): same checks, their own records; see spendwatch.approvals.
+        app.action(ACTION_GPU_APPROVE)(ack=ack_now, lazy=[self._work(self._gpu_approve)])
+        app.action(ACTION_GPU_DENY)(ack=ack_now, lazy=[self._work(self._gpu_deny)])
 
     def _work(self, fn: Callable[[Store, _Click, dict[str, Any]], None], *, view: bool = False
               ) -> Callable[[dict[str, Any]], None]:
@@ -519,6 +531,42 @@ class InteractionApp:
             self._audit(store, click, finding, "slack.mark-expected", "ok", line, {"reason": reason})
         self._show(store, click, finding.id, line)
 
+    # -- GPU launch approvals (issue 11) -------------------------------------------------------------------
+
+    def _gpu_approve(self, store: Store, click: _Click, body: dict[str, Any]) -> None:
+        self._gpu_decide(store, click, approve=True)
+
+    def _gpu_deny(self, store: Store, click: _Click, body: dict[str, Any]) -> None:
+        self._gpu_decide(store, click, approve=False)
+
+    def _gpu_decide(self, store: Store, click: _Click, *, approve: bool) -> None:
+        """Approve or deny an approval request (`click.finding_id` carries its id). Refused unless the user is
+        an allowed approver; the decision itself, IAM changes and audit live in spendwatch.approvals."""
+        from .approvals import audit, decide, iam_client, message
+        from .store import Approvals
+
+        request = Approvals(store).get(click.finding_id)
+        if request is None:
+            self._ephemeral(click, f":grey_question: no approval request `{esc(click.finding_id[:64])}`.")
+            return
+        allowed, why = self._authoriser.check(click.user_id)
+        action = "approval.approve" if approve else "approval.deny"
+        if not allowed:
+            audit(store, request, at=self.now(), actor=click.actor, action=action, outcome="refused", description=why,
+                  detail={"slack_user": click.user_id, "channel": click.channel})
+            self._ephemeral(click, f":no_entry: Not done: {why}. Nothing was changed.")
+            return
+        before = request.status
+        decided, line = decide(store, lambda: iam_client(self.settings.aws_endpoint_url), request.id,
+                               approve=approve, actor=click.actor, now=self.now())
+        if decided is None or decided.status == before:
+            self._ephemeral(click, f":information_source: Nothing to do: {esc(line)}.")
+            return
+        channel, ts = click.channel or decided.channel, click.message_ts or decided.ts
+        if channel and ts:
+            payload = message(decided, outcome=line.replace(click.actor, f"<@{click.user_id}>"))
+            self.client.chat_update(channel=channel, ts=ts, text=payload["text"], blocks=payload["blocks"])
+
     # -- helpers -----------------------------------------------------------------------------------------
 
     def _authorised(self, store: Store, click: _Click, action: str) -> Finding | None:
@@ -639,15 +687,19 @@ def _plain(status: int, text: str) -> tuple[int, dict[str, str], bytes]:
 
 def make_app(settings: SlackSettings, store_path: Path | str, *, client: WebClient | None = None,
              clients_factory: Callable[[str | None], Any] | None = None,
-             now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> InteractionApp:
+             now: Callable[[], datetime] = lambda: datetime.now(UTC),
+             process_before_response: bool = False) -> InteractionApp:
     """The interaction endpoint for `settings`, keeping its state (replays, audit, quarantines) in `store_path`.
 
     `client`: a WebClient (default: `make_client(settings.bot_token, base_url=settings.api_base_url)`, which
     retries rate limits). `clients_factory(region)`: the AWS clients for a quarantine (default
     `AwsClients.build(region=..., endpoint_url=settings.aws_endpoint_url)`). Bolt checks the bot token with
     auth.test here, so a wrong token fails at start-up (slack_bolt.error.BoltError), not on the first click.
+    `process_before_response=True` is for FaaS (AWS Lambda), where nothing may run after the response: see
+    `spendwatch.lambda_handlers`.
     """
-    return InteractionApp(settings, store_path, client=client, clients_factory=clients_factory, now=now)
+    return InteractionApp(settings, store_path, client=client, clients_factory=clients_factory, now=now,
+                          process_before_response=process_before_response)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -669,3 +669,321 @@ class Watermarks:
                     " seen=excluded.seen, updated_at=excluded.updated_at",
                     (*m.key, m.position, json.dumps(sorted(m.seen)), _ts(now)),
                 )
+
+
+# -- sinks: the delivery outbox (issue 10) -----------------------------------------------------------------
+# Kept apart from the code above and reached through `Outbox(store)`. One row per (sink, finding, version):
+# the UNIQUE key makes enqueueing idempotent, so scanning the same state twice never sends an update twice.
+# The finding is stored as it was when enqueued, so what is delivered survives a restart unchanged. Rows move
+# pending -> sending (claimed, with a lease so a crashed sender's rows come back) -> delivered; a failure puts
+# the row back to pending with `next_attempt_at` pushed out (exponential backoff, computed by the caller). An
+# older version still pending when a newer one arrives is `superseded`: the receiver gets the latest state,
+# not a replay of every intermediate one. Times here are epoch seconds (REAL), compared as numbers.
+
+_OUTBOX_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sink TEXT NOT NULL,
+    finding_id TEXT NOT NULL,
+    version TEXT NOT NULL,
+    activity TEXT NOT NULL,
+    severity INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    enqueued_at REAL NOT NULL,
+    next_attempt_at REAL NOT NULL,
+    claimed_until REAL,
+    delivered_at REAL,
+    last_error TEXT,
+    UNIQUE (sink, finding_id, version)
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (sink, state, next_attempt_at);
+CREATE INDEX IF NOT EXISTS outbox_delivered ON outbox (sink, delivered_at);
+"""
+# Added tables only (IF NOT EXISTS), so older state files gain them on open and SCHEMA_VERSION stays 1.
+_SCHEMA += _OUTBOX_SCHEMA
+
+OUTBOX_COLUMNS = ("id, sink, finding_id, version, activity, severity, payload, state, attempts, enqueued_at,"
+                  " next_attempt_at, claimed_until, delivered_at, last_error")
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """One update of one finding for one sink. `delivery_id` is stable: receivers can dedupe on it."""
+
+    id: int
+    sink: str
+    finding_id: str
+    version: str
+    activity: str  # create, update or close (what the receiver should do with its copy of the finding)
+    severity: int
+    payload: str  # the finding's JSON as enqueued
+    state: str  # pending, sending, delivered, superseded
+    attempts: int
+    enqueued_at: float
+    next_attempt_at: float
+    claimed_until: float | None
+    delivered_at: float | None
+    last_error: str | None
+
+    @property
+    def delivery_id(self) -> str:
+        return f"{self.sink}:{self.finding_id}:{self.version}"
+
+    @property
+    def finding(self) -> Finding:
+        return Finding.from_json(json.loads(self.payload))
+
+
+class Outbox:
+    """The outbox table of a `Store` (same connection, same transactions)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def enqueue(self, sink: str, finding: Finding, *, version: str, now: float) -> bool:
+        """Queue `finding` at `version` for `sink`; False when that version was already queued (or sent).
+
+        The activity is `close` for a resolved finding, `create` while the sink has never been sent this
+        finding (nor has a pending create for it), else `update`.
+        """
+        with self.store._tx() as db:
+            if db.execute("SELECT 1 FROM outbox WHERE sink=? AND finding_id=? AND version=?",
+                          (sink, finding.id, version)).fetchone():
+                return False
+            sent_or_queued = db.execute(
+                "SELECT 1 FROM outbox WHERE sink=? AND finding_id=? AND state IN ('delivered','sending')"
+                " LIMIT 1", (sink, finding.id)).fetchone()
+            # A create that never went out is carried into its successor, so the receiver still sees a create.
+            activity = "close" if finding.status == "resolved" else "create" if sent_or_queued is None else "update"
+            db.execute("UPDATE outbox SET state='superseded' WHERE sink=? AND finding_id=? AND state='pending'",
+                       (sink, finding.id))
+            db.execute(
+                "INSERT INTO outbox (sink, finding_id, version, activity, severity, payload, state, attempts,"
+                " enqueued_at, next_attempt_at) VALUES (?,?,?,?,?,?,'pending',0,?,?)",
+                (sink, finding.id, version, activity, int(finding.severity), finding.dumps(), now, now),
+            )
+            return True
+
+    def claim(self, sink: str, *, now: float, limit: int, lease_s: float = 300.0) -> list[OutboxItem]:
+        """Take up to `limit` due items of `sink`, worst first, and lease them for `lease_s` seconds.
+
+        Items whose lease ran out (a sender died mid-delivery) are due again. One IMMEDIATE transaction, so
+        two senders sharing the file never take the same item.
+        """
+        if limit <= 0:
+            return []
+        with self.store._tx() as db:
+            rows = list(db.execute(
+                f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE sink=? AND next_attempt_at <= ? AND"
+                " (state='pending' OR (state='sending' AND claimed_until < ?))"
+                " ORDER BY severity DESC, id LIMIT ?", (sink, now, now, limit)))
+            for r in rows:
+                db.execute("UPDATE outbox SET state='sending', claimed_until=? WHERE id=?", (now + lease_s, r[0]))
+        return [OutboxItem(*r[:7], "sending", *r[8:11], now + lease_s, *r[12:]) for r in rows]
+
+    def delivered(self, item_id: int, *, now: float) -> None:
+        with self.store._tx() as db:
+            db.execute("UPDATE outbox SET state='delivered', delivered_at=?, attempts=attempts+1, claimed_until=NULL,"
+                       " last_error=NULL WHERE id=?", (now, item_id))
+
+    def failed(self, item_id: int, *, error: str, next_attempt_at: float) -> None:
+        """Count a failed attempt and put the item back, due again at `next_attempt_at`."""
+        with self.store._tx() as db:
+            db.execute("UPDATE outbox SET state=CASE WHEN state='sending' THEN 'pending' ELSE state END,"
+                       " attempts=attempts+1, next_attempt_at=?, claimed_until=NULL, last_error=? WHERE id=?",
+                       (next_attempt_at, error[:2000], item_id))
+            self._supersede_if_newer(db, item_id)
+
+    @staticmethod
+    def _supersede_if_newer(db: sqlite3.Connection, item_id: int) -> None:
+        """A version that failed while a newer one was queued is dropped for the newer one (which inherits a
+        create the receiver has not seen yet)."""
+        row = db.execute("SELECT sink, finding_id, activity FROM outbox WHERE id=?", (item_id,)).fetchone()
+        if row is None:
+            return
+        newer = db.execute("SELECT id FROM outbox WHERE sink=? AND finding_id=? AND id>? AND state='pending'"
+                           " ORDER BY id DESC LIMIT 1", (row[0], row[1], item_id)).fetchone()
+        if newer is None:
+            return
+        db.execute("UPDATE outbox SET state='superseded' WHERE id=?", (item_id,))
+        if row[2] == "create":
+            db.execute("UPDATE outbox SET activity='create' WHERE id=? AND activity='update'", (newer[0],))
+
+    def release(self, item_id: int, *, next_attempt_at: float | None = None) -> None:
+        """Give a claimed item back untried (its sink is down or over its rate limit): no attempt counted."""
+        with self.store._tx() as db:
+            db.execute("UPDATE outbox SET state='pending', claimed_until=NULL,"
+                       " next_attempt_at=COALESCE(?, next_attempt_at) WHERE id=? AND state='sending'",
+                       (next_attempt_at, item_id))
+            self._supersede_if_newer(db, item_id)
+
+    def delivered_since(self, sink: str, since: float) -> list[float]:
+        """Delivery times of `sink` at or after `since`, oldest first (the rate limiter's window)."""
+        rows = self.store._db.execute("SELECT delivered_at FROM outbox WHERE sink=? AND delivered_at >= ?"
+                                      " ORDER BY delivered_at", (sink, since))
+        return [float(r[0]) for r in rows]
+
+    def items(self, sink: str | None = None, *, state: str | None = None) -> list[OutboxItem]:
+        sql, args = f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE 1=1", []
+        if sink is not None:
+            sql += " AND sink=?"
+            args.append(sink)
+        if state is not None:
+            sql += " AND state=?"
+            args.append(state)
+        return [OutboxItem(*r) for r in self.store._db.execute(sql + " ORDER BY id", args)]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """{sink: {state: items}}."""
+        out: dict[str, dict[str, int]] = {}
+        for sink, state, n in self.store._db.execute("SELECT sink, state, COUNT(*) FROM outbox GROUP BY sink, state"):
+            out.setdefault(sink, {})[state] = int(n)
+        return out
+
+    def last_run_report(self) -> tuple[StoredRun, dict[str, Any]] | None:
+        """The most recent run and its report (for the HTML report of stored state)."""
+        row = self.store._db.execute(
+            "SELECT id, started_at, finished_at, source, complete, findings, new_findings, report FROM runs"
+            " ORDER BY id DESC LIMIT 1").fetchone()
+        if row is None:
+            return None
+        return StoredRun(row[0], row[1], row[2], row[3], bool(row[4]), row[5], row[6]), json.loads(row[7])
+
+
+# -- serve: what the scheduled service has alerted (issue 8) ------------------------------------------------
+# Kept apart from the code above and reached through `AlertLedger(store)`. One row per finding: a digest of the
+# finding as it was last sent to Slack. `spendwatch serve` posts when a finding has no Slack message yet (a new
+# incident, or one whose run was killed between storing it and alerting) and replies in its thread when the
+# digest differs (the incident changed since it was last told). Deciding from this table rather than from one
+# run's new/updated changes is what makes a killed run resume without losing or repeating an alert.
+
+_SERVE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS serve_alerts (
+    finding_id TEXT PRIMARY KEY,
+    digest TEXT NOT NULL,
+    alerted_at TEXT NOT NULL
+);
+"""
+# Added tables only (IF NOT EXISTS), so older state files gain them on open and SCHEMA_VERSION stays 1.
+_SCHEMA += _SERVE_SCHEMA
+
+
+class AlertLedger:
+    """The serve_alerts table of a `Store` (same connection, same transactions)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def digest(self, finding_id: str) -> str | None:
+        row = self.store._db.execute("SELECT digest FROM serve_alerts WHERE finding_id=?", (finding_id,)).fetchone()
+        return str(row[0]) if row else None
+
+    def record(self, finding_id: str, digest: str, *, now: datetime) -> None:
+        with self.store._tx() as db:
+            db.execute("INSERT INTO serve_alerts VALUES (?,?,?) ON CONFLICT(finding_id) DO UPDATE SET"
+                       " digest=excluded.digest, alerted_at=excluded.alerted_at", (finding_id, digest, _ts(now)))
+
+
+# -- approvals: time-boxed exceptions to the GPU guardrail (issue 11) ----------------------------------------
+# Kept apart from the code above and reached through `Approvals(store)`. One row per request an agent or its
+# operator made (`spendwatch request`); its status moves pending -> approved -> expired/revoked, or
+# pending -> denied. `expires_at` is set when approved; the sweep (`spendwatch approvals expire`) revokes the
+# rows whose time has come. Every transition is also written to the audit log by spendwatch.approvals.
+
+_APPROVAL_SCHEMA = """
+CREATE TABLE IF NOT EXISTS approval_requests (
+    id TEXT PRIMARY KEY,
+    principal TEXT NOT NULL,
+    instance_type TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    region TEXT NOT NULL,
+    hours REAL NOT NULL,
+    reason TEXT NOT NULL,
+    requested_by TEXT NOT NULL,
+    requested_at TEXT NOT NULL,
+    projected_usd REAL,
+    status TEXT NOT NULL,
+    decided_by TEXT,
+    decided_at TEXT,
+    expires_at TEXT,
+    channel TEXT,
+    ts TEXT
+);
+CREATE INDEX IF NOT EXISTS approval_due ON approval_requests (status, expires_at);
+"""
+# Added tables only (IF NOT EXISTS), so older state files gain them on open and SCHEMA_VERSION stays 1.
+_SCHEMA += _APPROVAL_SCHEMA
+
+_APPROVAL_COLUMNS = ("id, principal, instance_type, count, region, hours, reason, requested_by, requested_at,"
+                     " projected_usd, status, decided_by, decided_at, expires_at, channel, ts")
+
+
+@dataclass(frozen=True)
+class StoredApproval:
+    id: str
+    principal: str
+    instance_type: str
+    count: int
+    region: str
+    hours: float
+    reason: str
+    requested_by: str
+    requested_at: str
+    projected_usd: float | None
+    status: str  # pending / approved / denied / expired / revoked
+    decided_by: str | None
+    decided_at: str | None
+    expires_at: str | None
+    channel: str | None
+    ts: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+class Approvals:
+    """The approval table of a `Store` (same connection, same transactions)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def add(self, a: StoredApproval) -> None:
+        with self.store._tx() as db:
+            db.execute(f"INSERT INTO approval_requests ({_APPROVAL_COLUMNS}) VALUES"
+                       " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", tuple(vars(a).values()))
+
+    def get(self, approval_id: str) -> StoredApproval | None:
+        row = self.store._db.execute(f"SELECT {_APPROVAL_COLUMNS} FROM approval_requests WHERE id=?",
+                                     (approval_id,)).fetchone()
+        return StoredApproval(*row) if row else None
+
+    def all(self, *, status: str | None = None) -> list[StoredApproval]:
+        sql, args = f"SELECT {_APPROVAL_COLUMNS} FROM approval_requests", []
+        if status:
+            sql += " WHERE status=?"
+            args.append(status)
+        return [StoredApproval(*r) for r in self.store._db.execute(sql + " ORDER BY requested_at", args)]
+
+    def set_message(self, approval_id: str, *, channel: str, ts: str) -> None:
+        with self.store._tx() as db:
+            db.execute("UPDATE approval_requests SET channel=?, ts=? WHERE id=?", (channel, ts, approval_id))
+
+    def transition(self, approval_id: str, *, from_status: str, to_status: str, by: str | None, now: datetime,
+                   expires_at: datetime | None = None) -> bool:
+        """Move one request from `from_status` to `to_status`; False when it was not in `from_status` (another
+        click or process got there first). Compare-and-set in one IMMEDIATE transaction."""
+        with self.store._tx() as db:
+            cur = db.execute(
+                "UPDATE approval_requests SET status=?, decided_by=COALESCE(?, decided_by), decided_at=?,"
+                " expires_at=COALESCE(?, expires_at) WHERE id=? AND status=?",
+                (to_status, by, _ts(now), _ts(expires_at) if expires_at else None, approval_id, from_status))
+            return cur.rowcount == 1
+
+    def due(self, now: datetime) -> list[StoredApproval]:
+        """Approved requests whose expiry has passed."""
+        rows = self.store._db.execute(
+            f"SELECT {_APPROVAL_COLUMNS} FROM approval_requests WHERE status='approved' AND expires_at <= ?",
+            (_ts(now),))
+        return [StoredApproval(*r) for r in rows]

@@ -1,0 +1,1 @@
+"""Who can acquire compute: static access analysis of cloud identities (issue 11)."""
