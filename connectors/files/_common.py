@@ -9,10 +9,11 @@ Nothing here decides what kind a file is (that is `detect.py`) or how a format i
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePath
@@ -222,6 +223,23 @@ def text_lines(data: bytes) -> list[str]:
 
 FastLines = Callable[[bytes, "KeyInfo"], "tuple[FileResult, np.ndarray] | None"]
 SlowReader = Callable[[PurePath, bytes, FileContext], FileResult]
+
+
+def json_objects(data: bytes, ctx: FileContext, what: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each JSON-lines record; a line that is not valid JSON, or not an object
+    (`what` names the object expected, e.g. "a query object"), is recorded as a problem and skipped."""
+    for number, line in enumerate(text_lines(data), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            ctx.problem(f"line is not valid JSON ({exc.msg} at column {exc.colno})", line=number)
+            continue
+        if not isinstance(obj, dict):
+            ctx.problem(f"line is a JSON {type(obj).__name__}, not {what}", line=number)
+            continue
+        yield number, obj
 
 
 def read_many_lines(items: list[tuple[PurePath, bytes, FileContext]], fast: FastLines, slow: SlowReader,

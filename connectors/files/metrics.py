@@ -32,12 +32,12 @@ from ._common import (
     FileResult,
     account_id,
     bool_mask,
+    json_objects,
     key_info,
     latest_time,
     payload,
     read_many_lines,
     schema,
-    text_lines,
     time_problem,
 )
 
@@ -104,17 +104,7 @@ def read_stream(rel: PurePath, raw: bytes, ctx: FileContext) -> FileResult:
         return fast[0]
     result = FileResult()
     rows: list[dict[str, Any]] = []
-    for number, line in enumerate(text_lines(data), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            ctx.problem(f"line is not valid JSON ({exc.msg} at column {exc.colno})", line=number)
-            continue
-        if not isinstance(obj, dict):
-            ctx.problem(f"line is a JSON {type(obj).__name__}, not a metric object", line=number)
-            continue
+    for number, obj in json_objects(data, ctx, "a metric object"):
         metric = METRICS.get(str(obj.get("metric_name")))
         found = obj.get("dimensions")
         dims: dict[str, Any] = found if isinstance(found, dict) else {}

@@ -8,7 +8,6 @@ This module does not resolve names or judge them.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from pathlib import PurePath
 from typing import Any
@@ -26,12 +25,12 @@ from ._common import (
     FileResult,
     KeyInfo,
     account_id,
+    json_objects,
     key_info,
     latest_time,
     payload,
     read_many_lines,
     schema,
-    text_lines,
     time_problem,
 )
 
@@ -64,17 +63,7 @@ def read(rel: PurePath, raw: bytes, ctx: FileContext) -> FileResult:
     if fast is not None:
         return fast[0]
     rows: list[dict[str, Any]] = []
-    for number, line in enumerate(text_lines(data), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            ctx.problem(f"line is not valid JSON ({exc.msg} at column {exc.colno})", line=number)
-            continue
-        if not isinstance(obj, dict):
-            ctx.problem(f"line is a JSON {type(obj).__name__}, not a query object", line=number)
-            continue
+    for number, obj in json_objects(data, ctx, "a query object"):
         row, reason = _row(obj, key.account, key.vpc)
         if reason:
             ctx.problem(reason, line=number)
