@@ -111,6 +111,7 @@ class SlackSettings:
     allowed_groups: frozenset[str] = frozenset()
     api_base_url: str | None = None
     aws_endpoint_url: str | None = None
+    quarantine_role: str | None = None  # role name assumed in the finding's account before acting
     actions: ActionSettings = field(default_factory=ActionSettings)
     max_body_bytes: int = 1 << 20
     group_cache_s: float = 60.0
@@ -133,6 +134,7 @@ class SlackSettings:
             channel=env.get("SPENDWATCH_SLACK_CHANNEL", ""), allowed_users=ids("SPENDWATCH_SLACK_ALLOWED_USERS"),
             allowed_groups=ids("SPENDWATCH_SLACK_ALLOWED_GROUPS"),
             api_base_url=env.get("SPENDWATCH_SLACK_API_URL") or None,
+            quarantine_role=env.get("SPENDWATCH_AWS_QUARANTINE_ROLE_NAME") or None,
             actions=ActionSettings.from_env(dict(env)),
         )
 
@@ -256,7 +258,7 @@ class InteractionApp:
     """The endpoint: a slack-bolt App with the checks of the module doc around it. Build with `make_app`."""
 
     def __init__(self, settings: SlackSettings, store_path: Path | str, *, client: WebClient | None = None,
-                 clients_factory: Callable[[str | None], Any] | None = None,
+                 clients_factory: Callable[[str | None, str | None], Any] | None = None,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC), workers: int = 8,
                  process_before_response: bool = False) -> None:
         from slack_bolt import App
@@ -587,7 +589,7 @@ class InteractionApp:
         from .actions.base import Target, execute
 
         try:
-            clients = self._clients_factory(finding.region)
+            clients = self._clients_factory(finding.region, finding.account)
             common: dict[str, Any] = {"clients": clients, "store": store, "actor": click.actor,
                                       "settings": self.settings.actions}
             if release:
@@ -599,10 +601,11 @@ class InteractionApp:
             log.warning("%s of %s failed: %s", "release" if release else "quarantine", finding.resource, exc)
             return None, f"{type(exc).__name__}: {exc}"
 
-    def _aws_clients(self, region: str | None) -> Any:
+    def _aws_clients(self, region: str | None, account: str | None) -> Any:
         from .actions.aws import AwsClients
 
-        return AwsClients.build(region=region, endpoint_url=self.settings.aws_endpoint_url)
+        return AwsClients.build(region=region, endpoint_url=self.settings.aws_endpoint_url, account=account,
+                                assume_role=self.settings.quarantine_role)
 
     def _refuse(self, store: Store, click: _Click, finding: Finding, action: str, why: str) -> None:
         self._audit(store, click, finding, action, "refused", why)
@@ -686,13 +689,13 @@ def _plain(status: int, text: str) -> tuple[int, dict[str, str], bytes]:
 
 
 def make_app(settings: SlackSettings, store_path: Path | str, *, client: WebClient | None = None,
-             clients_factory: Callable[[str | None], Any] | None = None,
+             clients_factory: Callable[[str | None, str | None], Any] | None = None,
              now: Callable[[], datetime] = lambda: datetime.now(UTC),
              process_before_response: bool = False) -> InteractionApp:
     """The interaction endpoint for `settings`, keeping its state (replays, audit, quarantines) in `store_path`.
 
     `client`: a WebClient (default: `make_client(settings.bot_token, base_url=settings.api_base_url)`, which
-    retries rate limits). `clients_factory(region)`: the AWS clients for a quarantine (default
+    retries rate limits). `clients_factory(region, account)`: the AWS clients for a quarantine (default
     `AwsClients.build(region=..., endpoint_url=settings.aws_endpoint_url)`). Bolt checks the bot token with
     auth.test here, so a wrong token fails at start-up (slack_bolt.error.BoltError), not on the first click.
     `process_before_response=True` is for FaaS (AWS Lambda), where nothing may run after the response: see

@@ -42,6 +42,8 @@ class AwsClients:
 
         clients = AwsClients.build(region="us-east-1")                     # real AWS
         clients = AwsClients.build(region="us-east-1", endpoint_url=moto)  # tests
+        clients = AwsClients.build(region="us-east-1", account="012345678901",
+                                   assume_role="spendwatch-quarantine")   # the member account's quarantine role
     """
 
     ec2: Any
@@ -50,7 +52,18 @@ class AwsClients:
     sts: Any
 
     @classmethod
-    def build(cls, *, region: str | None = None, endpoint_url: str | None = None, session: Any = None) -> AwsClients:
+    def build(
+        cls,
+        *,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        session: Any = None,
+        account: str | None = None,
+        assume_role: str | None = None,
+    ) -> AwsClients:
+        """Clients for one region. With `assume_role`, the role of that name in `account` is assumed first:
+        the deployed Slack handler holds no write permissions itself and acts through each member account's
+        quarantine role (deploy/terraform/aws/modules/member-account)."""
         import boto3  # lazily: the core must not need the AWS SDK
 
         session = session or boto3.session.Session(region_name=region)
@@ -60,6 +73,17 @@ class AwsClients:
         kwargs: dict[str, Any] = {"region_name": region}
         if endpoint_url:
             kwargs["endpoint_url"] = endpoint_url
+        if assume_role:
+            if not account:
+                raise ValueError(f"assuming role {assume_role!r} needs the target account id")
+            partition = session.get_partition_for_region(region)
+            creds = session.client("sts", **kwargs).assume_role(
+                RoleArn=f"arn:{partition}:iam::{account}:role/{assume_role}", RoleSessionName="spendwatch-quarantine",
+            )["Credentials"]
+            session = boto3.session.Session(
+                aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
+                aws_session_token=creds["SessionToken"], region_name=region,
+            )
         return cls(
             ec2=session.client("ec2", **kwargs),
             iam=session.client("iam", **kwargs),

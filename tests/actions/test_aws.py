@@ -6,6 +6,8 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from spendwatch.actions import ACTIONS, ActionSettings, Target, execute
 from spendwatch.actions.aws import (
     ALL_ACCESS_GROUP,
@@ -291,3 +293,17 @@ def test_isolation_group_is_emptied_if_someone_added_rules(world: World, store: 
     assert group["IpPermissions"] == [] and group["IpPermissionsEgress"] == []
     assert json.loads(json.dumps(world.state(second)["enis"])) == {
         eni: [gid] for eni in world.state(second)["enis"]}
+
+
+def test_clients_can_act_through_the_member_accounts_quarantine_role(aws: str) -> None:
+    """The deployed Slack handler holds no write permissions: it assumes the quarantine role in the finding's
+    account (deploy/terraform/aws/modules/member-account) and acts as that role."""
+    from spendwatch.actions.aws import AwsClients
+
+    clients = AwsClients.build(region="us-east-1", endpoint_url=aws, account="234567890123",
+                               assume_role="spendwatch-quarantine")
+    identity = clients.sts.get_caller_identity()
+    assert identity["Account"] == "234567890123"
+    assert ":assumed-role/spendwatch-quarantine/spendwatch-quarantine" in identity["Arn"]
+    with pytest.raises(ValueError, match="account"):
+        AwsClients.build(region="us-east-1", endpoint_url=aws, assume_role="spendwatch-quarantine")
