@@ -84,9 +84,11 @@ def test_forged_stale_replayed_malformed_and_unauthorised_requests_are_all_refus
         add("forged", ep.send(t, headers=mallory_headers)[0])
 
     # Stale or from the future: correctly signed, but outside five minutes.
-    for offset in (-301, -302, -330, -600, -3600, -86400, -10**7, 301, 302, 600, 3600, 86400):
+    # The clock is read per request: a future stamp taken seconds earlier would drift inside the window on a
+    # loaded machine and stop testing what it says. Future stamps keep a margin for the request's own latency.
+    for offset in (-301, -302, -330, -600, -3600, -86400, -10**7, 320, 330, 600, 3600, 86400):
         body = encode(ep.payload("sw_quarantine"))
-        add("stale", ep.send(body, ts=now + offset)[0])
+        add("stale", ep.send(body, ts=int(time.time()) + offset)[0])
     for ts in (0, 1, 1_000_000_000):
         add("stale", ep.send(encode(ep.payload("sw_quarantine")), ts=ts)[0])
 
@@ -160,7 +162,7 @@ def test_forged_stale_replayed_malformed_and_unauthorised_requests_are_all_refus
 def test_allowed_click_quarantines_on_moto_and_updates_the_message(endpoint: Endpoint, instance: Instance) -> None:
     before = instance.security_groups()
     status, _, seconds = endpoint.click("sw_quarantine", user=ALICE)
-    assert status == 200 and seconds < 1.0
+    assert status == 200 and seconds < 2.5  # Slack waits 3 s
     wait(endpoint)
 
     after = instance.security_groups()
@@ -220,14 +222,14 @@ def test_ack_comes_back_at_once_while_a_slow_quarantine_runs(endpoint_factory: A
 
     release = threading.Event()
 
-    def slow_clients(region: str | None) -> AwsClients:
+    def slow_clients(region: str | None, account: str | None) -> AwsClients:
         release.wait(10)  # the AWS side takes as long as the test says
         return AwsClients.build(region=region, endpoint_url=aws)
 
     ep = endpoint_factory(clients_factory=slow_clients)
     before = instance.security_groups()
     status, _, seconds = ep.click("sw_quarantine", user=ALICE)
-    assert status == 200 and seconds < 0.5  # Slack's limit is 3 s
+    assert status == 200 and seconds < 2.5  # Slack's limit is 3 s; the work is still blocked below
     assert instance.security_groups() == before  # acknowledged before the work
     release.set()
     wait(ep)
