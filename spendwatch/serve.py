@@ -106,6 +106,7 @@ class ServeSettings:
     shutdown_grace_s: float = 20.0
     overdue_s: float | None = None
     slack: SlackSettings | None = field(default=None, repr=False)  # repr=False: it holds the secrets
+    sinks: dict[str, Any] | None = None  # the file's [sinks.*] tables: delivered after every scan
 
     @property
     def overdue_after_s(self) -> float:
@@ -160,7 +161,15 @@ class ServeSettings:
         )
         t.done()
         slack = _slack_settings(data.get("slack"), path=path, environ=env)
-        return _replace(settings, slack=slack)
+        sinks = data.get("sinks")
+        if sinks is not None:
+            from .delivery import parse_sinks
+
+            try:
+                parse_sinks({"sinks": sinks})  # fail at start-up, not at the first run
+            except ConfigError as exc:
+                raise ConfigError(f"{path}: {exc}") from exc
+        return _replace(settings, slack=slack, sinks=dict(sinks) if sinks is not None else None)
 
 
 def _replace(settings: ServeSettings, **kw: Any) -> ServeSettings:
@@ -333,6 +342,7 @@ class Service:
                 state.gaps = [{"source": g.source, "reason": g.reason} for g in result.report.gaps]
                 state.store_run_id = result.run_id
                 state.alerted = self._alert(store, result, run)
+                self._deliver(store, result, run)
             state.status = "ok"
         except Exception as exc:
             state.error = f"{type(exc).__name__}: {exc}"
@@ -359,6 +369,22 @@ class Service:
         from .pipeline import scan_aws
 
         return scan_aws(AwsConfig.from_dict(self.settings.aws or {}), store=store, keep_tables=keep)
+
+    def _deliver(self, store: Store, result: ScanResult, run: str) -> None:
+        """Queue the scan's findings for the configured sinks and flush the outbox. A failing sink is logged and
+        retried on a later run (the outbox keeps it); it never fails the scan or blocks the other sinks."""
+        if not self.settings.sinks:
+            return
+        from .delivery import deliver
+
+        try:
+            delivered = deliver(result.findings, result.report, {"sinks": self.settings.sinks}, store,
+                                datetime.now(UTC), snapshot_findings=store.findings)
+        except Exception as exc:
+            emit("deliver.failed", logging.WARNING, run=run, error=f"{type(exc).__name__}: {exc}")
+            return
+        emit("deliver.done", logging.INFO if delivered.ok else logging.WARNING, run=run,
+             sinks=delivered.to_dict())
 
     def _alerter(self, store: Store) -> SlackAlerter | None:
         slack = self.settings.slack
