@@ -13,13 +13,19 @@ permissions.
 from __future__ import annotations
 
 from .aws import AwsContainPrincipal, AwsQuarantine, AwsRelease, AwsReleasePrincipal
+from .azure import AzureQuarantine, AzureRelease
 from .base import Action, ActionSettings, Outcome, Refused, Step, Target, execute
+from .gcp import GcpQuarantine, GcpRelease
 
 ACTIONS: dict[str, type[Action]] = {
     AwsQuarantine.name: AwsQuarantine,
     AwsRelease.name: AwsRelease,
     AwsContainPrincipal.name: AwsContainPrincipal,
     AwsReleasePrincipal.name: AwsReleasePrincipal,
+    AzureQuarantine.name: AzureQuarantine,
+    AzureRelease.name: AzureRelease,
+    GcpQuarantine.name: GcpQuarantine,
+    GcpRelease.name: GcpRelease,
 }
 
 __all__ = ["ACTIONS", "Action", "ActionSettings", "Outcome", "Refused", "Step", "Target", "execute"]

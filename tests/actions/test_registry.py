@@ -12,6 +12,9 @@ from spendwatch.actions import ACTIONS
 from spendwatch.actions.base import Action
 
 PERMISSION = re.compile(r"^[a-z0-9-]+:[A-Z][A-Za-z0-9]+$")  # IAM action syntax, e.g. ec2:CreateSnapshot
+# Azure RBAC operation syntax, e.g. Microsoft.Network/networkSecurityGroups/join/action
+AZURE_OPERATION = re.compile(r"^Microsoft\.[A-Za-z]+(/[A-Za-z]+)+/(read|write|delete|action)$")
+GCP_PERMISSION = re.compile(r"^[a-z]+\.[a-z][A-Za-z]+\.[a-z][A-Za-z]+$")  # e.g. compute.instances.setTags
 
 
 def test_every_registered_action_declares_its_permissions() -> None:
@@ -19,14 +22,16 @@ def test_every_registered_action_declares_its_permissions() -> None:
     for name, cls in ACTIONS.items():
         assert cls.name == name
         assert isinstance(cls.permissions, tuple) and cls.permissions, name
-        assert all(isinstance(p, str) and PERMISSION.match(p) for p in cls.permissions), name
+        syntax = {"azure": AZURE_OPERATION, "gcp": GCP_PERMISSION}.get(cls.cloud, PERMISSION)
+        assert all(isinstance(p, str) and syntax.match(p) for p in cls.permissions), name
         assert len(set(cls.permissions)) == len(cls.permissions), f"{name} declares a permission twice"
         assert cls.kind in ("quarantine", "release") and cls.cloud == name.split(".")[0]
 
 
 def test_every_concrete_action_is_registered_and_documented() -> None:
     concrete = {
-        obj for module in (actions_pkg.aws,) for _, obj in inspect.getmembers(module, inspect.isclass)
+        obj for module in (actions_pkg.aws, actions_pkg.azure, actions_pkg.gcp)
+        for _, obj in inspect.getmembers(module, inspect.isclass)
         if issubclass(obj, Action) and not inspect.isabstract(obj) and hasattr(obj, "name")
         and obj.__module__ == module.__name__
     }
