@@ -25,8 +25,9 @@ def add_commands(sub: Any) -> None:
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("resource", metavar="RESOURCE",
-                       help="EC2 instance id (i-...), or an IAM user/role ARN to contain or release a principal")
-        p.add_argument("--cloud", choices=("aws",), default="aws", help="cloud (default aws; GCP and Azure to come)")
+                       help="EC2 instance id (i-...) or an IAM user/role ARN to contain or release a principal; "
+                            "GCP: projects/P/zones/Z/instances/N; Azure: the VM's resource id")
+        p.add_argument("--cloud", choices=("aws", "gcp", "azure"), default="aws", help="cloud (default aws)")
         p.add_argument("--account", metavar="ID",
                        help="refuse unless the credentials are for this account (default: theirs)")
         p.add_argument("--region", metavar="REGION",
@@ -169,9 +170,65 @@ def _is_principal(resource: str) -> bool:
 
 # -- commands ----------------------------------------------------------------------------------------------
 
+def _id_part(resource: str, name: str) -> str | None:
+    """The value after `name` in a slash-separated resource name (projects/P/..., /subscriptions/S/...)."""
+    parts = resource.strip("/").split("/")
+    lowered = [p.lower() for p in parts]
+    return parts[lowered.index(name) + 1] if name in lowered and lowered.index(name) + 1 < len(parts) else None
+
+
+def _other_cloud(args: argparse.Namespace, *, release: bool) -> int:
+    """quarantine / release on GCP or Azure: the same execute() path, clients built for the resource's project
+    or subscription. Principal containment exists on AWS only."""
+    from ..cli import Fatal
+    from .base import Target
+
+    if args.principal:
+        return _usage("--principal is supported on AWS only")
+    settings, actor = _settings(), _actor()
+    try:
+        if args.cloud == "gcp":
+            from .gcp import GcpClients, GcpQuarantine, GcpRelease
+
+            project = args.account or _id_part(args.resource, "projects")
+            if not project:
+                return _usage("RESOURCE must be projects/P/zones/Z/instances/N (or pass --account PROJECT)")
+            credentials = None
+            if args.endpoint_url:  # tests: a local fake takes no Google credentials
+                from google.auth.credentials import AnonymousCredentials
+
+                credentials = AnonymousCredentials()
+            clients: Any = GcpClients.build(project, endpoint=args.endpoint_url, credentials=credentials)
+            quarantine_cls, release_cls = GcpQuarantine, GcpRelease
+        else:
+            from .azure import AzureClients, AzureQuarantine, AzureRelease
+
+            subscription = args.account or _id_part(args.resource, "subscriptions")
+            if not subscription:
+                return _usage("RESOURCE must be the VM's resource id /subscriptions/S/... (or pass --account)")
+            clients = AzureClients.build(subscription, base_url=args.endpoint_url)
+            quarantine_cls, release_cls = AzureQuarantine, AzureRelease
+    except ImportError as exc:
+        raise Fatal(f"the {args.cloud} actions need the SDK: pip install 'spendwatch[{args.cloud}]' ({exc})") from exc
+    with _open_store(args.state) as store:
+        common = {"clients": clients, "store": store, "actor": actor, "settings": settings}
+        if release:
+            action: Any = release_cls(**common)
+            target = Target(args.cloud, args.resource, args.account, args.region)
+        else:
+            finding = store.finding_for_resource(cloud=args.cloud, resource=args.resource, account=args.account)
+            finding_id = args.finding or (finding.id if finding else None)
+            action = quarantine_cls(**common, stop=args.stop)
+            target = Target(args.cloud, args.resource, args.account, args.region, finding_id)
+        return _print([_run(action, target, apply=args.apply)], args.json)
+
+
 def cmd_quarantine(args: argparse.Namespace) -> int:
     from .aws import AwsContainPrincipal, AwsQuarantine
     from .base import Outcome, Target
+
+    if args.cloud != "aws":
+        return _other_cloud(args, release=False)
 
     if _is_principal(args.resource) and (args.stop or args.principal):
         return _usage("--stop and --principal apply to an instance; RESOURCE is already a principal")
@@ -206,6 +263,9 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 def cmd_release(args: argparse.Namespace) -> int:
     from .aws import AwsRelease, AwsReleasePrincipal
     from .base import Target
+
+    if args.cloud != "aws":
+        return _other_cloud(args, release=True)
 
     if _is_principal(args.resource) and args.principal:
         return _usage("--principal applies to an instance; RESOURCE is already a principal")

@@ -117,8 +117,10 @@ def test_finding_links_region_id_and_principal(world: World, state: str, capsys:
 
 def test_usage_errors_exit_2(world: World, state: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
-        main(["quarantine", "i-1", "--cloud", "gcp"])
+        main(["quarantine", "i-1", "--cloud", "oracle"])
     assert exc.value.code == 2
+    code, _, err = run(capsys, "quarantine", "i-1", "--cloud", "gcp", "--state", state)
+    assert code == 2 and "projects/P/zones/Z/instances/N" in err  # not a GCP instance name
     code, _, err = run(capsys, "quarantine", "arn:aws:iam::123456789012:user/x", "--stop", "--state", state)
     assert code == 2 and "--stop" in err
     iid = world.launch()

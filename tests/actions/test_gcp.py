@@ -178,3 +178,24 @@ def test_malformed_or_foreign_target_is_refused(gcp: tuple[ComputeWorld, GcpClie
     assert quarantine(clients, store, f"projects/other/zones/{Z}/instances/train-1").status == "refused"
     assert "no Compute Engine instance" in quarantine(clients, store, RES.replace("train-1", "nope")).message
     assert world.mutations == []
+
+
+def test_the_cli_quarantines_and_releases_a_gcp_instance(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """`spendwatch quarantine --cloud gcp`: a dry run sends nothing, --apply tags the instance, release undoes it."""
+    from spendwatch.cli import main
+
+    monkeypatch.delenv("SPENDWATCH_PROTECTED_IDS", raising=False)
+    world = ComputeWorld()
+    world.add_instance(P, Z, "train-1", tags=["gpu"], labels={"team": "ml"}, disks=["train-1-boot"])
+    state = str(tmp_path / "s.db")
+    with serve_compute(world) as url:
+        base = ["--cloud", "gcp", "--endpoint-url", url, "--state", state, "--json"]
+        assert main(["quarantine", RES, *base]) == 0
+        assert world.instance(P, Z, "train-1")["tags"]["items"] == ["gpu"]  # the dry run changed nothing
+        assert main(["quarantine", RES, *base, "--apply"]) == 0
+        assert QUARANTINE_TAG in world.instance(P, Z, "train-1")["tags"]["items"]
+        assert main(["release", RES, *base, "--apply"]) == 0
+        assert world.instance(P, Z, "train-1")["tags"]["items"] == ["gpu"]
+        assert main(["quarantine", RES, *base, "--principal", "x"]) == 2  # principals: AWS only
+    capsys.readouterr()
