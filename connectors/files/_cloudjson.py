@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ._common import PARQUET_MAGIC, FileContext, payload, text_lines, time_problem
+from ._common import PARQUET_MAGIC, FileContext, json_objects, payload, time_problem
 
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 
@@ -83,21 +83,11 @@ def entries(raw: bytes, ctx: FileContext) -> Iterator[tuple[int, dict[str, Any]]
             ctx.problem("JSON document is truncated or malformed, or has no 'records' list "
                         "(records lost: at least one)")
             return
-    for number, line in enumerate(text_lines(data), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            ctx.problem(f"line is not valid JSON ({exc.msg} at column {exc.colno})", line=number)
-            continue
-        if isinstance(obj, dict) and isinstance(obj.get("records"), list):  # one document per line
+    for number, obj in json_objects(data, ctx, "an object"):
+        if isinstance(obj.get("records"), list):  # one document per line
             for rec in obj["records"]:
                 if isinstance(rec, dict):
                     yield number, rec
-            continue
-        if not isinstance(obj, dict):
-            ctx.problem(f"line is a JSON {type(obj).__name__}, not an object", line=number)
             continue
         yield number, obj
 
