@@ -18,14 +18,18 @@
 Configuration comes from the environment (Terraform fills it from Secrets Manager or SSM Parameter Store):
 
     SPENDWATCH_CONFIG=/var/task/spendwatch.toml   or   SPENDWATCH_CONFIG_TOML="[serve] ..."  (inline TOML)
-    SPENDWATCH_STATE=/mnt/efs/state.db            (default /tmp/spendwatch/state.db: per sandbox, see below)
+    SPENDWATCH_DATABASE_URL=postgresql://...      or  SPENDWATCH_DATABASE_URL_SSM_PARAMETER (the shared state)
+    SPENDWATCH_STATE=/mnt/efs/state.db            (a path or a URL; wins over SPENDWATCH_DATABASE_URL; default
+                                                   /tmp/spendwatch/state.db: per sandbox, see below)
     SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET         or  SLACK_BOT_TOKEN_SSM_PARAMETER, SLACK_SIGNING_SECRET_SSM_PARAMETER
                                                       (SecureString names, read once per cold start, decrypted)
     SPENDWATCH_SLACK_CHANNEL, SPENDWATCH_SLACK_ALLOWED_USERS, SPENDWATCH_SLACK_ALLOWED_GROUPS (slack handler)
 
 State: the scheduled function and the Slack function must share one state (findings, Slack threads, replay
-digests, quarantine records). SQLite on a shared EFS mount works for low volume; PostgreSQL (issue 8 item 3) is
-the deployment answer. /tmp is per sandbox and only fits a trial.
+digests, quarantine records). PostgreSQL (a `postgresql://` URL, e.g. RDS; the functions then need a VPC
+route to it) is the deployment answer: every check-then-write holds across concurrent invocations
+(spendwatch/store/backend.py). SQLite on a shared EFS mount works for low volume. /tmp is per sandbox and
+only fits a trial.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("spendwatch.lambda")
 
 DEFAULT_STATE = "/tmp/spendwatch/state.db"
-SECRET_NAMES = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET")
+SECRET_NAMES = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SPENDWATCH_DATABASE_URL")
 LAZY_TOKEN_HEADER = "x-spendwatch-lazy-token"
 _LAZY_HEADERS = ("x-slack-bolt-lazy-only", "x-slack-bolt-lazy-function-name", LAZY_TOKEN_HEADER)
 
@@ -105,7 +109,9 @@ def scan_handler(event: dict[str, Any] | None, context: Any, *, environ: dict[st
         settings = ServeSettings.from_dict(load(path), path=path, environ=env)
     else:
         raise ConfigError("set SPENDWATCH_CONFIG (a TOML file) or SPENDWATCH_CONFIG_TOML (its text)")
-    state = Path(env.get("SPENDWATCH_STATE") or settings.state or DEFAULT_STATE)
+    from .store import resolve_state
+
+    state = resolve_state(None, environ=env, configured=settings.state, default=DEFAULT_STATE)
     emit("lambda.scan", trigger=event.get("detail-type") or "EventBridge Scheduler", scheduled_time=event.get("time"),
          event_id=event.get("id"), request_id=getattr(context, "aws_request_id", None))
     result = Service(settings, state=state).run_scan()
@@ -235,7 +241,9 @@ def _default_slack() -> SlackLambda:
             settings = SlackSettings.from_env(env)
             if env.get("SPENDWATCH_AWS_ENDPOINT_URL"):
                 settings = replace(settings, aws_endpoint_url=env["SPENDWATCH_AWS_ENDPOINT_URL"])
-            _SLACK = SlackLambda(settings, env.get("SPENDWATCH_STATE") or DEFAULT_STATE)
+            from .store import resolve_state
+
+            _SLACK = SlackLambda(settings, resolve_state(None, environ=env, default=DEFAULT_STATE))
         return _SLACK
 
 

@@ -39,3 +39,24 @@ def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         monkeypatch.setenv(key, value)
     urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST")).read()
     yield moto_endpoint
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL (admin URL): $SPENDWATCH_TEST_POSTGRES_URL (.ci/run starts one), else a throwaway
+    server started here (tests/store/postgres_server.py); skipped when neither can be had, failed under $CI."""
+    from tests.store.postgres_server import session_server
+
+    yield from session_server()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path | str]:
+    """A new, empty state on each backend: an SQLite file, or a PostgreSQL schema of its own."""
+    if request.param == "sqlite":
+        yield tmp_path / "state.db"
+        return
+    from tests.store.postgres_server import fresh_schema
+
+    with fresh_schema(request.getfixturevalue("postgres_url")) as url:
+        yield url
