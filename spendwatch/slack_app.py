@@ -28,9 +28,13 @@ What a request goes through, in order; the first that fails answers and nothing 
    nothing, and the message is left as the first click set it.
 8. Act: Quarantine and Release run `spendwatch.actions.execute` with `apply=True` (the click, behind its
    confirm dialog, is the human approval; `stop` stays false), the same code path as `spendwatch
-   quarantine --apply`, which audits every step under the actor `slack:<user id>`. Snooze and Mark expected
-   set the finding's status. Every click is audited as `slack.<action>` with who, and the alert is updated
-   (chat.update) with the outcome and who did it.
+   quarantine --apply`, which audits every step under the actor `slack:<user id>`: the action of the
+   finding's cloud (`aws.quarantine`, `gcp.quarantine`, `azure.quarantine` and their releases), with clients
+   built for the finding's account, project or subscription (`default_clients`). Contain principal and
+   Release principal run `aws.contain-principal` / `aws.release-principal` on the AWS role or user that
+   launched it, behind the same dialog, checks and audit. Snooze and Mark expected set the finding's status.
+   Every click is audited as `slack.<action>` with who, and the alert is updated (chat.update) with the
+   outcome and who did it.
 
 Forged, stale, replayed and malformed requests are not audited: they are not attributable to anyone and
 writing them would let anyone on the internet fill the audit log. They are logged at INFO.
@@ -61,23 +65,29 @@ from .approvals import ACTION_DENY as ACTION_GPU_DENY
 from .findings import Finding
 from .sinks.slack import (
     ACTION_CONSOLE,
+    ACTION_CONTAIN,
     ACTION_EXPECTED,
     ACTION_QUARANTINE,
     ACTION_RELEASE,
+    ACTION_RELEASE_PRINCIPAL,
     ACTION_SNOOZE,
     QUARANTINE_CLOUDS,
     SNOOZE_HOURS,
     alert_payload,
+    can_contain,
+    contained_principal,
     esc,
     make_client,
+    snooze_over,
 )
-from .store import SlackRecords, Store
+from .store import SlackRecords, Store, state_location
 
 if TYPE_CHECKING:
     from slack_bolt import App
     from slack_sdk import WebClient
 
-    from .actions.base import Outcome
+    from .actions.base import Outcome, Target
+    from .store import StoredQuarantine
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +106,10 @@ class SlackSettings:
     """What the endpoint and the alerter need. Secrets come from the environment, never from the config file.
 
     `allowed_users`: Slack user ids (U..., W...) that may act; `allowed_groups`: user group ids (S...) whose
-    members may act. `api_base_url` and `aws_endpoint_url` point at local fakes in tests.
+    members may act. `api_base_url`, `aws_endpoint_url`, `gcp_endpoint_url` and `azure_endpoint_url` point at
+    local fakes in tests, with `gcp_credentials` / `azure_credential` objects for them; left out, the GCP and
+    Azure actions use Application Default Credentials and DefaultAzureCredential (the service's own identity,
+    which deploy/terraform/gcp and azure give the generated quarantine role).
 
     From the environment::
 
@@ -112,6 +125,10 @@ class SlackSettings:
     api_base_url: str | None = None
     aws_endpoint_url: str | None = None
     quarantine_role: str | None = None  # role name assumed in the finding's account before acting
+    gcp_endpoint_url: str | None = None
+    azure_endpoint_url: str | None = None
+    gcp_credentials: Any = field(default=None, repr=False, compare=False)
+    azure_credential: Any = field(default=None, repr=False, compare=False)
     actions: ActionSettings = field(default_factory=ActionSettings)
     max_body_bytes: int = 1 << 20
     group_cache_s: float = 60.0
@@ -258,7 +275,7 @@ class InteractionApp:
     """The endpoint: a slack-bolt App with the checks of the module doc around it. Build with `make_app`."""
 
     def __init__(self, settings: SlackSettings, store_path: Path | str, *, client: WebClient | None = None,
-                 clients_factory: Callable[[str | None, str | None], Any] | None = None,
+                 clients_factory: Callable[[Target], Any] | None = None,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC), workers: int = 8,
                  process_before_response: bool = False) -> None:
         from slack_bolt import App
@@ -267,10 +284,10 @@ class InteractionApp:
         if str(store_path) == ":memory:":
             raise ValueError("the endpoint needs a state file shared by its threads, not :memory:")
         self.settings = settings
-        self.store_path = Path(store_path)
+        self.store_path = state_location(store_path)  # a file, or a postgresql:// URL
         self.client = client or make_client(settings.bot_token, base_url=settings.api_base_url)
         self.now = now
-        self._clients_factory = clients_factory or self._aws_clients
+        self._clients_factory = clients_factory or (lambda target: default_clients(settings, target))
         self._verifier = SignatureVerifier(settings.signing_secret)
         self._executor = _TrackingExecutor(workers)
         self._authoriser = _Authoriser(settings.allowed_users, settings.allowed_groups, self.client,
@@ -391,6 +408,8 @@ class InteractionApp:
         app.action(ACTION_CONSOLE)(ack_now)  # a link button still posts a click that must be acknowledged
         app.action(ACTION_QUARANTINE)(ack=ack_now, lazy=[self._work(self._quarantine)])
         app.action(ACTION_RELEASE)(ack=ack_now, lazy=[self._work(self._release)])
+        app.action(ACTION_CONTAIN)(ack=ack_now, lazy=[self._work(self._contain)])
+        app.action(ACTION_RELEASE_PRINCIPAL)(ack=ack_now, lazy=[self._work(self._release_principal)])
         app.action(ACTION_SNOOZE)(ack=ack_now, lazy=[self._work(self._snooze)])
         app.action(ACTION_EXPECTED)(ack=ack_now, lazy=[self._work(self._open_expected)])
         app.view(EXPECTED_VIEW)(ack=ack_expected_view, lazy=[self._work(self._expected, view=True)])
@@ -429,8 +448,7 @@ class InteractionApp:
             return
         with self._finding_lock(finding.id):
             finding = store.get(finding.id) or finding
-            active = (store.active_quarantine(cloud=finding.cloud, account=finding.account, resource=finding.resource)
-                      if finding.resource else None)
+            active = _active(store, finding)
             if active is not None or finding.status == "quarantined":
                 by = f" by {active.actor} at {active.created_at}" if active else ""
                 self._ignore(store, click, finding, "slack.quarantine", f"already quarantined{by}")
@@ -441,7 +459,7 @@ class InteractionApp:
                 return
             outcome, error = self._run(store, finding, click, release=False)
             if outcome is not None and outcome.status == "refused" and outcome.quarantine_id is None and \
-                    store.active_quarantine(cloud=finding.cloud, account=finding.account, resource=finding.resource):
+                    _active(store, finding):
                 # Another process quarantined it between our check and our reservation: that click won.
                 self._ignore(store, click, finding, "slack.quarantine", "already quarantined (by another click)")
                 return
@@ -454,8 +472,7 @@ class InteractionApp:
         if finding is None:
             return
         with self._finding_lock(finding.id):
-            active = (store.active_quarantine(cloud=finding.cloud, account=finding.account, resource=finding.resource)
-                      if finding.resource else None)
+            active = _active(store, finding)
             if active is None:
                 self._ignore(store, click, finding, "slack.release",
                              "not quarantined by spendwatch (already released?)")
@@ -465,13 +482,60 @@ class InteractionApp:
         self._audit(store, click, finding, "slack.release", outcome.status if outcome else "error", line)
         self._show(store, click, finding.id, line)
 
+    def _contain(self, store: Store, click: _Click, body: dict[str, Any]) -> None:
+        """Contain the AWS role or user that launched the finding's resource (`aws.contain-principal`)."""
+        finding = self._authorised(store, click, "slack.contain-principal")
+        if finding is None:
+            return
+        principal = finding.principal or ""
+        if not can_contain(finding):
+            who = esc(principal or "an unknown principal")
+            self._refuse(store, click, finding, "slack.contain-principal",
+                         f"spendwatch contains AWS IAM users and roles only, not {who}")
+            return
+        # One lock per principal: one agent role often launched several findings' instances.
+        with self._finding_lock(f"principal:{finding.account}:{principal}"):
+            held = contained_principal(store, finding)
+            if held is not None:
+                self._ignore(store, click, finding, "slack.contain-principal",
+                             f"already contained by {held.actor} at {held.created_at}", subject=held.resource)
+                return
+            outcome, error = self._run_principal(store, finding, click, None)
+            if outcome is not None and outcome.status == "refused" and outcome.quarantine_id is None and \
+                    contained_principal(store, finding) is not None:
+                self._ignore(store, click, finding, "slack.contain-principal",
+                             "already contained (by another click)", subject=principal)
+                return
+        line = _outcome_line("Contain principal", "Principal contained", ":lock:", click, self.now(), outcome, error)
+        self._audit(store, click, finding, "slack.contain-principal", outcome.status if outcome else "error", line,
+                    {"principal": principal})
+        self._show(store, click, finding.id, line)
+
+    def _release_principal(self, store: Store, click: _Click, body: dict[str, Any]) -> None:
+        """Undo the containment of the finding's principal (`aws.release-principal`), whichever click made it."""
+        finding = self._authorised(store, click, "slack.release-principal")
+        if finding is None:
+            return
+        principal = finding.principal or ""
+        with self._finding_lock(f"principal:{finding.account}:{principal}"):
+            held = contained_principal(store, finding)
+            if held is None:
+                self._ignore(store, click, finding, "slack.release-principal",
+                             "not contained by spendwatch (already released?)", subject=principal or None)
+                return
+            outcome, error = self._run_principal(store, finding, click, held)
+        line = _outcome_line("Release principal", "Principal released", ":unlock:", click, self.now(), outcome, error)
+        self._audit(store, click, finding, "slack.release-principal", outcome.status if outcome else "error", line,
+                    {"principal": held.resource})
+        self._show(store, click, finding.id, line)
+
     def _snooze(self, store: Store, click: _Click, body: dict[str, Any]) -> None:
         finding = self._authorised(store, click, "slack.snooze")
         if finding is None:
             return
         with self._finding_lock(finding.id):
             finding = store.get(finding.id) or finding
-            if finding.status == "snoozed":
+            if finding.status == "snoozed" and not snooze_over(store, finding, self.now()):
                 self._ignore(store, click, finding, "slack.snooze", "already snoozed")
                 return
             if finding.status == "quarantined":
@@ -584,36 +648,54 @@ class InteractionApp:
         return finding
 
     def _run(self, store: Store, finding: Finding, click: _Click, *, release: bool) -> tuple[Outcome | None, str]:
-        """Quarantine or release through `spendwatch.actions.execute`, as `spendwatch quarantine --apply` does."""
-        from .actions.aws import AwsQuarantine, AwsRelease
+        """Quarantine or release through `spendwatch.actions.execute`, as `spendwatch quarantine --apply` does,
+        with the registered action of the finding's cloud (`<cloud>.quarantine` / `<cloud>.release`)."""
+        from .actions import ACTIONS
         from .actions.base import Target, execute
 
         try:
-            clients = self._clients_factory(finding.region, finding.account)
-            common: dict[str, Any] = {"clients": clients, "store": store, "actor": click.actor,
-                                      "settings": self.settings.actions}
-            if release:
-                target = Target(finding.cloud, finding.resource or "", finding.account, finding.region)
-                return execute(AwsRelease(**common), target, apply=True), ""
-            target = Target(finding.cloud, finding.resource or "", finding.account, finding.region, finding.id)
-            return execute(AwsQuarantine(**common, stop=False), target, apply=True), ""
+            name = f"{finding.cloud}.{'release' if release else 'quarantine'}"
+            if name not in ACTIONS:
+                raise ValueError(f"spendwatch has no {name} action")
+            target = Target(finding.cloud, finding.resource or "", finding.account, finding.region,
+                            None if release else finding.id)
+            common: dict[str, Any] = {"clients": self._clients_factory(target), "store": store,
+                                      "actor": click.actor, "settings": self.settings.actions}
+            action = ACTIONS[name](**common) if release else ACTIONS[name](**common, stop=False)  # type: ignore[call-arg]
+            return execute(action, target, apply=True), ""
         except Exception as exc:  # no credentials, access denied while planning, ...: nothing was applied
             log.warning("%s of %s failed: %s", "release" if release else "quarantine", finding.resource, exc)
             return None, f"{type(exc).__name__}: {exc}"
 
-    def _aws_clients(self, region: str | None, account: str | None) -> Any:
-        from .actions.aws import AwsClients
+    def _run_principal(self, store: Store, finding: Finding, click: _Click, held: StoredQuarantine | None
+                       ) -> tuple[Outcome | None, str]:
+        """Contain the finding's principal (`held` None) or release the containment `held`, through `execute`."""
+        from .actions.aws import AwsContainPrincipal, AwsReleasePrincipal
+        from .actions.base import Target, execute
 
-        return AwsClients.build(region=region, endpoint_url=self.settings.aws_endpoint_url, account=account,
-                                assume_role=self.settings.quarantine_role)
+        try:
+            if held is None:
+                target = Target("aws", finding.principal or "", finding.account, finding.region, finding.id)
+            else:
+                target = Target("aws", held.resource, held.account, held.region or finding.region)
+            common: dict[str, Any] = {"clients": self._clients_factory(target), "store": store,
+                                      "actor": click.actor, "settings": self.settings.actions}
+            action = (AwsReleasePrincipal(**common) if held is not None
+                      else AwsContainPrincipal(**common, linked_to=finding.resource))
+            return execute(action, target, apply=True), ""
+        except Exception as exc:
+            log.warning("principal %s of %s failed: %s", "release" if held else "containment", finding.principal, exc)
+            return None, f"{type(exc).__name__}: {exc}"
 
     def _refuse(self, store: Store, click: _Click, finding: Finding, action: str, why: str) -> None:
         self._audit(store, click, finding, action, "refused", why)
         self._ephemeral(click, f":no_entry: Not done: {why}. Nothing was changed.")
 
-    def _ignore(self, store: Store, click: _Click, finding: Finding, action: str, why: str) -> None:
+    def _ignore(self, store: Store, click: _Click, finding: Finding, action: str, why: str, *,
+                subject: str | None = None) -> None:
         self._audit(store, click, finding, action, "ignored", why)
-        self._ephemeral(click, f":information_source: Nothing to do: `{esc(finding.resource or finding.id)}` is {why}.")
+        what = subject or finding.resource or finding.id
+        self._ephemeral(click, f":information_source: Nothing to do: `{esc(what)}` is {why}.")
 
     def _audit(self, store: Store, click: _Click, finding: Finding, action: str, outcome: str, description: str,
                detail: dict[str, Any] | None = None) -> None:
@@ -635,7 +717,8 @@ class InteractionApp:
         finding = store.get(finding_id)
         if not channel or not ts or finding is None:
             return
-        payload = alert_payload(finding, outcome=line)
+        payload = alert_payload(finding, outcome=line,
+                                principal_contained=contained_principal(store, finding) is not None)
         self.client.chat_update(channel=channel, ts=ts, text=payload["text"], blocks=payload["blocks"])
 
     def _ephemeral(self, click: _Click, text: str) -> None:
@@ -660,6 +743,38 @@ class InteractionApp:
             yield
 
 
+def default_clients(settings: SlackSettings, target: Target) -> Any:
+    """The clients a Slack-started action on `target` uses: AWS for the finding's account and region (through
+    `settings.quarantine_role` when set), GCP for the project named in the instance's resource name, Azure for
+    the subscription named in the VM's resource id."""
+    if target.cloud == "aws":
+        from .actions.aws import AwsClients
+
+        return AwsClients.build(region=target.region, endpoint_url=settings.aws_endpoint_url, account=target.account,
+                                assume_role=settings.quarantine_role)
+    if target.cloud == "gcp":
+        from .actions.gcp import GcpClients, parse_instance
+
+        project = parse_instance(target.resource)[0]
+        return GcpClients.build(project, endpoint=settings.gcp_endpoint_url, credentials=settings.gcp_credentials)
+    if target.cloud == "azure":
+        from .actions.azure import AzureClients, parse_vm_id
+
+        return AzureClients.build(parse_vm_id(target.resource)[0], base_url=settings.azure_endpoint_url,
+                                  credential=settings.azure_credential)
+    raise ValueError(f"spendwatch cannot act on {target.cloud} resources")
+
+
+def _active(store: Store, finding: Finding) -> StoredQuarantine | None:
+    """The active quarantine of the finding's resource, looked up as its cloud's action stored it."""
+    if not finding.resource:
+        return None
+    account, resource = finding.account, finding.resource
+    if finding.cloud == "azure":  # the Azure actions key records on lower-cased ids (ARM ids ignore case)
+        account, resource = account.lower(), resource.lower()
+    return store.active_quarantine(cloud=finding.cloud, account=account, resource=resource)
+
+
 def _reason(view: dict[str, Any]) -> str:
     values = ((view.get("state") or {}).get("values") or {}).get("reason") or {}
     return str((values.get("reason_input") or {}).get("value") or "").strip()[:500]
@@ -673,7 +788,7 @@ def _outcome_line(verb: str, done: str, emoji: str, click: _Click, now: datetime
     if outcome.status == "applied":
         ran = sum(1 for s in outcome.steps if s.outcome == "ok")
         record = f" (record {outcome.quarantine_id})" if outcome.quarantine_id else ""
-        tail = " Release undoes it." if verb == "Quarantine" else ""
+        tail = {"Quarantine": " Release undoes it.", "Contain principal": " Release principal undoes it."}.get(verb, "")
         return f"{emoji} *{done}* by {who} at {now:%H:%M}Z: {ran} step(s) applied{record}.{tail}"
     if outcome.status == "partial":
         return f":warning: *{verb} partly applied* by {who} at {now:%H:%M}Z: {esc(outcome.message)[:1500]}"
@@ -689,14 +804,14 @@ def _plain(status: int, text: str) -> tuple[int, dict[str, str], bytes]:
 
 
 def make_app(settings: SlackSettings, store_path: Path | str, *, client: WebClient | None = None,
-             clients_factory: Callable[[str | None, str | None], Any] | None = None,
+             clients_factory: Callable[[Target], Any] | None = None,
              now: Callable[[], datetime] = lambda: datetime.now(UTC),
              process_before_response: bool = False) -> InteractionApp:
     """The interaction endpoint for `settings`, keeping its state (replays, audit, quarantines) in `store_path`.
 
     `client`: a WebClient (default: `make_client(settings.bot_token, base_url=settings.api_base_url)`, which
-    retries rate limits). `clients_factory(region, account)`: the AWS clients for a quarantine (default
-    `AwsClients.build(region=..., endpoint_url=settings.aws_endpoint_url)`). Bolt checks the bot token with
+    retries rate limits). `clients_factory(target)`: the clients for an action on `target` (an `actions.Target`:
+    cloud, resource, account, region; default `default_clients(settings, target)`). Bolt checks the bot token with
     auth.test here, so a wrong token fails at start-up (slack_bolt.error.BoltError), not on the first click.
     `process_before_response=True` is for FaaS (AWS Lambda), where nothing may run after the response: see
     `spendwatch.lambda_handlers`.

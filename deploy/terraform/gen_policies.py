@@ -7,7 +7,9 @@ action's `permissions`, and commit the result; `tests/deploy/test_policies.py` f
 - aws/policies/read.json        `connectors.aws.permissions.policy()` verbatim (`spendwatch iam-policy aws`)
 - aws/policies/quarantine.json  one Allow statement per service: the union of every AWS action's `permissions`
 - gcp/roles/reader.json         `connectors.gcp.permissions.role()`
+- gcp/roles/quarantine.json     a custom role: the union of every GCP action's `permissions`
 - azure/roles/reader.json       `connectors.azure.permissions.role()` without AssignableScopes (the module sets them)
+- azure/roles/quarantine.json   a custom role definition: the union of every Azure action's `permissions`
 
 `--check` writes nothing and exits 1 when a file differs from what the code declares.
 """
@@ -24,10 +26,42 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 
 
-def quarantine_actions() -> list[str]:
+def quarantine_actions(cloud: str = "aws") -> list[str]:
+    """Every permission the registered actions of `cloud` declare (quarantine and release alike), sorted."""
     from spendwatch.actions import ACTIONS
 
-    return sorted({p for cls in ACTIONS.values() if cls.cloud == "aws" for p in cls.permissions})
+    return sorted({p for cls in ACTIONS.values() if cls.cloud == cloud for p in cls.permissions})
+
+
+def _action_names(cloud: str) -> str:
+    from spendwatch.actions import ACTIONS
+
+    return ", ".join(sorted(name for name, cls in ACTIONS.items() if cls.cloud == cloud))
+
+
+def gcp_quarantine_role() -> dict[str, Any]:
+    """The GCP custom role the Slack service's account holds: exactly the GCP actions' permissions."""
+    return {
+        "title": "spendwatch quarantine",
+        "description": f"Quarantine and release Compute Engine instances ({_action_names('gcp')}): firewall "
+                       "rules on a network tag, tags, labels, snapshots, stop/start.",
+        "stage": "GA",
+        "includedPermissions": quarantine_actions("gcp"),
+    }
+
+
+def azure_quarantine_role() -> dict[str, Any]:
+    """The Azure custom role the Slack app's identity holds: exactly the Azure actions' operations."""
+    return {
+        "Name": "spendwatch quarantine",
+        "IsCustom": True,
+        "Description": f"Quarantine and release virtual machines ({_action_names('azure')}): a deny-all network "
+                       "security group on their NICs, tags, snapshots, deallocate/start.",
+        "Actions": quarantine_actions("azure"),
+        "NotActions": [],
+        "DataActions": [],
+        "NotDataActions": [],
+    }
 
 
 def quarantine_policy() -> dict[str, Any]:
@@ -64,7 +98,9 @@ def documents() -> dict[str, Any]:
         "aws/policies/read.json": aws.policy(),
         "aws/policies/quarantine.json": quarantine_policy(),
         "gcp/roles/reader.json": gcp.role(),
+        "gcp/roles/quarantine.json": gcp_quarantine_role(),
         "azure/roles/reader.json": azure_role,
+        "azure/roles/quarantine.json": azure_quarantine_role(),
     }
 
 

@@ -678,6 +678,7 @@ class AwsContainPrincipal(_PrincipalMixin, QuarantineAction):
 
     name: ClassVar[str] = "aws.contain-principal"
     cloud: ClassVar[str] = "aws"
+    sets_finding_status: ClassVar[bool] = False
     permissions: ClassVar[tuple[str, ...]] = (
         "sts:GetCallerIdentity",
         "iam:GetRole",
@@ -765,6 +766,7 @@ class AwsReleasePrincipal(_PrincipalMixin, ReleaseAction):
 
     name: ClassVar[str] = "aws.release-principal"
     cloud: ClassVar[str] = "aws"
+    sets_finding_status: ClassVar[bool] = False
     permissions: ClassVar[tuple[str, ...]] = (
         "sts:GetCallerIdentity",
         "iam:GetRole",

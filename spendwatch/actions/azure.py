@@ -1,13 +1,19 @@
 """Azure quarantine and release of a virtual machine, reversibly.
 
 - `AzureQuarantine` records each NIC's network security group, attaches a deny-all NSG
-  (`spendwatch-quarantine`, one per resource group and region, shared) to every NIC, tags the VM, snapshots
-  every managed disk, and deallocates the VM only when asked.
+  (`spendwatch-quarantine-<region>`, one per resource group and region, shared: an NSG can only be attached to
+  NICs in its own region) to every NIC, tags the VM, snapshots every managed disk, and deallocates the VM only
+  when asked.
 - `AzureRelease` undoes exactly what the stored record says was done: puts back each NIC's original NSG (or
   none), removes the tag, starts the VM if the quarantine deallocated it. Snapshots and the shared NSG stay.
 
 The target is the VM's ARM id in lower case (the Azure connector's convention). The azure-mgmt SDKs are
 imported only in `AzureClients.build`.
+
+Every change is a long-running operation: the SDK polls the `Azure-AsyncOperation` URL ARM answers with
+(`/subscriptions/<sub>/providers/<provider>/locations/<region>/operations/<id>`), which needs that provider's
+`locations/operations/read`, and reads the resource when it is done (hence `snapshots/read`). Both are in the
+declared permissions; tests/actions/test_azure.py checks them against the requests the SDK really makes.
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ from .base import ActionSettings, QuarantineAction, Refused, ReleaseAction, Step
 
 QUARANTINE_TAG = "spendwatch-quarantine"
 PROTECTED_TAGS = ("spendwatch-protected", "spendwatch:protected")
-QUARANTINE_NSG = "spendwatch-quarantine"
+QUARANTINE_NSG = "spendwatch-quarantine"  # prefix: the NSG is spendwatch-quarantine-<region>
 DENY_RULES = (("DenyAllInbound", "Inbound"), ("DenyAllOutbound", "Outbound"))
+COMPUTE_POLL = "Microsoft.Compute/locations/operations/read"
+NETWORK_POLL = "Microsoft.Network/locations/operations/read"
 # What Azure documents about existing flows, quoted in the plan so the operator knows what to expect.
 FLUSH_NOTE = (
     "Azure documents only NSG `flushConnection`: 'When enabled, flows created from Network Security Group "
@@ -74,6 +82,11 @@ def parse_vm_id(resource: str) -> tuple[str, str, str]:
     return parts[1], parts[3], parts[7]
 
 
+def nsg_name(location: str) -> str:
+    """The deny-all NSG for VMs in `location` ("East US" and "eastus" alike give spendwatch-quarantine-eastus)."""
+    return f"{QUARANTINE_NSG}-{location.lower().replace(' ', '')}"
+
+
 def _rg_name(arm_id: str) -> tuple[str, str]:
     parts = arm_id.strip("/").split("/")
     return parts[3], parts[-1]
@@ -125,8 +138,8 @@ class AzureQuarantine(_AzureMixin, QuarantineAction):
     Steps (each shown by the dry run, audited and recorded for `release`):
 
     1. record every NIC's current NSG id (or none) in the state database;
-    2. create or reuse `spendwatch-quarantine` in the VM's resource group and region: DenyAllInbound and
-       DenyAllOutbound, access Deny, priority 100, every protocol, port and address, overriding the default
+    2. create or reuse `spendwatch-quarantine-<region>` in the VM's resource group (NSGs are regional): DenyAllInbound
+       and DenyAllOutbound, access Deny, priority 100, every protocol, port and address, overriding the default
        rules (which sit at 65000+);
     3. attach it to every NIC, then enable its flushConnection so established flows are re-evaluated;
     4. tag the VM `spendwatch-quarantine=<finding id or manual>` (other tags kept);
@@ -154,7 +167,10 @@ class AzureQuarantine(_AzureMixin, QuarantineAction):
         "Microsoft.Network/networkSecurityGroups/join/action",
         "Microsoft.Compute/disks/read",
         "Microsoft.Compute/snapshots/write",
+        "Microsoft.Compute/snapshots/read",  # the poller reads the snapshot when its creation is done
         "Microsoft.Compute/virtualMachines/deallocate/action",
+        "Microsoft.Compute/locations/operations/read",  # polling long-running operations
+        "Microsoft.Network/locations/operations/read",
     )
 
     def __init__(self, *, clients: AzureClients, store: Any, actor: str, settings: ActionSettings | None = None,
@@ -192,13 +208,17 @@ class AzureQuarantine(_AzureMixin, QuarantineAction):
         for disk_id in disk_ids:
             d_rg, d_name = _rg_name(disk_id)
             disks.append(self.clients.compute.disks.get(d_rg, d_name))
+        nsg = nsg_name(vm.location)
         try:
-            net.network_security_groups.get(rg, QUARANTINE_NSG)
-            exists = True
+            found = net.network_security_groups.get(rg, nsg)
         except Exception as exc:
             if not _not_found(exc):
                 raise
-            exists = False
+            found = None
+        exists = found is not None
+        if found is not None and nsg_name(found.location or "") != nsg:
+            raise Refused(f"network security group {nsg} in {rg} is in {found.location}, not {vm.location}; "
+                          "rename or delete it, then run again")
 
         marker = t.finding_id or "manual"
         self.record = {"vm": t.resource, "resource_group": rg, "name": name, "location": vm.location,
@@ -214,27 +234,27 @@ class AzureQuarantine(_AzureMixin, QuarantineAction):
             return {"nsg": rec["nsg"]}
 
         steps.append(Step(
-            "prepare-nsg", f"{QUARANTINE_NSG} in {rg} ({vm.location}, {'reused' if exists else 'created'}): "
+            "prepare-nsg", f"{nsg} in {rg} ({vm.location}, {'reused' if exists else 'created'}): "
             "DenyAllInbound and DenyAllOutbound, access Deny, priority 100, all protocols, ports and addresses",
-            ("Microsoft.Network/networkSecurityGroups/read", "Microsoft.Network/networkSecurityGroups/write"),
-            ensure_nsg))
+            ("Microsoft.Network/networkSecurityGroups/read", "Microsoft.Network/networkSecurityGroups/write",
+             NETWORK_POLL), ensure_nsg))
         for nic_id, original in nics.items():
             def attach(nic_id: str = nic_id) -> dict[str, Any]:
                 self._set_nsg(nic_id, rec["nsg"])
                 rec["attached"].append(nic_id)
                 return {"nic": nic_id, "was": nics[nic_id]}
 
-            steps.append(Step("attach-nsg", f"{nic_id.rsplit('/', 1)[-1]}: {original or '(no NSG)'} -> "
-                              f"{QUARANTINE_NSG}", ("Microsoft.Network/networkInterfaces/read",
-                                                    "Microsoft.Network/networkInterfaces/write",
-                                                    "Microsoft.Network/networkSecurityGroups/join/action"), attach))
+            steps.append(Step("attach-nsg", f"{nic_id.rsplit('/', 1)[-1]}: {original or '(no NSG)'} -> {nsg}",
+                              ("Microsoft.Network/networkInterfaces/read", "Microsoft.Network/networkInterfaces/write",
+                               "Microsoft.Network/networkSecurityGroups/join/action", NETWORK_POLL), attach))
 
         def flush() -> dict[str, Any]:
             self._ensure_nsg(rg, vm.location, flush=True)
             return {"flushConnection": True}
 
-        steps.append(Step("flush-connections", f"enable flushConnection on {QUARANTINE_NSG}. {FLUSH_NOTE}",
-                          ("Microsoft.Network/networkSecurityGroups/write",), flush))
+        steps.append(Step("flush-connections", f"enable flushConnection on {nsg}. {FLUSH_NOTE}",
+                          ("Microsoft.Network/networkSecurityGroups/read",
+                           "Microsoft.Network/networkSecurityGroups/write", NETWORK_POLL), flush))
 
         def tag() -> dict[str, Any]:
             current = dict(self._vm(rg, name).tags or {})
@@ -243,7 +263,8 @@ class AzureQuarantine(_AzureMixin, QuarantineAction):
             return {"tag": {QUARANTINE_TAG: marker}}
 
         steps.append(Step("tag", f"tag {name} {QUARANTINE_TAG}={marker} (other tags kept)",
-                          ("Microsoft.Compute/virtualMachines/read", "Microsoft.Compute/virtualMachines/write"), tag))
+                          ("Microsoft.Compute/virtualMachines/read", "Microsoft.Compute/virtualMachines/write",
+                           COMPUTE_POLL), tag))
         stamp = self.now().strftime("%Y%m%d%H%M%S")
         for disk in disks:
             def snapshot(disk: Any = disk) -> dict[str, Any]:
@@ -259,8 +280,8 @@ class AzureQuarantine(_AzureMixin, QuarantineAction):
                 return {"disk": disk.id, "snapshot": snap.id}
 
             steps.append(Step("snapshot", f"snapshot disk {disk.name} into {rg} (tagged {QUARANTINE_TAG}={marker}; "
-                              "kept on release)", ("Microsoft.Compute/disks/read", "Microsoft.Compute/snapshots/write"),
-                              snapshot))
+                              "kept on release)", ("Microsoft.Compute/disks/read", "Microsoft.Compute/snapshots/write",
+                                                   "Microsoft.Compute/snapshots/read", COMPUTE_POLL), snapshot))
         if self.stop:
             def deallocate() -> dict[str, Any]:
                 self.clients.compute.virtual_machines.begin_deallocate(rg, name).result()
@@ -268,7 +289,7 @@ class AzureQuarantine(_AzureMixin, QuarantineAction):
                 return {}
 
             steps.append(Step("deallocate", f"deallocate {name} (memory evidence is lost; release starts it)",
-                              ("Microsoft.Compute/virtualMachines/deallocate/action",), deallocate))
+                              ("Microsoft.Compute/virtualMachines/deallocate/action", COMPUTE_POLL), deallocate))
         return steps
 
     def _ensure_nsg(self, rg: str, location: str, *, flush: bool | None) -> str:
@@ -276,9 +297,10 @@ class AzureQuarantine(_AzureMixin, QuarantineAction):
         from azure.mgmt.network.models import NetworkSecurityGroup, SecurityRule
 
         net = self.clients.network
+        name = nsg_name(location)
         current = None
         try:
-            current = net.network_security_groups.get(rg, QUARANTINE_NSG)
+            current = net.network_security_groups.get(rg, name)
         except Exception as exc:
             if not _not_found(exc):
                 raise
@@ -291,15 +313,15 @@ class AzureQuarantine(_AzureMixin, QuarantineAction):
         nsg = NetworkSecurityGroup(location=current.location if current else location, security_rules=rules,
                                    flush_connection=flush, tags={**((current.tags or {}) if current else {}),
                                                                  "spendwatch-managed": "true"})
-        return str(net.network_security_groups.begin_create_or_update(rg, QUARANTINE_NSG, nsg).result().id)
+        return str(net.network_security_groups.begin_create_or_update(rg, name, nsg).result().id)
 
 
 class AzureRelease(_AzureMixin, ReleaseAction):
     """Undo an `azure.quarantine` exactly, from the record it left in the state database.
 
     Puts back each NIC's original NSG (or none), starts the VM if the quarantine deallocated it, and removes the
-    `spendwatch-quarantine` tag (other tags kept). Snapshots (evidence) and the shared `spendwatch-quarantine`
-    NSG stay. Refuses a VM spendwatch did not quarantine.
+    `spendwatch-quarantine` tag (other tags kept). Snapshots (evidence) and the shared
+    `spendwatch-quarantine-<region>` NSG stay. Refuses a VM spendwatch did not quarantine.
 
     Example::
 
@@ -316,6 +338,8 @@ class AzureRelease(_AzureMixin, ReleaseAction):
         "Microsoft.Network/networkInterfaces/read",
         "Microsoft.Network/networkInterfaces/write",
         "Microsoft.Network/networkSecurityGroups/join/action",
+        "Microsoft.Compute/locations/operations/read",  # polling long-running operations
+        "Microsoft.Network/locations/operations/read",
     )
 
     def __init__(self, *, clients: AzureClients, store: Any, actor: str, settings: ActionSettings | None = None,
@@ -328,6 +352,7 @@ class AzureRelease(_AzureMixin, ReleaseAction):
         rec = self.load(t, account=t.account or "")
         self.resolved = replace(t, region=rec.get("location"))
         steps: list[Step] = []
+        nsg = str(rec.get("nsg") or QUARANTINE_NSG).rsplit("/", 1)[-1]
         for nic_id in list(rec.get("attached", [])):
             original = rec["nics"].get(nic_id)
 
@@ -336,11 +361,9 @@ class AzureRelease(_AzureMixin, ReleaseAction):
                 rec["attached"].remove(nic_id)
                 return {"nic": nic_id, "nsg": original}
 
-            steps.append(Step("restore-nsg", f"{nic_id.rsplit('/', 1)[-1]}: {QUARANTINE_NSG} -> "
-                              f"{original or '(no NSG)'}", ("Microsoft.Network/networkInterfaces/read",
-                                                               "Microsoft.Network/networkInterfaces/write",
-                                                               "Microsoft.Network/networkSecurityGroups/join/action"),
-                              restore))
+            steps.append(Step("restore-nsg", f"{nic_id.rsplit('/', 1)[-1]}: {nsg} -> {original or '(no NSG)'}",
+                              ("Microsoft.Network/networkInterfaces/read", "Microsoft.Network/networkInterfaces/write",
+                               "Microsoft.Network/networkSecurityGroups/join/action", NETWORK_POLL), restore))
         if rec.get("deallocated"):
             def start() -> dict[str, Any]:
                 self.clients.compute.virtual_machines.begin_start(rg, name).result()
@@ -348,7 +371,7 @@ class AzureRelease(_AzureMixin, ReleaseAction):
                 return {}
 
             steps.append(Step("start", f"start {name} (the quarantine deallocated it)",
-                              ("Microsoft.Compute/virtualMachines/start/action",), start))
+                              ("Microsoft.Compute/virtualMachines/start/action", COMPUTE_POLL), start))
         if rec.get("tag"):
             def untag() -> dict[str, Any]:
                 current = dict(self._vm(rg, name).tags or {})
@@ -358,8 +381,8 @@ class AzureRelease(_AzureMixin, ReleaseAction):
                 return {"removed": QUARANTINE_TAG}
 
             steps.append(Step("untag", f"remove tag {QUARANTINE_TAG} from {name} (other tags kept)",
-                              ("Microsoft.Compute/virtualMachines/read", "Microsoft.Compute/virtualMachines/write"),
-                              untag))
+                              ("Microsoft.Compute/virtualMachines/read", "Microsoft.Compute/virtualMachines/write",
+                               COMPUTE_POLL), untag))
         steps.append(Step("keep", f"kept: snapshots {', '.join(rec.get('snapshots', [])) or '(none)'} and the "
-                          f"shared {QUARANTINE_NSG} NSG"))
+                          f"shared {nsg} NSG"))
         return steps

@@ -162,6 +162,9 @@ class Action(ABC):
     cloud: ClassVar[str]
     kind: ClassVar[Kind]
     permissions: ClassVar[tuple[str, ...]]
+    # Whether applying it sets the linked finding's status (quarantined / open again). Principal containment
+    # leaves it alone: the finding is about the resource, which may still be running free (or still be held).
+    sets_finding_status: ClassVar[bool] = True
 
     def __init__(self, *, store: Store, actor: str, settings: ActionSettings | None = None,
                  now: Callable[[], datetime] = now_utc) -> None:
@@ -259,7 +262,7 @@ class QuarantineAction(Action):
             self.store.update_quarantine(self.quarantine_id, record=self.record,
                                          state="active" if complete else "partial")
         t = self.subject(target)
-        if t.finding_id:
+        if t.finding_id and self.sets_finding_status:
             self.store.set_finding_status(t.finding_id, "quarantined", now=self.now())
 
 
@@ -295,7 +298,7 @@ class ReleaseAction(Action):
         if complete:
             self.store.mark_released(self.quarantine_id, now=self.now(), actor=self.actor)
             stored = self.store.quarantine(self.quarantine_id)
-            if stored is not None and stored.finding_id:
+            if stored is not None and stored.finding_id and self.sets_finding_status:
                 self.store.set_finding_status(stored.finding_id, "open", now=self.now())
 
 

@@ -199,7 +199,8 @@ def _other_cloud(args: argparse.Namespace, *, release: bool) -> int:
 
                 credentials = AnonymousCredentials()
             clients: Any = GcpClients.build(project, endpoint=args.endpoint_url, credentials=credentials)
-            quarantine_cls, release_cls = GcpQuarantine, GcpRelease
+            quarantine_cls: Any = GcpQuarantine
+            release_cls: Any = GcpRelease
         else:
             from .azure import AzureClients, AzureQuarantine, AzureRelease
 

@@ -1,9 +1,10 @@
 """GCP quarantine and release of a Compute Engine instance, reversibly.
 
-- `GcpQuarantine` makes sure the instance's network has two shared deny-all firewall rules at priority 0 for the
-  network tag `spendwatch-quarantine` (ingress and egress), adds that tag to the instance (with the tags
-  fingerprint, so a concurrent change is reported, not overwritten), labels it `spendwatch-quarantine=<finding>`
-  (with the label fingerprint), snapshots every attached zonal disk, and stops it only when asked.
+- `GcpQuarantine` makes sure the instance's network has four shared deny-all firewall rules at priority 0 for
+  the network tag `spendwatch-quarantine` (ingress and egress, IPv4 and IPv6: one rule cannot mix the two),
+  adds that tag to the instance (with the tags fingerprint, so a concurrent change is reported, not
+  overwritten), labels it `spendwatch-quarantine=<finding>` (with the label fingerprint), snapshots every
+  attached zonal or regional persistent disk, and stops it only when asked.
 - `GcpRelease` undoes exactly what the stored quarantine record says was done.
 
 The target is the instance's relative name, `projects/<project>/zones/<zone>/instances/<name>` (the GCP
@@ -24,7 +25,18 @@ QUARANTINE_LABEL = "spendwatch-quarantine"
 PROTECTED_LABEL = "spendwatch-protected"
 DENY_INGRESS = "spendwatch-quarantine-deny-ingress"
 DENY_EGRESS = "spendwatch-quarantine-deny-egress"
+DENY_INGRESS_V6 = "spendwatch-quarantine-deny-ingress-v6"
+DENY_EGRESS_V6 = "spendwatch-quarantine-deny-egress-v6"
+# (rule name, direction, range). A VPC firewall rule holds IPv4 or IPv6 ranges, never both, so a dual-stack
+# instance needs the IPv6 pair too; on an IPv4-only network the IPv6 rules match nothing and cost nothing.
+DENY_RULES = (
+    (DENY_INGRESS, "INGRESS", "0.0.0.0/0"),
+    (DENY_EGRESS, "EGRESS", "0.0.0.0/0"),
+    (DENY_INGRESS_V6, "INGRESS", "::/0"),
+    (DENY_EGRESS_V6, "EGRESS", "::/0"),
+)
 _RESOURCE = re.compile(r"^projects/([^/]+)/zones/([^/]+)/instances/([^/]+)$")
+_DISK = re.compile(r"projects/([^/]+)/(zones|regions)/([^/]+)/disks/([^/]+)$")
 _NAME_MAX = 63
 
 
@@ -43,7 +55,9 @@ class GcpClients:
     instances: Any
     firewalls: Any
     disks: Any
+    region_disks: Any
     zone_operations: Any
+    region_operations: Any
     global_operations: Any
 
     @classmethod
@@ -63,7 +77,9 @@ class GcpClients:
             instances=compute_v1.InstancesClient(**kwargs),
             firewalls=compute_v1.FirewallsClient(**kwargs),
             disks=compute_v1.DisksClient(**kwargs),
+            region_disks=compute_v1.RegionDisksClient(**kwargs),
             zone_operations=compute_v1.ZoneOperationsClient(**kwargs),
+            region_operations=compute_v1.RegionOperationsClient(**kwargs),
             global_operations=compute_v1.GlobalOperationsClient(**kwargs),
         )
 
@@ -83,6 +99,15 @@ def _label_value(value: str) -> str:
 
 def _last(url: str) -> str:
     return url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _disk_location(source: str, project: str) -> tuple[str, str, str] | None:
+    """("zones" or "regions", zone or region, disk name) of an attached disk's source URL in `project`; None for
+    anything else (a disk of another project, or no source)."""
+    m = _DISK.search(source)
+    if not m or m.group(1) != project:
+        return None
+    return m.group(2), m.group(3), m.group(4)
 
 
 def _is_not_found(exc: Exception) -> bool:
@@ -120,6 +145,13 @@ class _GcpMixin:
             op = self.clients.zone_operations.wait(project=project, zone=zone, operation=op.name)
         return _check(op)
 
+    def _wait_region(self, project: str, region: str, op: Any) -> dict[str, Any]:
+        while True:
+            if op.status == op.Status.DONE or str(op.status).endswith("DONE"):
+                break
+            op = self.clients.region_operations.wait(project=project, region=region, operation=op.name)
+        return _check(op)
+
     def _wait_global(self, project: str, op: Any) -> dict[str, Any]:
         while True:
             if op.status == op.Status.DONE or str(op.status).endswith("DONE"):
@@ -140,14 +172,14 @@ class GcpQuarantine(_GcpMixin, QuarantineAction):
 
     Steps, in order (each shown by the dry run, audited, and recorded for `release`):
 
-    1. on each network of the instance, make sure the shared rules `spendwatch-quarantine-deny-ingress` and
-       `spendwatch-quarantine-deny-egress` exist: priority 0, deny all protocols from / to 0.0.0.0/0, target tag
-       `spendwatch-quarantine` (a deny wins over an allow of equal priority). A rule of that name on another
-       network gets the network's name appended. Note: IPv4 only (a rule cannot mix IPv4 and IPv6 ranges);
+    1. on each network of the instance, make sure the shared rules `spendwatch-quarantine-deny-ingress`,
+       `-deny-egress` (0.0.0.0/0) and `-deny-ingress-v6`, `-deny-egress-v6` (::/0) exist: priority 0, deny all
+       protocols, target tag `spendwatch-quarantine` (a deny wins over an allow of equal priority). A rule of
+       that name on another network gets the network's name appended;
     2. add the network tag `spendwatch-quarantine` (setTags with the tags fingerprint read by the plan: if the
        tags changed since, Compute answers 412 and the step fails, reported; nothing is overwritten);
     3. label it `spendwatch-quarantine=<finding id or manual>` (setLabels with the label fingerprint);
-    4. snapshot every attached zonal disk (evidence; release keeps them);
+    4. snapshot every attached persistent disk, zonal or regional (evidence; release keeps them);
     5. only with `stop=True` (CLI `--stop`): stop the instance (memory evidence is lost; release starts it).
 
     Refused (nothing changed): protected instances (label `spendwatch-protected=true`, or the instance's relative
@@ -170,9 +202,10 @@ class GcpQuarantine(_GcpMixin, QuarantineAction):
         "compute.firewalls.get",
         "compute.firewalls.create",
         "compute.networks.updatePolicy",  # firewalls.insert on a network needs it
-        "compute.disks.createSnapshot",
+        "compute.disks.createSnapshot",  # zonal and regional disks alike
         "compute.snapshots.create",
         "compute.zoneOperations.get",
+        "compute.regionOperations.get",
         "compute.globalOperations.get",
     )
 
@@ -212,22 +245,23 @@ class GcpQuarantine(_GcpMixin, QuarantineAction):
         steps: list[Step] = []
 
         for network in networks:
-            for base, direction in ((DENY_INGRESS, "INGRESS"), (DENY_EGRESS, "EGRESS")):
-                rule, exists = self._rule_name(project, base, network)
+            for base, direction, cidr in DENY_RULES:
+                rule, exists = self._rule_name(project, base, network, direction, cidr)
                 if exists:
                     steps.append(Step("firewall", f"firewall rule {rule} on {_last(network)} already denies "
-                                      f"{direction.lower()} for tag {QUARANTINE_TAG} (reused)"))
+                                      f"{direction.lower()} {cidr} for tag {QUARANTINE_TAG} (reused)"))
                     rec["firewalls"].append(rule)
                     continue
 
-                def create(rule: str = rule, direction: str = direction, network: str = network) -> dict[str, Any]:
-                    done = self._create_rule(project, rule, direction, network)
+                def create(rule: str = rule, direction: str = direction, network: str = network,
+                           cidr: str = cidr) -> dict[str, Any]:
+                    done = self._create_rule(project, rule, direction, network, cidr)
                     rec["firewalls"].append(rule)
                     return {"firewall": rule, **done}
 
                 steps.append(Step(
                     "firewall",
-                    f"create firewall rule {rule} on network {_last(network)}: {direction.lower()}, deny all, "
+                    f"create firewall rule {rule} on network {_last(network)}: {direction.lower()} {cidr}, deny all, "
                     f"priority 0, target tag {QUARANTINE_TAG} (shared by every quarantined instance; kept on release)",
                     ("compute.firewalls.create", "compute.networks.updatePolicy", "compute.globalOperations.get"),
                     create,
@@ -267,29 +301,36 @@ class GcpQuarantine(_GcpMixin, QuarantineAction):
                           label))
 
         stamp = self.now().strftime("%Y%m%d%H%M%S")
+        description = f"spendwatch quarantine of {t.resource} ({marker})"
         for disk in inst.disks:
             source = disk.source or ""
-            if f"/zones/{zone}/disks/" not in source:
-                steps.append(Step("snapshot", f"disk {disk.device_name or source} is not a zonal disk in {zone}: "
-                                  "not snapshotted (snapshot it yourself)"))
+            where = _disk_location(source, project)
+            if where is None:
+                steps.append(Step("snapshot", f"disk {disk.device_name or source} is not a persistent disk of "
+                                  f"project {project}: not snapshotted (snapshot it yourself)"))
                 continue
-            disk_name = _last(source)
+            scope, location, disk_name = where
             snap = f"sw-{stamp}-{disk_name}"[:_NAME_MAX].rstrip("-")
 
-            def snapshot(disk_name: str = disk_name, snap: str = snap) -> dict[str, Any]:
+            def snapshot(scope: str = scope, location: str = location, disk_name: str = disk_name,
+                         snap: str = snap) -> dict[str, Any]:
                 from google.cloud import compute_v1
 
-                op = self.clients.disks.create_snapshot_unary(
-                    project=project, zone=zone, disk=disk_name,
-                    snapshot_resource=compute_v1.Snapshot(
-                        name=snap, description=f"spendwatch quarantine of {t.resource} ({marker})"))
-                done = self._wait_zone(project, zone, op)
+                resource = compute_v1.Snapshot(name=snap, description=description)
+                if scope == "zones":
+                    done = self._wait_zone(project, location, self.clients.disks.create_snapshot_unary(
+                        project=project, zone=location, disk=disk_name, snapshot_resource=resource))
+                else:  # a regional persistent disk, replicated across two zones of the region
+                    done = self._wait_region(project, location, self.clients.region_disks.create_snapshot_unary(
+                        project=project, region=location, disk=disk_name, snapshot_resource=resource))
                 rec["snapshots"].append(snap)
-                return {"disk": disk_name, "snapshot": snap, **done}
+                return {"disk": f"{scope}/{location}/disks/{disk_name}", "snapshot": snap, **done}
 
-            steps.append(Step("snapshot", f"snapshot disk {disk_name} as {snap} (kept on release)",
+            kind = "regional disk" if scope == "regions" else "disk"
+            steps.append(Step("snapshot", f"snapshot {kind} {disk_name} ({location}) as {snap} (kept on release)",
                               ("compute.disks.createSnapshot", "compute.snapshots.create",
-                               "compute.zoneOperations.get"), snapshot))
+                               "compute.zoneOperations.get" if scope == "zones" else "compute.regionOperations.get"),
+                              snapshot))
 
         if self.stop:
             def stop() -> dict[str, Any]:
@@ -302,7 +343,7 @@ class GcpQuarantine(_GcpMixin, QuarantineAction):
                               ("compute.instances.stop", "compute.zoneOperations.get"), stop))
         return steps
 
-    def _rule_name(self, project: str, base: str, network: str) -> tuple[str, bool]:
+    def _rule_name(self, project: str, base: str, network: str, direction: str, cidr: str) -> tuple[str, bool]:
         """The rule to use on `network` and whether it already exists there in the right shape."""
         for rule in (base, f"{base}-{_last(network)}"[:_NAME_MAX].rstrip("-")):
             try:
@@ -314,13 +355,16 @@ class GcpQuarantine(_GcpMixin, QuarantineAction):
             if _last(fw.network) != _last(network):
                 continue  # same name, other network: try the network-specific name
             denies_all = any(d.I_p_protocol == "all" and not list(d.ports) for d in fw.denied)
-            if fw.priority != 0 or fw.disabled or not denies_all or list(fw.target_tags) != [QUARANTINE_TAG]:
-                raise Refused(f"firewall rule {rule} exists but is not spendwatch's deny-all rule (priority 0, deny "
-                              f"all, target tag {QUARANTINE_TAG}, enabled); fix or delete it, then run again")
+            ranges = list(fw.source_ranges if direction == "INGRESS" else fw.destination_ranges)
+            if (fw.priority != 0 or fw.disabled or not denies_all or list(fw.target_tags) != [QUARANTINE_TAG]
+                    or fw.direction != direction or ranges != [cidr]):
+                raise Refused(f"firewall rule {rule} exists but is not spendwatch's deny-all rule ({direction.lower()} "
+                              f"{cidr}, priority 0, deny all, target tag {QUARANTINE_TAG}, enabled); fix or delete "
+                              "it, then run again")
             return rule, True
         raise Refused(f"firewall rules {base} and {base}-{_last(network)} both belong to other networks")
 
-    def _create_rule(self, project: str, rule: str, direction: str, network: str) -> dict[str, Any]:
+    def _create_rule(self, project: str, rule: str, direction: str, network: str, cidr: str) -> dict[str, Any]:
         from google.cloud import compute_v1
 
         fw = compute_v1.Firewall(
@@ -329,9 +373,9 @@ class GcpQuarantine(_GcpMixin, QuarantineAction):
             description="spendwatch quarantine: deny all traffic of instances tagged spendwatch-quarantine",
         )
         if direction == "INGRESS":
-            fw.source_ranges = ["0.0.0.0/0"]
+            fw.source_ranges = [cidr]
         else:
-            fw.destination_ranges = ["0.0.0.0/0"]
+            fw.destination_ranges = [cidr]
         return self._wait_global(project, self.clients.firewalls.insert_unary(project=project, firewall_resource=fw))
 
 

@@ -19,7 +19,7 @@ _EMOJI = {
     "rotating_light": "🚨", "red_circle": "🔴", "large_orange_circle": "🟠", "large_yellow_circle": "🟡",
     "white_circle": "⚪", "warning": "⚠️", "lock": "🔒", "unlock": "🔓", "zzz": "💤", "white_check_mark": "✅",
     "heavy_check_mark": "✔️", "no_entry": "⛔", "x": "❌", "information_source": "ℹ️", "grey_question": "❔",
-    "arrows_counterclockwise": "🔄",
+    "arrows_counterclockwise": "🔄", "alarm_clock": "⏰",
 }
 _BUTTON_STYLE = {"danger": "btn danger", "primary": "btn primary"}
 

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fakes.azure_arm_write import ArmWorld, rid, serve_arm
 
 from spendwatch.actions import ACTIONS
-from spendwatch.actions.azure import QUARANTINE_NSG, QUARANTINE_TAG, AzureClients, AzureQuarantine, AzureRelease
+from spendwatch.actions.azure import QUARANTINE_TAG, AzureClients, AzureQuarantine, AzureRelease, nsg_name
 from spendwatch.actions.base import ActionSettings, Target, execute
 from spendwatch.store import Store
 
@@ -38,7 +38,7 @@ class _Token:
 
 
 def _world(tags: dict[str, str] | None = None) -> ArmWorld:
-    w = ArmWorld()
+    w = ArmWorld()  # long-running operations answered as ARM does: the SDK polls them
     w.add({"id": APP_NSG, "name": "app-nsg", "location": "eastus", "properties": {"securityRules": []}})
     w.add({"id": NIC1, "name": "gpu-1-nic", "location": "eastus", "properties": {
         "networkSecurityGroup": {"id": APP_NSG},
@@ -88,7 +88,7 @@ def test_quarantine_isolates_every_nic_tags_snapshots_and_release_restores(arm: 
     out = execute(AzureQuarantine(clients=clients, store=store, actor="test"),
                   Target("azure", TARGET, finding_id="f-1"), apply=True)
     assert out.status == "applied", out.message
-    nsg = rid(SUB, RG, "Microsoft.Network", "networkSecurityGroups", QUARANTINE_NSG)
+    nsg = rid(SUB, RG, "Microsoft.Network", "networkSecurityGroups", "spendwatch-quarantine-eastus")
     nsg_puts = [b for m, p, b in world.log if m == "PUT" and p.lower() == nsg.lower()]
     assert [b["properties"].get("flushConnection") for b in nsg_puts] == [False, True]
     rules = {r["name"]: r["properties"] for r in nsg_puts[-1]["properties"]["securityRules"]}
@@ -165,4 +165,52 @@ def test_protected_vm_is_refused(store: Store, how: str) -> None:
         out = execute(AzureQuarantine(clients=clients, store=store, actor="test", settings=settings),
                       Target("azure", TARGET), apply=True)
     assert out.status == "refused" and "protected" in out.message
+    assert world.mutations() == []
+
+
+def test_requests_made_need_exactly_the_declared_operations(arm: Any, store: Store) -> None:
+    """Each request the SDK sends (long-running-operation polls included) maps to an RBAC operation the action
+    declares, and a full quarantine (with deallocate) and release use every declared operation."""
+    world, clients = arm
+    out = execute(AzureQuarantine(clients=clients, store=store, actor="test", stop=True), Target("azure", TARGET),
+                  apply=True)
+    assert out.status == "applied", out.message
+    polls = [p for m, p, _ in world.log if "/locations/" in p and "/operations/" in p]
+    assert {p.split("/providers/")[1].split("/")[0] for p in polls} == {"Microsoft.Network", "Microsoft.Compute"}
+    assert world.operations_needed() == set(AzureQuarantine.permissions)
+    world.log.clear()
+    assert execute(AzureRelease(clients=clients, store=store, actor="test"), Target("azure", TARGET),
+                   apply=True).status == "applied"
+    assert world.operations_needed() == set(AzureRelease.permissions)
+    assert all(set(s.permissions) <= set(AzureQuarantine.permissions) for s in out.steps)
+
+
+def test_each_region_gets_its_own_quarantine_nsg(store: Store) -> None:
+    """NSGs are regional: a VM in westeurope in the same resource group gets spendwatch-quarantine-westeurope."""
+    world = _world()
+    west_nic = rid(SUB, RG, "Microsoft.Network", "networkInterfaces", "gpu-2-nic")
+    west_vm = rid(SUB, RG, "Microsoft.Compute", "virtualMachines", "gpu-2")
+    world.add({"id": west_nic, "name": "gpu-2-nic", "location": "westeurope", "properties": {
+        "ipConfigurations": [{"name": "ipconfig1", "properties": {"privateIPAddress": "10.1.0.4"}}]}})
+    world.add({"id": west_vm, "name": "gpu-2", "location": "westeurope", "tags": {},
+               "properties": {"storageProfile": {}, "networkProfile": {"networkInterfaces": [{"id": west_nic}]}}})
+    with serve_arm(world) as url:
+        clients = AzureClients.build(SUB, base_url=url, credential=_Token())
+        for vm in (TARGET, west_vm.lower()):
+            out = execute(AzureQuarantine(clients=clients, store=store, actor="test"), Target("azure", vm), apply=True)
+            assert out.status == "applied", out.message
+    east = rid(SUB, RG, "Microsoft.Network", "networkSecurityGroups", nsg_name("eastus"))
+    west = rid(SUB, RG, "Microsoft.Network", "networkSecurityGroups", nsg_name("West Europe"))
+    assert world.get(east)["location"] == "eastus" and world.get(west)["location"] == "westeurope"
+    assert _nsg_of(world, NIC1).lower() == east.lower() and _nsg_of(world, west_nic).lower() == west.lower()
+
+
+def test_an_nsg_of_that_name_in_another_region_is_refused(store: Store) -> None:
+    world = _world()
+    squatter = rid(SUB, RG, "Microsoft.Network", "networkSecurityGroups", nsg_name("eastus"))
+    world.add({"id": squatter, "name": nsg_name("eastus"), "location": "westus", "properties": {}})
+    with serve_arm(world) as url:
+        clients = AzureClients.build(SUB, base_url=url, credential=_Token())
+        out = execute(AzureQuarantine(clients=clients, store=store, actor="test"), Target("azure", TARGET), apply=True)
+    assert out.status == "refused" and "westus" in out.message
     assert world.mutations() == []

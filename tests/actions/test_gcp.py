@@ -14,7 +14,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fakes.gcp_compute_write import ComputeWorld, serve_compute
 
 from spendwatch.actions import ACTIONS, ActionSettings, Target, execute
-from spendwatch.actions.gcp import DENY_EGRESS, DENY_INGRESS, QUARANTINE_TAG, GcpClients, GcpQuarantine, GcpRelease
+from spendwatch.actions.gcp import (
+    DENY_EGRESS,
+    DENY_EGRESS_V6,
+    DENY_INGRESS,
+    DENY_INGRESS_V6,
+    QUARANTINE_TAG,
+    GcpClients,
+    GcpQuarantine,
+    GcpRelease,
+)
 from spendwatch.store import Store
 
 P, Z = "ml-prod", "us-central1-a"
@@ -49,7 +58,7 @@ def test_registered_with_exact_permissions() -> None:
         "compute.instances.get", "compute.instances.setTags", "compute.instances.setLabels", "compute.instances.stop",
         "compute.firewalls.get", "compute.firewalls.create", "compute.networks.updatePolicy",
         "compute.disks.createSnapshot", "compute.snapshots.create", "compute.zoneOperations.get",
-        "compute.globalOperations.get"}
+        "compute.regionOperations.get", "compute.globalOperations.get"}
     assert set(GcpRelease.permissions) == {"compute.instances.get", "compute.instances.setTags",
                                            "compute.instances.setLabels", "compute.instances.start",
                                            "compute.zoneOperations.get"}
@@ -61,7 +70,7 @@ def test_dry_run_sends_nothing_mutating(gcp: tuple[ComputeWorld, GcpClients], st
     world, clients = gcp
     outcome = quarantine(clients, store, apply=False, stop=True)
     assert outcome.status == "planned", outcome.message
-    assert [s.name for s in outcome.steps] == ["firewall", "firewall", "tag", "label", "snapshot", "snapshot", "stop"]
+    assert [s.name for s in outcome.steps] == ["firewall"] * 4 + ["tag", "label", "snapshot", "snapshot", "stop"]
     assert world.log and world.mutations == []
     assert store.quarantines() == []
     declared = set(GcpQuarantine.permissions)
@@ -86,13 +95,17 @@ def test_quarantine_then_release_restores_exactly(gcp: tuple[ComputeWorld, GcpCl
     assert set_labels.body["labelFingerprint"]
 
     rules = {k.split("/", 1)[1]: v for k, v in world.firewalls.items()}
-    assert set(rules) == {DENY_INGRESS, DENY_EGRESS}
-    for name, direction, ranges in ((DENY_INGRESS, "INGRESS", "sourceRanges"),
-                                    (DENY_EGRESS, "EGRESS", "destinationRanges")):
+    assert set(rules) == {DENY_INGRESS, DENY_EGRESS, DENY_INGRESS_V6, DENY_EGRESS_V6}
+    for name, direction, ranges, cidr in ((DENY_INGRESS, "INGRESS", "sourceRanges", "0.0.0.0/0"),
+                                          (DENY_EGRESS, "EGRESS", "destinationRanges", "0.0.0.0/0"),
+                                          (DENY_INGRESS_V6, "INGRESS", "sourceRanges", "::/0"),
+                                          (DENY_EGRESS_V6, "EGRESS", "destinationRanges", "::/0")):
         rule = rules[name]
         assert rule["direction"] == direction and rule["priority"] == 0
         assert rule["denied"] == [{"IPProtocol": "all"}] and rule["targetTags"] == [QUARANTINE_TAG]
-        assert rule[ranges] == ["0.0.0.0/0"] and rule["network"].endswith("/global/networks/default")
+        assert rule[ranges] == [cidr] and rule["network"].endswith("/global/networks/default")
+        other = "destinationRanges" if ranges == "sourceRanges" else "sourceRanges"
+        assert not rule.get(other)  # one family per rule: GCP refuses a rule mixing IPv4 and IPv6
     assert sorted(s["sourceDisk"].rsplit("/", 1)[-1] for s in world.snapshots.values()) == \
         ["train-1-boot", "train-1-data"]
 
@@ -112,7 +125,7 @@ def test_quarantine_then_release_restores_exactly(gcp: tuple[ComputeWorld, GcpCl
     assert back.status == "applied", back.message
     inst = world.instance(P, Z, "train-1")
     assert inst["tags"]["items"] == tags_before and inst["labels"] == labels_before
-    assert len(world.firewalls) == 2 and len(world.snapshots) == 2  # shared rules and evidence kept
+    assert len(world.firewalls) == 4 and len(world.snapshots) == 2  # shared rules and evidence kept
     assert [s.name for s in back.steps] == ["unlabel", "untag", "keep-firewalls", "keep-snapshots"]
     assert not any(r.method == "DELETE" for r in world.log)
     assert store.active_quarantine(cloud="gcp", account=P, resource=RES) is None
@@ -126,7 +139,7 @@ def test_second_quarantine_reuses_the_shared_rules_and_stop_is_undone(
     other = f"projects/{P}/zones/{Z}/instances/train-2"
     outcome = quarantine(clients, store, other, stop=True)
     assert outcome.status == "applied", outcome.message
-    assert sum(r.path.endswith("/global/firewalls") for r in world.mutations) == 2  # created once
+    assert sum(r.path.endswith("/global/firewalls") for r in world.mutations) == 4  # created once
     assert world.instance(P, Z, "train-2")["status"] == "TERMINATED"
     assert release(clients, store, other).status == "applied"
     assert world.instance(P, Z, "train-2")["status"] == "RUNNING"
@@ -199,3 +212,37 @@ def test_the_cli_quarantines_and_releases_a_gcp_instance(tmp_path: Path, capsys:
         assert world.instance(P, Z, "train-1")["tags"]["items"] == ["gpu"]
         assert main(["quarantine", RES, *base, "--principal", "x"]) == 2  # principals: AWS only
     capsys.readouterr()
+
+
+def test_regional_disks_are_snapshotted_in_their_region(store: Store) -> None:
+    from google.auth.credentials import AnonymousCredentials
+
+    world = ComputeWorld(slow_operations=True)
+    world.add_instance(P, Z, "train-3", disks=["train-3-boot"], regional_disks=["shared-data"])
+    with serve_compute(world) as url:
+        clients = GcpClients.build(P, endpoint=url, credentials=AnonymousCredentials())
+        outcome = quarantine(clients, store, f"projects/{P}/zones/{Z}/instances/train-3")
+    assert outcome.status == "applied", outcome.message
+    sources = sorted(s["sourceDisk"].split("/projects/", 1)[1] for s in world.snapshots.values())
+    assert sources == [f"{P}/regions/us-central1/disks/shared-data", f"{P}/zones/{Z}/disks/train-3-boot"]
+    polled = {r.path.split("/")[5] for r in world.log if "/operations/" in r.path}  # /compute/v1/projects/P/<scope>
+    assert polled == {"zones", "regions", "global"}  # every kind of operation was waited for, in its scope
+    regional = [r for r in world.log if "/regions/" in r.path and "/operations/" in r.path]
+    assert regional and all(r.path.startswith(f"/compute/v1/projects/{P}/regions/us-central1/") for r in regional)
+
+
+def test_requests_made_need_exactly_the_declared_permissions(store: Store) -> None:
+    """Every request an action sends maps (per the Compute API reference) to a permission it declares, and a
+    full quarantine (regional disk, stop, operations polled) and release use every one of them."""
+    from google.auth.credentials import AnonymousCredentials
+
+    world = ComputeWorld(slow_operations=True)
+    world.add_instance(P, Z, "train-4", disks=["train-4-boot"], regional_disks=["shared-data"])
+    resource = f"projects/{P}/zones/{Z}/instances/train-4"
+    with serve_compute(world) as url:
+        clients = GcpClients.build(P, endpoint=url, credentials=AnonymousCredentials())
+        assert quarantine(clients, store, resource, stop=True).status == "applied"
+        assert world.permissions() == set(GcpQuarantine.permissions)
+        world.log.clear()
+        assert release(clients, store, resource).status == "applied"
+        assert world.permissions() == set(GcpRelease.permissions)

@@ -1,7 +1,9 @@
 """The IAM documents the Terraform modules load are exactly what the code declares.
 
 The read policy is `connectors/aws/permissions.py`'s set, the quarantine policy the union of the AWS actions'
-`permissions`, the GCP and Azure roles their connectors' sets; and the committed files are not stale.
+`permissions`, the GCP and Azure reader roles their connectors' sets, the GCP and Azure quarantine roles the
+union of each cloud's actions' `permissions` (no wildcard anywhere on a quarantine identity); and the
+committed files are not stale.
 """
 
 from __future__ import annotations
@@ -75,11 +77,42 @@ def test_quarantine_pass_role_only_to_ec2() -> None:
     assert statement["Condition"] == {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}
 
 
-def test_only_aws_has_quarantine_actions() -> None:
-    # The GCP and Azure modules have no quarantine identity because there is no action to give one to. When
-    # one is added, this fails: generate its role from the action's permissions, as for AWS.
-    # Azure's and GCP's actions exist; their modules do not create a quarantine identity yet (READMEs say so).
-    assert {cls.cloud for cls in ACTIONS.values()} - {"azure", "gcp"} == {"aws"}
+def test_every_cloud_with_actions_has_a_generated_quarantine_document() -> None:
+    # A new cloud's actions need their own generated identity document (and its wiring in deploy/terraform).
+    documents = {"aws": "quarantine", "gcp": "gcp_quarantine", "azure": "azure_quarantine"}
+    assert {cls.cloud for cls in ACTIONS.values()} == set(documents)
+    for key in documents.values():
+        assert GENERATED[key].is_file(), key
+
+
+def _union(cloud: str) -> set[str]:
+    union = {p for cls in ACTIONS.values() if cls.cloud == cloud for p in cls.permissions}
+    assert union, f"no {cloud} action declares permissions"
+    return union
+
+
+def test_gcp_quarantine_role_is_exactly_the_gcp_actions_permissions() -> None:
+    role = _load("gcp_quarantine")
+    assert set(role) == {"title", "description", "stage", "includedPermissions"}
+    assert role["includedPermissions"] == sorted(_union("gcp"))
+    assert role["stage"] == "GA"
+    for permission in role["includedPermissions"]:
+        assert "*" not in permission and permission.count(".") == 2, permission
+    # Release keeps what quarantine made (shared rules, evidence): nothing may delete.
+    assert not [p for p in role["includedPermissions"] if p.endswith((".delete", ".setIamPolicy"))]
+
+
+def test_azure_quarantine_role_is_exactly_the_azure_actions_operations() -> None:
+    role = _load("azure_quarantine")
+    assert role["Actions"] == sorted(_union("azure"))
+    assert role["NotActions"] == [] and role["DataActions"] == [] and role["NotDataActions"] == []
+    assert role["IsCustom"] is True and "AssignableScopes" not in role  # the module sets them
+    for operation in role["Actions"]:
+        assert "*" not in operation and operation.startswith("Microsoft."), operation
+        assert not operation.endswith("/delete") and "Microsoft.Authorization" not in operation, operation
+    # Polling the actions' long-running operations is declared (the ARM fake shows the SDK's reads).
+    assert {"Microsoft.Compute/locations/operations/read", "Microsoft.Network/locations/operations/read"} <= set(
+        role["Actions"])
 
 
 def test_gcp_reader_role_is_exactly_the_connectors_permissions() -> None:

@@ -93,10 +93,11 @@ def test_readme_says_what_it_creates_and_costs(module: str) -> None:
     assert section.count("$") >= 5 and "|" in section, "an itemised table of prices"
 
 
-def test_gcp_and_azure_readmes_say_there_is_no_quarantine_yet() -> None:
-    for module in ("gcp", "azure"):
-        text = (TF / module / "README.md").read_text().lower()
-        assert "quarantine" in text and "do not exist yet" in text, module
+def test_gcp_and_azure_readmes_describe_the_quarantine_identity() -> None:
+    for module, role in (("gcp", "spendwatchQuarantine"), ("azure", "spendwatch quarantine")):
+        text = (TF / module / "README.md").read_text()
+        assert "do not exist yet" not in text.lower(), module
+        assert role in text and "roles/quarantine.json" in text and "enable_quarantine" in text, module
 
 
 # The wiring: which resource loads which generated file.
@@ -204,6 +205,49 @@ def test_azure_reader_role_takes_its_actions_from_reader_json() -> None:
     assert permissions["not_data_actions"] == "${local.reader.NotDataActions}"
     assignment = blocks(iam, "resource")["azurerm_role_assignment.reader"]
     assert assignment["principal_id"] == "${azurerm_user_assigned_identity.scanner.principal_id}"
+
+
+def test_gcp_quarantine_role_takes_its_permissions_from_quarantine_json_and_only_slack_holds_it() -> None:
+    iam = load(TF / "gcp" / "iam.tf")
+    assert locals_of(iam)["quarantine"] == '${jsondecode(file("${path.module}/roles/quarantine.json"))}'
+    resources = blocks(iam, "resource")
+    for name in ("google_organization_iam_custom_role.quarantine", "google_project_iam_custom_role.quarantine"):
+        assert resources[name]["permissions"] == "${local.quarantine.includedPermissions}", name
+        assert "var.enable_quarantine" in str(resources[name].get("count", resources[name].get("for_each"))), name
+    members = {k: v for k, v in resources.items() if k.startswith(("google_organization_iam_member.",
+                                                                    "google_project_iam_member."))}
+    # A binding grants the quarantine role by naming it, or by iterating over the quarantine roles.
+    quarantine = {k: v for k, v in members.items() if "quarantine" in str(v["role"]) + str(v.get("for_each"))}
+    assert set(quarantine) == {"google_organization_iam_member.quarantine", "google_project_iam_member.quarantine"}
+    for name, body in quarantine.items():
+        assert body["member"] == "serviceAccount:${google_service_account.slack.email}", name
+    # The Slack service runs as that account; the scan job does not.
+    main = blocks(load(TF / "gcp" / "main.tf"), "resource")
+    (service_template,) = main["google_cloud_run_v2_service.slack"]["template"]
+    assert service_template["service_account"] == "${google_service_account.slack.email}"
+    assert "google_service_account.slack" not in json.dumps(main["google_cloud_run_v2_job.scan"])
+
+
+def test_azure_quarantine_role_takes_its_actions_from_quarantine_json_and_only_slack_holds_it() -> None:
+    iam = load(TF / "azure" / "iam.tf")
+    assert locals_of(iam)["quarantine"] == '${jsondecode(file("${path.module}/roles/quarantine.json"))}'
+    resources = blocks(iam, "resource")
+    role = resources["azurerm_role_definition.quarantine"]
+    (permissions,) = role["permissions"]
+    assert permissions["actions"] == "${local.quarantine.Actions}"
+    assert permissions["not_actions"] == "${local.quarantine.NotActions}"
+    assert permissions["data_actions"] == "${local.quarantine.DataActions}"
+    assert permissions["not_data_actions"] == "${local.quarantine.NotDataActions}"
+    assert role["assignable_scopes"] == "${local.scopes}"
+    assignments = {k: v for k, v in resources.items() if k.startswith("azurerm_role_assignment.")
+                   and "quarantine" in str(v["role_definition_id"])}
+    assert list(assignments) == ["azurerm_role_assignment.quarantine"]
+    assert assignments["azurerm_role_assignment.quarantine"]["principal_id"] == \
+        "${azurerm_user_assigned_identity.slack.principal_id}"
+    main = blocks(load(TF / "azure" / "main.tf"), "resource")
+    (identity,) = main["azurerm_container_app.slack"]["identity"]
+    assert identity["identity_ids"] == ["${azurerm_user_assigned_identity.slack.id}"]
+    assert "user_assigned_identity.slack" not in json.dumps(main["azurerm_container_app_job.scan"])
 
 
 def test_no_secret_value_in_terraform() -> None:

@@ -18,7 +18,9 @@ GENERATED = {
     "read": TF / "aws" / "policies" / "read.json",
     "quarantine": TF / "aws" / "policies" / "quarantine.json",
     "gcp_reader": TF / "gcp" / "roles" / "reader.json",
+    "gcp_quarantine": TF / "gcp" / "roles" / "quarantine.json",
     "azure_reader": TF / "azure" / "roles" / "reader.json",
+    "azure_quarantine": TF / "azure" / "roles" / "quarantine.json",
 }
 _FILE_CALL = re.compile(r'file\(\\?"\$\{path\.module\}/([^"\\]+)\\?"\)')
 

@@ -38,6 +38,7 @@ CAROL = "U0CAROL"  # allowed as a member of the security group
 MALLORY = "U0MALLORY"  # a workspace member who may not act
 SECOPS = "S0SECOPS"
 ACCOUNT = "123456789012"  # moto's account
+ROLE = "gpu-worker"  # the finding's principal is a session of this role
 T0 = datetime(2026, 11, 20, 10, tzinfo=UTC)
 
 
@@ -64,6 +65,10 @@ class Instance:
         inst = self.clients.ec2.describe_instances(InstanceIds=[self.iid])["Reservations"][0]["Instances"][0]
         return {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
 
+    def role_policies(self) -> list[str]:
+        """Inline policies of the role that launched it (the finding's principal)."""
+        return sorted(self.clients.iam.list_role_policies(RoleName=ROLE)["PolicyNames"])
+
 
 @pytest.fixture
 def instance(aws: str) -> Instance:
@@ -76,13 +81,16 @@ def instance(aws: str) -> Instance:
     iid = ec2.run_instances(ImageId="ami-12345678", MinCount=1, MaxCount=1, InstanceType="g5.xlarge",
                             NetworkInterfaces=[{"DeviceIndex": 0, "SubnetId": subnet, "Groups": [web, db]}],
                             )["Instances"][0]["InstanceId"]
+    trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+    clients.iam.create_role(RoleName=ROLE, AssumeRolePolicyDocument=json.dumps(trust))
     return Instance(clients, iid, sorted([web, db]))
 
 
 def make_finding(resource: str, **kw: Any) -> Finding:
     base: dict[str, Any] = dict(
-        id=finding_id("aws", ACCOUNT, resource), cloud="aws", account=ACCOUNT, region="us-east-1",
-        resource=resource, principal=f"arn:aws:sts::{ACCOUNT}:assumed-role/gpu-worker/agent-7",
+        id=finding_id(kw.get("cloud", "aws"), kw.get("account", ACCOUNT), resource), cloud="aws", account=ACCOUNT,
+        region="us-east-1", resource=resource, principal=f"arn:aws:sts::{ACCOUNT}:assumed-role/{ROLE}/agent-7",
         severity=Severity.CRITICAL, score=0.97, rules=["pool-domain", "gpu-saturation"],
         evidence=["queried gulf.moneroocean.stream 14 times", "GPU at 99% for 3 h with no training job"],
         first_seen=T0 - timedelta(hours=3), last_seen=T0, detected_at=T0, hourly_cost_usd=5.672,
@@ -119,6 +127,13 @@ class Endpoint:
 
     def click(self, action_id: str, *, user: str = ALICE, **kw: Any) -> tuple[int, bytes, float]:
         return self.send(encode(self.payload(action_id, user=user)), **kw)
+
+    def message(self) -> dict[str, Any]:
+        """The alert as the fake Slack holds it now (after every chat.update)."""
+        return self.fake.messages[(self.channel, self.ts)]
+
+    def button_ids(self) -> list[str]:
+        return [e["action_id"] for b in self.message()["blocks"] if b["type"] == "actions" for e in b["elements"]]
 
 
 def block_actions(action_id: str, value: str, *, user: str, channel: str, ts: str) -> dict[str, Any]:
@@ -173,30 +188,41 @@ def send(url: str, body: bytes, *, headers: dict[str, str] | None = None, secret
 
 
 @pytest.fixture
-def endpoint_factory(tmp_path: Path, fake_slack: FakeSlack, instance: Instance, aws: str) -> Iterator[Any]:
-    """Build endpoints (several may share one state file, like processes would); all are stopped afterwards."""
+def served(tmp_path: Path, fake_slack: FakeSlack) -> Iterator[Any]:
+    """`served(finding, **settings)`: post the finding's alert to the fake Slack and return a function that builds
+    endpoints for it (several may share one state file, like processes would); all are stopped afterwards."""
     made: list[Endpoint] = []
-    store_path = tmp_path / "state.db"
-    settings = SlackSettings(signing_secret=SECRET, bot_token=TOKEN, channel=CHANNEL, allowed_users=frozenset({ALICE}),
-                             allowed_groups=frozenset({SECOPS}), api_base_url=fake_slack.base_url, aws_endpoint_url=aws)
-    finding = make_finding(instance.iid)
-    with Store(store_path) as store:
-        store.upsert([finding], now=T0)
-        posted = SlackAlerter(make_client(TOKEN, base_url=fake_slack.base_url), channel=CHANNEL,
-                              store=store).notify(finding)
 
-    def build(**kw: Any) -> Endpoint:
-        app = make_app(settings, store_path, **kw)
-        server = serve_http(app, "127.0.0.1", 0, background=True)
-        ep = Endpoint(app, server, fake_slack, store_path, finding, posted.channel, posted.ts)
-        made.append(ep)
-        return ep
+    def post(finding: Finding, **overrides: Any) -> Any:
+        store_path = tmp_path / "state.db"
+        settings = SlackSettings(signing_secret=SECRET, bot_token=TOKEN, channel=CHANNEL,
+                                 allowed_users=frozenset({ALICE}), allowed_groups=frozenset({SECOPS}),
+                                 api_base_url=fake_slack.base_url, **overrides)
+        with Store(store_path) as store:
+            store.upsert([finding], now=T0)
+            posted = SlackAlerter(make_client(TOKEN, base_url=fake_slack.base_url), channel=CHANNEL,
+                                  store=store).notify(finding)
 
-    yield build
+        def build(**kw: Any) -> Endpoint:
+            app = make_app(settings, store_path, **kw)
+            server = serve_http(app, "127.0.0.1", 0, background=True)
+            ep = Endpoint(app, server, fake_slack, store_path, finding, posted.channel, posted.ts)
+            made.append(ep)
+            return ep
+
+        return build
+
+    yield post
     for ep in made:
         ep.server.shutdown()
         ep.server.server_close()
         ep.app.close()
+
+
+@pytest.fixture
+def endpoint_factory(served: Any, instance: Instance, aws: str) -> Any:
+    """Endpoints for an alert about the moto GPU instance (AWS actions against moto)."""
+    return served(make_finding(instance.iid), aws_endpoint_url=aws)
 
 
 @pytest.fixture

@@ -5,14 +5,17 @@ from __future__ import annotations
 import base64
 import json
 import re
+from dataclasses import replace
 from typing import Any
 
 from spendwatch.findings import Severity
 from spendwatch.sinks.slack import (
     ACTION_CONSOLE,
+    ACTION_CONTAIN,
     ACTION_EXPECTED,
     ACTION_QUARANTINE,
     ACTION_RELEASE,
+    ACTION_RELEASE_PRINCIPAL,
     ACTION_SNOOZE,
     BUTTON_TEXT_MAX,
     CONFIRM_TEXT_MAX,
@@ -33,11 +36,15 @@ def buttons(payload: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {e["action_id"]: e for e in actions["elements"]}
 
 
-def test_open_finding_offers_console_quarantine_snooze_and_mark_expected() -> None:
+def test_open_finding_offers_console_quarantine_contain_snooze_and_mark_expected() -> None:
     f = make_finding("i-0abc")
     payload = alert_payload(f)
     b = buttons(payload)
-    assert list(b) == [ACTION_CONSOLE, ACTION_QUARANTINE, ACTION_SNOOZE, ACTION_EXPECTED]
+    assert list(b) == [ACTION_CONSOLE, ACTION_QUARANTINE, ACTION_CONTAIN, ACTION_SNOOZE, ACTION_EXPECTED]
+    contain = b[ACTION_CONTAIN]
+    assert contain["style"] == "danger" and contain["value"] == f.id and contain["confirm"]["style"] == "danger"
+    assert "assumed-role/gpu-worker/agent-7" in contain["confirm"]["text"]["text"]
+    assert "Release principal" in contain["confirm"]["text"]["text"]
     assert "i-0abc" in b[ACTION_CONSOLE]["url"] and "us-east-1" in b[ACTION_CONSOLE]["url"]
     q = b[ACTION_QUARANTINE]
     assert q["style"] == "danger" and q["value"] == f.id
@@ -60,10 +67,36 @@ def test_quarantined_finding_offers_release_not_quarantine() -> None:
     assert "<@U1>" in outcome["text"]["text"]
 
 
+def test_gcp_and_azure_findings_offer_quarantine_with_their_own_dialog_and_console_link() -> None:
+    gcp = make_finding("projects/ml-prod/zones/us-central1-a/instances/miner", cloud="gcp", account="ml-prod",
+                       region="us-central1", principal="serviceAccount:ci@ml-prod.iam.gserviceaccount.com")
+    vm = "/subscriptions/1111/resourcegroups/gpu-rg/providers/microsoft.compute/virtualmachines/gpu-1"
+    azure = make_finding(vm, cloud="azure", account="1111", region="eastus", principal="alice@example.com")
+    for f, words, url in ((gcp, "firewall rules", "console.cloud.google.com/compute/instancesDetail/zones/"
+                           "us-central1-a/instances/miner?project=ml-prod"),
+                          (azure, "network security group", f"portal.azure.com/#resource{vm}")):
+        b = buttons(alert_payload(f))
+        assert list(b) == [ACTION_CONSOLE, ACTION_QUARANTINE, ACTION_SNOOZE, ACTION_EXPECTED], f.cloud
+        assert words in b[ACTION_QUARANTINE]["confirm"]["text"]["text"] and b[ACTION_CONSOLE]["url"].endswith(url)
+        assert "instance profile" not in b[ACTION_QUARANTINE]["confirm"]["text"]["text"]  # AWS's words, not theirs
+        released = buttons(alert_payload(replace(f, status="quarantined")))
+        assert ACTION_RELEASE in released and ACTION_QUARANTINE not in released
+    assert "not available" not in json.dumps(alert_payload(gcp))
+
+
 def test_cloud_without_a_quarantine_action_gets_no_quarantine_button() -> None:
-    payload = alert_payload(make_finding("projects/p/zones/z/instances/miner", cloud="gcp", region="us-central1"))
+    payload = alert_payload(make_finding("ocid1.instance.oc1..x", cloud="oci", region="eu-frankfurt-1"))
     assert ACTION_QUARANTINE not in buttons(payload) and ACTION_SNOOZE in buttons(payload)
-    assert "not available for gcp" in json.dumps(payload)
+    assert "not available for oci" in json.dumps(payload)
+
+
+def test_contained_principal_offers_release_principal_and_others_no_contain_button() -> None:
+    b = buttons(alert_payload(make_finding("i-0abc"), principal_contained=True))
+    assert ACTION_RELEASE_PRINCIPAL in b and ACTION_CONTAIN not in b and ACTION_QUARANTINE in b
+    assert b[ACTION_RELEASE_PRINCIPAL]["confirm"]["confirm"]["text"] == "Release principal"
+    for principal in ("arn:aws:iam::123456789012:root", "arn:aws:sts::123456789012:federated-user/bob", None,
+                      "ci-bot"):
+        assert ACTION_CONTAIN not in buttons(alert_payload(make_finding("i-0abc", principal=principal))), principal
 
 
 def test_text_from_the_cloud_cannot_ping_or_plant_links() -> None:

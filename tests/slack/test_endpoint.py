@@ -38,8 +38,9 @@ def view_submission(ep: Endpoint, user: str, reason: str) -> bytes:
 def test_forged_stale_replayed_malformed_and_unauthorised_requests_are_all_refused(
         endpoint: Endpoint, instance: Instance) -> None:
     ep = endpoint
-    groups_before, tags_before = instance.security_groups(), instance.tags()
-    actions = ["sw_quarantine", "sw_release", "sw_snooze", "sw_expected"]
+    groups_before, tags_before, policies_before = instance.security_groups(), instance.tags(), instance.role_policies()
+    actions = ["sw_quarantine", "sw_release", "sw_snooze", "sw_expected", "sw_contain_principal",
+               "sw_release_principal"]
     now = int(time.time())
     results: dict[str, list[int]] = {"forged": [], "stale": [], "replayed": [], "malformed": [], "unauthorised": []}
 
@@ -50,7 +51,7 @@ def test_forged_stale_replayed_malformed_and_unauthorised_requests_are_all_refus
     wrong_secrets = ["", "x", SECRET[:-1], SECRET + "0", SECRET.upper(), SECRET[::-1],
                      "8f742231b10e8888abcd99yyyzzz85a6", " " + SECRET, SECRET + " ", "xoxb-test-token"]
     for i, secret in enumerate(wrong_secrets * 2):
-        body = encode(ep.payload(actions[i % 4]))
+        body = encode(ep.payload(actions[i % len(actions)]))
         headers = signed_headers(body, secret=secret or "unused") if secret else {
             "X-Slack-Request-Timestamp": str(now), "X-Slack-Signature": "v0=",
             "Content-Type": "application/x-www-form-urlencoded"}
@@ -125,9 +126,9 @@ def test_forged_stale_replayed_malformed_and_unauthorised_requests_are_all_refus
 
     # Unauthorised: correctly signed clicks by a user who is neither allowed nor in the allowed group.
     unauthorised = 0
-    for i in range(20):
+    for i in range(24):
         user = MALLORY if i % 2 else "U0EVE"
-        status = ep.click(actions[i % 4], user=user)[0]
+        status = ep.click(actions[i % len(actions)], user=user)[0]
         add("unauthorised", status)
         unauthorised += 1
     add("unauthorised", ep.send(view_submission(ep, MALLORY, "trust me"))[0])
@@ -150,6 +151,7 @@ def test_forged_stale_replayed_malformed_and_unauthorised_requests_are_all_refus
 
     # Nothing changed on AWS or in the store; the audit log holds only the refusals.
     assert instance.security_groups() == groups_before and instance.tags() == tags_before
+    assert instance.role_policies() == policies_before == []  # Contain principal clicks changed no IAM either
     with ep.store() as store:
         assert store.quarantines() == []
         assert store.get(ep.finding.id).status == "open"  # type: ignore[union-attr]
@@ -219,12 +221,13 @@ def test_double_click_and_slack_retry_act_once(endpoint: Endpoint, instance: Ins
 def test_ack_comes_back_at_once_while_a_slow_quarantine_runs(endpoint_factory: Any, instance: Instance,
                                                               aws: str) -> None:
     from spendwatch.actions.aws import AwsClients
+    from spendwatch.actions.base import Target
 
     release = threading.Event()
 
-    def slow_clients(region: str | None, account: str | None) -> AwsClients:
+    def slow_clients(target: Target) -> AwsClients:
         release.wait(10)  # the AWS side takes as long as the test says
-        return AwsClients.build(region=region, endpoint_url=aws)
+        return AwsClients.build(region=target.region, endpoint_url=aws)
 
     ep = endpoint_factory(clients_factory=slow_clients)
     before = instance.security_groups()

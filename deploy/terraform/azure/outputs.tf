@@ -22,3 +22,13 @@ output "reader_role_definition_id" {
   description = "The custom reader role."
   value       = azurerm_role_definition.reader.role_definition_resource_id
 }
+
+output "slack_principal_id" {
+  description = "The Slack app's identity (user-assigned managed identity): assigned the quarantine role on each subscription when enable_quarantine."
+  value       = azurerm_user_assigned_identity.slack.principal_id
+}
+
+output "quarantine_role_definition_id" {
+  description = "The custom quarantine role (null when enable_quarantine is false)."
+  value       = var.enable_quarantine ? azurerm_role_definition.quarantine[0].role_definition_resource_id : null
+}

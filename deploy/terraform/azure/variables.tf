@@ -41,6 +41,18 @@ variable "role_name" {
   default     = null
 }
 
+variable "enable_quarantine" {
+  description = "Assign the Slack app's identity the generated quarantine role (roles/quarantine.json) on each subscription, so the Quarantine button works; false for alerts only."
+  type        = bool
+  default     = true
+}
+
+variable "quarantine_role_name" {
+  description = "Name of the custom quarantine role (unique in the tenant). Null: the name the code declares (\"spendwatch quarantine\")."
+  type        = string
+  default     = null
+}
+
 variable "schedule" {
   description = "Cron expression (UTC) for scans."
   type        = string

@@ -1,9 +1,11 @@
 # Identities. The reader role's permissions come from roles/reader.json, generated from
-# connectors/gcp/permissions.py by deploy/terraform/gen_policies.py: nothing here lists one by hand.
-# GCP quarantine actions do not exist yet, so there is no quarantine identity on GCP (see README).
+# connectors/gcp/permissions.py, and the quarantine role's from roles/quarantine.json, generated from the GCP
+# actions' declared permissions (spendwatch/actions/gcp.py), both by deploy/terraform/gen_policies.py: nothing
+# here lists a permission by hand. Only the Slack service's account holds the quarantine role.
 
 locals {
-  reader = jsondecode(file("${path.module}/roles/reader.json"))
+  reader     = jsondecode(file("${path.module}/roles/reader.json"))
+  quarantine = jsondecode(file("${path.module}/roles/quarantine.json"))
 }
 
 resource "google_service_account" "scanner" {
@@ -15,7 +17,7 @@ resource "google_service_account" "scanner" {
 resource "google_service_account" "slack" {
   project      = var.project_id
   account_id   = "${var.name}-slack"
-  display_name = "spendwatch Slack endpoint (no cloud access)"
+  display_name = "spendwatch Slack endpoint (quarantine role only)"
 }
 
 resource "google_service_account" "scheduler" {
@@ -68,6 +70,53 @@ resource "google_project_iam_member" "reader" {
   project = each.key
   role    = each.value.name
   member  = "serviceAccount:${google_service_account.scanner.email}"
+}
+
+# The quarantine role: what the Slack buttons (gcp.quarantine, gcp.release) may do, held by the Slack service's
+# account alone, on the same scope as the reader role. enable_quarantine = false leaves it out (alerts only).
+resource "google_organization_iam_custom_role" "quarantine" {
+  count = var.enable_quarantine && var.reader_scope == "organization" ? 1 : 0
+
+  org_id      = var.organization_id
+  role_id     = var.quarantine_role_id
+  title       = local.quarantine.title
+  description = local.quarantine.description
+  stage       = local.quarantine.stage
+  permissions = local.quarantine.includedPermissions
+
+  lifecycle {
+    precondition {
+      condition     = var.organization_id != null
+      error_message = "reader_scope \"organization\" needs organization_id."
+    }
+  }
+}
+
+resource "google_organization_iam_member" "quarantine" {
+  count = var.enable_quarantine && var.reader_scope == "organization" ? 1 : 0
+
+  org_id = var.organization_id
+  role   = google_organization_iam_custom_role.quarantine[0].name
+  member = "serviceAccount:${google_service_account.slack.email}"
+}
+
+resource "google_project_iam_custom_role" "quarantine" {
+  for_each = var.enable_quarantine && var.reader_scope == "project" ? toset(var.scan_project_ids) : toset([])
+
+  project     = each.value
+  role_id     = var.quarantine_role_id
+  title       = local.quarantine.title
+  description = local.quarantine.description
+  stage       = local.quarantine.stage
+  permissions = local.quarantine.includedPermissions
+}
+
+resource "google_project_iam_member" "quarantine" {
+  for_each = google_project_iam_custom_role.quarantine
+
+  project = each.key
+  role    = each.value.name
+  member  = "serviceAccount:${google_service_account.slack.email}"
 }
 
 # Logs and metrics from the job and the service themselves.

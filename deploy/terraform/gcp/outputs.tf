@@ -14,8 +14,13 @@ output "scanner_service_account" {
 }
 
 output "slack_service_account" {
-  description = "The Slack service's identity (no cloud permissions)."
+  description = "The Slack service's identity: holds the quarantine role (when enable_quarantine) and nothing else in the scanned projects."
   value       = google_service_account.slack.email
+}
+
+output "quarantine_role_names" {
+  description = "The custom quarantine role(s) as bound to the Slack service's account (empty when enable_quarantine is false)."
+  value       = concat([for r in google_organization_iam_custom_role.quarantine : r.name], [for r in google_project_iam_custom_role.quarantine : r.name])
 }
 
 output "reader_role_names" {

@@ -161,6 +161,23 @@ variable "reader_role_id" {
   }
 }
 
+variable "enable_quarantine" {
+  description = "Give the Slack service's account the generated quarantine role (roles/quarantine.json) on the reader's scope, so the Quarantine button works; false for alerts only."
+  type        = bool
+  default     = true
+}
+
+variable "quarantine_role_id" {
+  description = "ID of the custom quarantine role (camelCase letters, digits, dots, underscores)."
+  type        = string
+  default     = "spendwatchQuarantine"
+
+  validation {
+    condition     = can(regex("^[a-zA-Z0-9_.]{3,64}$", var.quarantine_role_id))
+    error_message = "quarantine_role_id must be 3-64 characters of letters, digits, dots and underscores."
+  }
+}
+
 variable "alert_emails" {
   description = "E-mail addresses notified when a scan fails or none succeeds for two intervals."
   type        = list(string)
