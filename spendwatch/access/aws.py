@@ -4,8 +4,12 @@ Reads every IAM user and role (their inline and attached policies, their groups'
 boundaries, tags and trust policies) and the Organizations SCPs above the account when readable, marks each
 principal human / role / service / agent, and judges with `spendwatch.access.policy` whether it can:
 
-- `gpu_launch`: ec2:RunInstances of an accelerated instance type (each family of `guardrails.ACCELERATED_FAMILIES`
-  is tried, so `ec2:InstanceType` conditions are honoured);
+- `gpu_launch`: acquiring an accelerated instance through any of `LAUNCH_ROUTES`: ec2:RunInstances and
+  ec2:CreateFleet (each family of `guardrails.ACCELERATED_FAMILIES` is tried, so `ec2:InstanceType` conditions
+  are honoured), the legacy spot APIs ec2:RequestSpotInstances / ec2:RequestSpotFleet (which do not name the
+  type to IAM: open for one type means open for all), autoscaling:CreateAutoScalingGroup with a launch template
+  (which also needs ec2:RunInstances) and SageMaker training jobs and notebook instances (`ml.*` types through
+  `sagemaker:InstanceTypes`, plus iam:PassRole of an execution role). Each route's verdict is kept;
 - `quota_increase`: servicequotas:RequestServiceQuotaIncrease;
 - `credentials`: iam:CreateAccessKey, iam:CreateLoginProfile or iam:CreateServiceSpecificCredential;
 - `marketplace`: aws-marketplace:Subscribe.
@@ -56,13 +60,42 @@ CALLS: dict[tuple[str, str], str] = {
 }
 
 CAPABILITIES: dict[str, tuple[str, ...]] = {
-    "gpu_launch": ("ec2:RunInstances",),
+    "gpu_launch": ("ec2:RunInstances",),  # and every other route of `LAUNCH_ROUTES`
     "quota_increase": ("servicequotas:RequestServiceQuotaIncrease",),
     "credentials": ("iam:CreateAccessKey", "iam:CreateLoginProfile", "iam:CreateServiceSpecificCredential"),
     "marketplace": ("aws-marketplace:Subscribe",),
 }
+
+
+@dataclass(frozen=True)
+class Route:
+    """One way to acquire accelerated compute: the call, the condition key that carries the instance type in its
+    request context (None: the call does not tell IAM the type, so every type is reachable through it), the
+    prefix of the probed types, and the dependent actions AWS also checks for the caller."""
+
+    action: str
+    type_key: str | None = "ec2:InstanceType"
+    type_prefix: str = ""
+    needs: tuple[tuple[str, str], ...] = ()  # (action, resource) that must be allowed as well
+
+
+LAUNCH_ROUTES: tuple[Route, ...] = (
+    Route("ec2:RunInstances"),
+    Route("ec2:CreateFleet"),
+    # The legacy spot APIs carry no ec2:InstanceType: a type condition on them never matches.
+    Route("ec2:RequestSpotInstances", None),
+    Route("ec2:RequestSpotFleet", None, needs=(("iam:PassRole", "arn:aws:iam::*:role/*"),)),
+    # With a launch template, Auto Scaling checks the caller's ec2:RunInstances (AWS's "dependent action").
+    Route("autoscaling:CreateAutoScalingGroup", None, needs=(("ec2:RunInstances", "arn:aws:ec2:*:*:instance/*"),)),
+    # SageMaker launches ml.* instances under an execution role the caller passes.
+    Route("sagemaker:CreateTrainingJob", "sagemaker:InstanceTypes", "ml.",
+          needs=(("iam:PassRole", "arn:aws:iam::*:role/*"),)),
+    Route("sagemaker:CreateNotebookInstance", "sagemaker:InstanceTypes", "ml.",
+          needs=(("iam:PassRole", "arn:aws:iam::*:role/*"),)),
+)
 # A representative instance type per accelerated family: conditions match on the full type string.
 PROBE_TYPES: tuple[str, ...] = tuple(f"{f}.48xlarge" for f in ACCELERATED_FAMILIES)
+_ORDER = {"allowed": 0, "conditional": 1, "denied": 2}
 AGENT_SERVICES = ("bedrock.amazonaws.com", "bedrock-agentcore.amazonaws.com", "q.amazonaws.com")
 
 
@@ -177,9 +210,17 @@ class Capability:
     decision: str
     via: list[str]
     detail: str = ""  # "p4d, p5, g5 ..." for gpu_launch; the conditions that stop static evaluation
+    routes: dict[str, Capability] = field(default_factory=dict)  # gpu_launch: per acquiring call
+
+    @property
+    def open_routes(self) -> list[str]:
+        return [name for name, c in self.routes.items() if c.decision == self.decision != "denied"]
 
     def to_json(self) -> dict[str, Any]:
-        return {"decision": self.decision, "via": self.via, "detail": self.detail}
+        out: dict[str, Any] = {"decision": self.decision, "via": self.via, "detail": self.detail}
+        if self.routes:
+            out["routes"] = {k: c.to_json() for k, c in self.routes.items()}
+        return out
 
 
 @dataclass
@@ -298,38 +339,57 @@ def _refs(verdict: Verdict) -> list[str]:
     return list(dict.fromkeys(refs))
 
 
-def judge(p: Principal, scp_levels: Sequence[Sequence[Policy]] | None, now: datetime) -> dict[str, Capability]:
-    """Every capability of `p` (see the module doc)."""
-    out: dict[str, Capability] = {}
+def _worst(verdicts: Sequence[Verdict]) -> Verdict:
+    """A call with dependent actions is only as open as its most closed part."""
+    return max(verdicts, key=lambda v: _ORDER[v.decision])
 
-    def ask(action: str, instance_type: str | None = None) -> Verdict:
-        req = Request(action, "*" if instance_type is None else "arn:aws:ec2:*:*:instance/*",
-                      instance_type, p.tags, now)
+
+def _route(p: Principal, route: Route, scp_levels: Sequence[Sequence[Policy]] | None, now: datetime
+           ) -> Capability:
+    """Whether `p` can acquire accelerated instances through one route, and for which families."""
+
+    def ask(action: str, resource: str, instance_type: str | None, type_key: str | None) -> Verdict:
+        req = Request(action, resource, instance_type, p.tags, now, type_key=type_key or "")
         return evaluate(req, p.identity, p.boundary, scp_levels)
 
-    verdicts = {t: ask("ec2:RunInstances", t) for t in PROBE_TYPES}
+    def verdict(probe: str) -> Verdict:
+        typed = route.type_key is not None
+        main = ask(route.action, "arn:aws:ec2:*:*:instance/*" if route.action.startswith("ec2:") else "*",
+                   route.type_prefix + probe if typed else None, route.type_key)
+        deps = [ask(action, resource, probe if action == "ec2:RunInstances" else None, "ec2:InstanceType")
+                for action, resource in route.needs]
+        return _worst([main, *deps])
+
+    verdicts = {t: verdict(t) for t in PROBE_TYPES}
     families = {d: [t.split(".")[0] for t, v in verdicts.items() if v.decision == d] for d in
                 ("allowed", "conditional")}
-    if families["allowed"]:
-        best = "allowed"
-    elif families["conditional"]:
-        best = "conditional"
-    else:
-        best = "denied"
+    best = "allowed" if families["allowed"] else "conditional" if families["conditional"] else "denied"
     pick = next((v for v in verdicts.values() if v.decision == best), next(iter(verdicts.values())))
     keys = sorted({k for v in verdicts.values() if v.decision == "conditional" for k in v.unknown_keys})
     detail = ", ".join(families[best]) if best != "denied" else ""
     if best == "allowed" and len(families["allowed"]) == len(PROBE_TYPES):
-        detail = "every accelerated family"
+        detail = "every accelerated family" if route.type_key else "any instance type (the call does not name it)"
     if keys:
         detail += ("; " if detail else "") + f"conditional: {', '.join(keys)}"
-    out["gpu_launch"] = Capability("gpu_launch", best, _refs(pick), detail)
+    return Capability(route.action, best, _refs(pick), detail)
+
+
+def judge(p: Principal, scp_levels: Sequence[Sequence[Policy]] | None, now: datetime) -> dict[str, Capability]:
+    """Every capability of `p` (see the module doc). `gpu_launch` is the most open of `LAUNCH_ROUTES`, each
+    route kept in `Capability.routes`; RunInstances is reported first when routes are equally open."""
+    out: dict[str, Capability] = {}
+    routes = {r.action: _route(p, r, scp_levels, now) for r in LAUNCH_ROUTES}
+    best = min(routes.values(), key=lambda c: _ORDER[c.decision])  # stable: RunInstances first among equals
+    out["gpu_launch"] = Capability("gpu_launch", best.decision, best.via, best.detail, routes)
+
+    def ask(action: str) -> Verdict:
+        return evaluate(Request(action, "*", None, p.tags, now), p.identity, p.boundary, scp_levels)
+
     for cap, actions in CAPABILITIES.items():
         if cap == "gpu_launch":
             continue
         results = [(a, ask(a)) for a in actions]
-        order = {"allowed": 0, "conditional": 1, "denied": 2}
-        _, verdict = min(results, key=lambda r: order[r[1].decision])
+        _, verdict = min(results, key=lambda r: _ORDER[r[1].decision])
         able = [a for a, v in results if v.decision == verdict.decision and v.decision != "denied"]
         detail = ", ".join(able)
         if verdict.decision == "conditional":
@@ -350,8 +410,8 @@ def unrestricted_findings(account: str, rows: Iterable[AccessRow], now: datetime
             id=finding_id("aws", account, f"access:{p.arn}"), cloud="aws", account=account, region=None,
             resource=None, principal=p.arn, severity=severity, score=0.8 if severity == Severity.HIGH else 0.5,
             rules=["unrestricted-compute"],
-            evidence=[f"{p.principal_type} ({p.why}) can call ec2:RunInstances for {cap.detail} with no condition",
-                      f"through {'; '.join(cap.via)}"],
+            evidence=[f"{p.principal_type} ({p.why}) can call {', '.join(cap.open_routes)} for {cap.detail} "
+                      "with no condition", f"through {'; '.join(cap.via)}"],
             first_seen=now, last_seen=now, detected_at=now, hourly_cost_usd=None,
             summary=f"{p.principal_type.capitalize()} {p.name} can launch GPU instances without any approval",
             principal_type=p.principal_type,
@@ -404,6 +464,8 @@ def render_table(report: AccessReport, out: Any) -> None:
             cap = row.capabilities[c]
             if cap.decision != "denied":
                 out.write(f"    {c}: {cap.detail} via {'; '.join(cap.via)}\n")
+                if cap.routes:
+                    out.write(f"      through: {', '.join(cap.open_routes)}\n")
     for gap in report.gaps:
         out.write(f"gap: {gap}\n")
     for f in report.findings:
@@ -429,13 +491,30 @@ def cmd_access(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_access_any(args: argparse.Namespace) -> int:
+    """Dispatch `spendwatch access CLOUD` (the GCP and Azure modules load their SDKs only when asked)."""
+    if args.cloud == "gcp":
+        from .gcp import cmd_access_gcp
+
+        return cmd_access_gcp(args)
+    if args.cloud == "azure":
+        from .azure import cmd_access_azure
+
+        return cmd_access_azure(args)
+    return cmd_access(args)
+
+
 def add_commands(sub: Any) -> None:
-    """`spendwatch access aws`."""
+    """`spendwatch access aws|gcp|azure`."""
     p = sub.add_parser("access", help="who can launch GPU instances, raise quotas or mint long-lived keys")
-    p.add_argument("cloud", choices=("aws",))
+    p.add_argument("cloud", choices=("aws", "gcp", "azure"))
     p.add_argument("--json", action="store_true", help="one JSON document")
-    p.add_argument("--region", default="us-east-1")
+    p.add_argument("--region", default="us-east-1", help="aws: region of the API calls")
+    p.add_argument("--project", help="gcp: the project id to judge (its folders and organisation are read too)")
+    p.add_argument("--subscription", help="azure: the subscription id to judge")
     p.add_argument("--endpoint-url", help=argparse.SUPPRESS)  # moto in tests
+    p.add_argument("--endpoint", help=argparse.SUPPRESS)  # gcp/azure local fakes in tests
+    p.add_argument("--iam-admin-target", help=argparse.SUPPRESS)  # gcp IAM admin gRPC fake in tests
     p.add_argument("--fail-on", choices=("info", "low", "medium", "high", "critical"), metavar="SEVERITY",
                    help="exit 3 when an unrestricted-compute finding at or above SEVERITY is seen")
-    p.set_defaults(func=cmd_access)
+    p.set_defaults(func=cmd_access_any)

@@ -5,12 +5,13 @@ raise quotas, mint long-lived keys or subscribe in the Marketplace", not a repla
 
 - Statements: Allow/Deny, Action/NotAction (IAM wildcards `*` and `?`, case-insensitive), Resource/NotResource
   (`*` or a pattern covering every resource of the call is "full"; anything narrower is "scoped", reported).
-- Conditions are evaluated for the keys whose value is known statically: `ec2:InstanceType` (the evaluator tries
-  each instance type), `aws:PrincipalTag/<key>` (the principal's own tags) and `aws:CurrentTime` (the
-  evaluation time). Operators: String(Not)Equals(IgnoreCase), String(Not)Like, Null, Date*, Bool, each with
-  `...IfExists` and the `ForAnyValue:`/`ForAllValues:` set prefixes. Any other key (aws:SourceIp,
-  aws:RequestedRegion, aws:MultiFactorAuthPresent, ...) or operator makes the statement *conditional*, and the
-  keys are reported: static evaluation stops there.
+- Conditions are evaluated for the keys whose value is known statically: `ec2:InstanceType` and
+  `sagemaker:InstanceTypes` (the evaluator tries each instance type; absent from calls that do not carry
+  them), `aws:PrincipalTag/<key>` (the principal's own tags) and `aws:CurrentTime` (the evaluation time).
+  Operators: String(Not)Equals(IgnoreCase), String(Not)Like, Null, Date*, Bool, each with `...IfExists` and
+  the `ForAnyValue:`/`ForAllValues:` set prefixes (one probed value: both prefixes mean the same). Any other key
+  (aws:SourceIp, aws:RequestedRegion, aws:MultiFactorAuthPresent, ...) or operator makes the statement
+  *conditional*, and the keys are reported: static evaluation stops there.
 - Policy sets: identity policies (users' and their groups', roles'), an optional permission boundary and the
   SCPs of every level of the organisation above the account. A definite Deny anywhere wins; otherwise the call
   is allowed when the identity policies allow it and the boundary (if any) and every SCP level allow it too.
@@ -29,8 +30,10 @@ from typing import Any, Literal
 
 Decision = Literal["allowed", "conditional", "denied"]
 
-# Keys this module can evaluate; aws:PrincipalTag/* is matched by prefix.
-KNOWN_KEYS = ("ec2:instancetype", "aws:currenttime")
+# Keys this module can evaluate; aws:PrincipalTag/* is matched by prefix. The instance-type keys are known for
+# every call: present (the probed type) in the calls that carry them (`Request.type_key`), absent in the others.
+TYPE_KEYS = ("ec2:instancetype", "sagemaker:instancetypes")
+KNOWN_KEYS = (*TYPE_KEYS, "aws:currenttime")
 _TAG_PREFIX = "aws:principaltag/"
 
 
@@ -55,12 +58,13 @@ class Request:
     instance_type: str | None = None
     principal_tags: Mapping[str, str] = field(default_factory=dict)
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    type_key: str = "ec2:instancetype"  # the key that carries `instance_type` in this call's context
 
     def value(self, key: str) -> tuple[bool, str | None]:
         """(known, value) of a condition key; value None when known to be absent from the request context."""
         low = key.lower()
-        if low == "ec2:instancetype":
-            return True, self.instance_type
+        if low in TYPE_KEYS:
+            return True, self.instance_type if low == self.type_key.lower() else None
         if low == "aws:currenttime":
             return True, self.now.isoformat().replace("+00:00", "Z")
         if low.startswith(_TAG_PREFIX):
@@ -219,7 +223,8 @@ class Verdict:
 
 
 def _scan(source: str, policies: Iterable[Policy], req: Request) -> tuple[list[StatementRef], list[StatementRef]]:
-    allows, denies = [], []
+    allows: list[StatementRef] = []
+    denies: list[StatementRef] = []
     for pol in policies:
         for sid, st in pol.statements():
             applies, scoped, unknown = statement_applies(st, req)

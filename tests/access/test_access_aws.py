@@ -9,7 +9,7 @@ import boto3
 import pytest
 
 from spendwatch import guardrails
-from spendwatch.access.aws import classify, make_clients, read_policy, scan_access
+from spendwatch.access.aws import LAUNCH_ROUTES, classify, make_clients, read_policy, scan_access
 from spendwatch.cli import main
 
 TRUST_EC2 = {"Version": "2012-10-17", "Statement": [
@@ -173,3 +173,54 @@ def test_read_policy_lists_every_declared_call() -> None:
     actions = read_policy()["Statement"][0]["Action"]
     assert "iam:ListRoles" in actions and "organizations:ListPoliciesForTarget" in actions
     assert all(a.split(":")[1].startswith(("List", "Get", "Describe")) for a in actions)
+
+
+def test_every_launch_route_is_judged(world: dict[str, Any], aws: str) -> None:
+    """CreateFleet, the legacy spot APIs, Auto Scaling (with its ec2:RunInstances dependency) and SageMaker."""
+    iam = world["iam"]
+    roles = {
+        "spot-bidder": allow("ec2:RequestSpotInstances"),  # the call does not name the type: every type
+        "fleet-g5": allow("ec2:CreateFleet", {"StringLike": {"ec2:InstanceType": "g5.*"}}),
+        "asg-only": allow("autoscaling:CreateAutoScalingGroup"),  # no ec2:RunInstances: a template launch fails
+        "asg-small": allow(["autoscaling:*", "ec2:RunInstances"], {"StringLikeIfExists": {
+            "ec2:InstanceType": ["t3.*"]}}),
+        "trainer": allow(["sagemaker:CreateTrainingJob", "iam:PassRole"]),
+        "trainer-no-pass": allow("sagemaker:CreateTrainingJob"),
+        "trainer-cpu": allow(["sagemaker:*", "iam:PassRole"], {
+            "ForAllValues:StringLike": {"sagemaker:InstanceTypes": ["ml.m5.*", "ml.c5.*"]}}),
+    }
+    for name, doc in roles.items():
+        iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust("codebuild.amazonaws.com"))
+        iam.put_role_policy(RoleName=name, PolicyName="p", PolicyDocument=doc)
+    iam.put_role_policy(RoleName="fenced-agent", PolicyName="sagemaker", PolicyDocument=allow(
+        ["sagemaker:*", "iam:PassRole", "autoscaling:*"]))
+
+    rows = rows_by_name(scan_access(make_clients(endpoint_url=aws)))
+
+    def routes(name: str) -> dict[str, str]:
+        return {k: c.decision for k, c in rows[name].capabilities["gpu_launch"].routes.items()}
+
+    spot = rows["spot-bidder"].capabilities["gpu_launch"]
+    assert spot.decision == "allowed" and spot.open_routes == ["ec2:RequestSpotInstances"]
+    assert spot.detail.startswith("any instance type")
+    assert routes("spot-bidder")["ec2:RunInstances"] == "denied"
+
+    fleet = rows["fleet-g5"].capabilities["gpu_launch"]
+    assert fleet.decision == "allowed" and fleet.open_routes == ["ec2:CreateFleet"] and fleet.detail == "g5"
+
+    assert routes("asg-only")["autoscaling:CreateAutoScalingGroup"] == "denied"
+    assert rows["asg-only"].capabilities["gpu_launch"].decision == "denied"
+    assert rows["asg-small"].capabilities["gpu_launch"].decision == "denied"
+
+    trainer = rows["trainer"].capabilities["gpu_launch"]
+    assert trainer.decision == "allowed" and trainer.open_routes == ["sagemaker:CreateTrainingJob"]
+    assert trainer.detail == "every accelerated family"
+    assert rows["trainer-no-pass"].capabilities["gpu_launch"].decision == "denied"  # no execution role to pass
+    assert rows["trainer-cpu"].capabilities["gpu_launch"].decision == "denied"
+
+    # The guardrail boundary closes every route, SageMaker and the spot APIs included.
+    fenced = routes("fenced-agent")
+    assert set(fenced) == {r.action for r in LAUNCH_ROUTES} and set(fenced.values()) == {"denied"}
+    worker = routes("gpu-worker")  # ec2:* alone: the EC2 routes, not SageMaker (no sagemaker:*, no PassRole)
+    assert worker["ec2:RequestSpotFleet"] == "denied" and worker["sagemaker:CreateTrainingJob"] == "denied"
+    assert all(worker[a] == "allowed" for a in ("ec2:RunInstances", "ec2:CreateFleet", "ec2:RequestSpotInstances"))
