@@ -1,4 +1,4 @@
-"""`spendwatch iam-policy aws|gcp|azure`, and the live-AWS half of `spendwatch scan --config FILE`.
+"""`spendwatch iam-policy aws|gcp|azure`, and the live half of `spendwatch scan --config FILE` (every cloud).
 
 Kept out of cli.py so the AWS connector's commands live beside each other; cli.py adds them with one line.
 """
@@ -36,18 +36,44 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_iam_policy)
 
 
-def run_config_scan(path: str, *, store: Any, strict: bool) -> Any:
-    """`scan --config FILE`: the clouds named in the file's tables (today `[aws]`), scanned live.
+def live_configs(path: str) -> dict[str, Any]:
+    """The `[aws]`, `[gcp]` and `[azure]` tables of the file, each as its connector's typed settings.
 
-    Raises `spendwatch.config.ConfigError` for a bad file; StrictError on a bad record under --strict.
+    Raises `spendwatch.config.ConfigError` for a bad file, a bad table, or a file with none of the three.
     """
     from .config import ConfigError, load
 
     data = load(path)
-    if "aws" not in data:
-        raise ConfigError(f"{path}: no [aws] table (the only live cloud so far)")
-    from .connectors.aws import AwsConfig
-    from .pipeline import scan_aws
+    configs: dict[str, Any] = {}
+    for cloud in ("aws", "gcp", "azure"):
+        table = data.get(cloud)
+        if table is None:
+            continue
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [{cloud}] must be a table")
+        if cloud == "aws":
+            from .connectors.aws import AwsConfig
 
-    config = AwsConfig.from_dict(data["aws"])
-    return scan_aws(config, store=store, strict=strict)
+            configs[cloud] = AwsConfig.from_dict(table)
+        elif cloud == "gcp":
+            from .connectors.gcp import GcpConfig
+
+            configs[cloud] = GcpConfig.from_dict(table, path=path)
+        else:
+            from .connectors.azure import AzureConfig
+
+            configs[cloud] = AzureConfig.from_dict(table, path=path)
+    if not configs:
+        raise ConfigError(f"{path}: no [aws], [gcp] or [azure] table: no live cloud to scan")
+    return configs
+
+
+def run_config_scan(path: str, *, store: Any, strict: bool, credentials: dict[str, Any] | None = None) -> Any:
+    """`scan --config FILE`: every cloud the file has a table for (`[aws]`, `[gcp]`, `[azure]`), scanned live
+    in one run (`spendwatch.pipeline.scan_live`).
+
+    Raises `spendwatch.config.ConfigError` for a bad file; StrictError on a bad record under --strict.
+    """
+    from .pipeline import scan_live
+
+    return scan_live(live_configs(path), store=store, strict=strict, credentials=credentials)

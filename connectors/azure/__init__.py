@@ -1,10 +1,24 @@
-"""The Azure connector: live inventory through azure-mgmt-compute / azure-mgmt-network, and its permissions.
+"""The Azure connector: diagnostic-settings and cost-export blobs in storage accounts, and inventory from ARM.
 
-File-mode Azure exports (Activity Log, VNet flow logs, metrics, cost exports) are read by the files connector
-(`spendwatch.connectors.files.azure`). No Azure library is imported at import time: the SDK is imported where
-a client is built, so the core runs without the `azure` extra.
+`scan(AzureConfig, report, marks=...)` (`live.py`) reads the Activity Log, VNet flow log and VM metrics blobs
+of each subscription and the cost exports incrementally, with the files connector's readers
+(`spendwatch.connectors.files.azure`), and the VMs and NICs of each subscription (`inventory.py`). No Azure
+library is imported at import time: the SDKs are imported where a client is built, so the core runs without
+the `azure` extra. `scan` is loaded on first use: the files connector imports this package's catalogue, and
+`live.py` imports the files connector.
 """
 
+from typing import Any
+
+from .config import AzureConfig, BlobLocation
 from .permissions import permissions
 
-__all__ = ["permissions"]
+__all__ = ["AzureConfig", "BlobLocation", "permissions", "scan"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "scan":
+        from .live import scan
+
+        return scan
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pandas as pd
@@ -36,6 +36,7 @@ class AzureOptions:
     allow_http: bool = False
     retry_total: int = 6
     retry_backoff_factor: float = 0.8
+    connection_verify: str | None = None  # a CA bundle to trust (private endpoints, local fakes over TLS)
 
 
 def _client_kwargs(options: AzureOptions) -> dict[str, Any]:
@@ -43,6 +44,8 @@ def _client_kwargs(options: AzureOptions) -> dict[str, Any]:
                               "retry_backoff_factor": options.retry_backoff_factor, "polling_interval": 0}
     if options.base_url:
         kwargs["base_url"] = options.base_url
+    if options.connection_verify:
+        kwargs["connection_verify"] = options.connection_verify
     if options.allow_http:
         from azure.mgmt.core.policies import ARMChallengeAuthenticationPolicy
 
@@ -84,8 +87,7 @@ def list_inventory(subscriptions: Iterable[str], report: RunReport,
         from azure.identity import DefaultAzureCredential
 
         credential = DefaultAzureCredential()
-        options = AzureOptions(credential, options.base_url, options.allow_http, options.retry_total,
-                               options.retry_backoff_factor)
+        options = replace(options, credential=credential)
     kwargs = _client_kwargs(options)
     rows: list[dict[str, Any]] = []
     for sub in subscriptions:

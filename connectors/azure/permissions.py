@@ -1,8 +1,9 @@
 """Every Azure operation the live connector performs, and the RBAC action it needs: the source of the role.
 
-`CALLS` maps the SDK operation to its action; `inventory` looks each call up before making it, so
-`spendwatch iam-policy azure` prints exactly what the code uses. File mode needs only read access to the
-export blobs (a data action on the storage account).
+`CALLS` maps the SDK operation to its action, `DATA_CALLS` the Blob storage operations to their data action;
+the connector looks each call up before making it, so `spendwatch iam-policy azure` prints exactly what the
+code uses. Listing and reading the export blobs need one data action (what the built-in Storage Blob Data
+Reader grants), on the storage accounts the diagnostic settings and cost exports write to.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ CALLS: dict[str, str] = {
     "network_interfaces.list_all": "Microsoft.Network/networkInterfaces/read",
 }
 DATA_CALLS: dict[str, str] = {
-    "blob.list_blobs": "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read",
+    "ContainerClient.list_blobs": "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read",
+    "ContainerClient.download_blob": "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read",
 }
 
 
@@ -24,8 +26,9 @@ class UndeclaredCall(RuntimeError):
 
 
 def permission(call: str) -> str:
+    """The action or data action of a declared call; UndeclaredCall for any other."""
     try:
-        return CALLS[call]
+        return CALLS[call] if call in CALLS else DATA_CALLS[call]
     except KeyError:
         raise UndeclaredCall(f"{call} is not declared in connectors/azure/permissions.py") from None
 

@@ -1,8 +1,8 @@
 """Every GCP API call the live connector makes, and the IAM permission it needs: the source of the role.
 
-`CALLS` maps the client method to its permission; `inventory` looks each call up here before making it
+`CALLS` maps the client method to its permission; the connector looks each call up here before making it
 (`permission()` raises for an undeclared call), so `spendwatch iam-policy gcp` never falls behind the code.
-File mode needs only `storage.objects.list` and `storage.objects.get` on the sink buckets.
+Reading the sinks' exports needs only `storage.objects.list` and `storage.objects.get` on their buckets.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Any
 CALLS: dict[str, str] = {
     "InstancesClient.aggregated_list": "compute.instances.list",
     "MachineTypesClient.get": "compute.machineTypes.get",
-    "AcceleratorTypesClient.aggregated_list": "compute.acceleratorTypes.list",
-    "storage.objects.list": "storage.objects.list",  # reading the sinks' exports from Cloud Storage
-    "storage.objects.get": "storage.objects.get",
+    # The sinks' and exports' objects in Cloud Storage (google-cloud-storage).
+    "Client.list_blobs": "storage.objects.list",
+    "Blob.download_as_bytes": "storage.objects.get",
 }
 
 
@@ -39,7 +39,7 @@ def role() -> dict[str, Any]:
     """A least-privilege custom role (the body of `gcloud iam roles create --file`, as JSON)."""
     return {
         "title": "spendwatch reader",
-        "description": "Read-only: instances, machine and accelerator types, and the log/billing export objects.",
+        "description": "Read-only: instances, machine types, and the log/billing export objects.",
         "stage": "GA",
         "includedPermissions": permissions(),
     }

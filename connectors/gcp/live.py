@@ -1,0 +1,159 @@
+"""The live GCP scan: the sinks' and exports' objects in Cloud Storage, and the Compute API's inventory.
+
+`scan(config, report, marks=...)` lists each configured location incrementally (`spendwatch.connectors.live`,
+by name: sink and Monitoring objects sit under `YYYY/MM/DD/` folders), fetches the new objects and parses them
+with the files connector's readers (`read_objects`), so a bucket and a local copy of it give the same tables.
+The Compute API adds what the logs cannot know: instances launched before the logs begin, their state now,
+their GPUs (`inventory.py`).
+
+What could not be read is a gap named `gcp/<project or *>/<source>`: a bucket that answers 403 names the
+bucket and the permission; a sink folder with no objects at all says so; a source not configured says which
+key to set. The watermarks are returned, not saved: the caller saves them after the findings are stored
+(`spendwatch.pipeline.scan_live`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+
+from spendwatch.connectors.files import Blob, read_objects
+from spendwatch.connectors.live import Listed, LiveScan, ScopePlan, plan_by_name
+from spendwatch.records import Tables
+from spendwatch.report import RunReport, StrictError
+from spendwatch.store import Watermark
+
+from . import gcs
+from .config import GcpConfig, GcsLocation
+from .inventory import GcpOptions, list_inventory
+from .permissions import permission
+
+CLOUD = "gcp"
+ANY = "*"
+# The folders a Cloud Logging sink writes under its bucket (the log id), and the source each one feeds.
+SINK_LOGS = (("cloudaudit.googleapis.com/activity/", "activity"), ("compute.googleapis.com/vpc_flows/", "flows"),
+             ("dns.googleapis.com/dns_queries/", "dns"))
+
+MarkKey = tuple[str, str, str, str, str]
+
+
+def scan(config: GcpConfig, report: RunReport, *, marks: Mapping[MarkKey, Watermark] | None = None,
+         now: datetime | None = None, progress: Callable[[int], None] | None = None) -> LiveScan:
+    """Read what is new in every configured bucket, and the inventory of every project; gaps go to `report`.
+
+    `marks` are the watermarks earlier runs saved (`Watermarks(store).load("gcp")`). Raises StrictError on
+    the first bad record when `report.strict`; any other failure of a source is a gap for that source.
+    """
+    return _Scan(config, report, marks or {}).run(progress)
+
+
+class _Scan:
+    def __init__(self, config: GcpConfig, report: RunReport, marks: Mapping[MarkKey, Watermark]) -> None:
+        self.config, self.report, self.old = config, report, marks
+        self.retry = None
+        self.client: Any = None
+        self.blobs: list[Blob] = []
+        self.plans: list[tuple[str, ScopePlan]] = []  # (bucket, plan)
+        self.failed: set[tuple[str, str]] = set()  # (bucket, name) of objects whose fetch failed
+        self.calls: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def call(self, name: str) -> None:
+        """Check that a call is declared (raises UndeclaredCall otherwise) and count it."""
+        perm = permission(name)
+        with self._lock:
+            self.calls[perm] += 1
+
+    def gap(self, source: str, reason: str, account: str = ANY) -> None:
+        self.report.gap(f"{CLOUD}/{account}/{source}", reason)
+
+    # -- Cloud Storage -----------------------------------------------------------------------------------
+
+    def storage(self) -> Any:
+        if self.client is None:
+            cfg = self.config
+            self.client = gcs.client(cfg.projects[0] if cfg.projects else None, endpoint=cfg.storage_endpoint,
+                                     anonymous=cfg.anonymous)
+            self.retry = gcs.retry(cfg.backoff_s, cfg.retry_deadline_s)
+        return self.client
+
+    def plan(self, loc: GcsLocation, prefix: str, source: str) -> None:
+        """List one scope after its watermark; queue its new objects. Failures are gaps of `source`."""
+        where = f"gs://{loc.bucket}/{prefix}"
+        key = (CLOUD, ANY, "", source, where)
+        mark = self.old.get(key) or Watermark(*key, "")
+        try:
+            client = self.storage()
+            self.call("Client.list_blobs")
+            plan = plan_by_name(gcs.list_from(client, loc.bucket, prefix, mark.position, self.retry), prefix, mark)
+        except StrictError:
+            raise
+        except Exception as exc:  # after the client's retries: this scope is unread, the others go on
+            self.gap(source, gcs.describe(exc, where, "storage.objects.list"))
+            return
+        if not plan.listed and not mark.position and not mark.seen:
+            self.gap(source, f"no objects under {where}: is the sink or export writing there?")
+        self.plans.append((loc.bucket, plan))
+        for obj in plan.new:
+            self.blobs.append(Blob(f"gs://{loc.bucket}/{obj.name}", obj.name, obj.size, self._load(loc.bucket, obj)))
+
+    def _load(self, bucket: str, obj: Listed) -> Callable[[], bytes]:
+        def load() -> bytes:
+            self.call("Blob.download_as_bytes")
+            try:
+                return gcs.download(self.client, bucket, obj, self.retry)
+            except StrictError:
+                raise
+            except Exception as exc:  # this object is a problem of the run and is read again next run
+                self.failed.add((bucket, obj.name))
+                raise OSError(gcs.describe(exc, f"gs://{bucket}/{obj.name}", "storage.objects.get")) from exc
+        return load
+
+    # -- the run -------------------------------------------------------------------------------------------
+
+    def run(self, progress: Callable[[int], None] | None) -> LiveScan:
+        cfg, report = self.config, self.report
+        with report.timed("read: gcp list"):
+            for loc in cfg.logs:
+                for folder, source in SINK_LOGS:
+                    self.plan(loc, loc.prefix + folder, source)
+            if not cfg.logs:
+                for _, source in SINK_LOGS:
+                    self.gap(source, "not configured: set [gcp] logs to the bucket of a Cloud Logging sink "
+                                     "(audit, VPC flow and DNS logs)")
+            for loc in cfg.billing:
+                self.plan(loc, loc.prefix, "billing")
+            if not cfg.billing:
+                self.gap("billing", "not configured: set [gcp] billing to where the billing export's files land")
+            for loc in cfg.monitoring:
+                self.plan(loc, loc.prefix, "utilization")
+            if not cfg.monitoring:
+                self.gap("utilization", "not configured: set [gcp] monitoring to where Monitoring time series "
+                                        "are saved")
+        api = None
+        with report.timed("read: gcp api"):
+            if cfg.projects and cfg.inventory:
+                api = list_inventory(cfg.projects, report, GcpOptions(
+                    endpoint=cfg.compute_endpoint, anonymous=cfg.anonymous, backoff_s=cfg.backoff_s,
+                    retry_deadline_s=cfg.retry_deadline_s))
+            elif cfg.inventory:
+                self.gap("inventory", "not configured: set [gcp] projects to read instances from the Compute API")
+        tables = read_objects(self.blobs, report, progress=progress)
+        if api is not None and len(api):
+            from spendwatch.connectors.aws.sources import merge_inventory
+
+            parts: dict[str, list[pd.DataFrame]] = {name: [frame] for name, frame in tables.items()}
+            parts["inventory"] = [merge_inventory(api, tables.inventory)]
+            tables = Tables.concat(parts)
+        marks = [plan.advanced({name for b, name in self.failed if b == bucket}, cfg.lookback_days)
+                 for bucket, plan in self.plans]
+        report.notes.append("gcp storage calls: " + ", ".join(f"{k} {v}" for k, v in sorted(self.calls.items())))
+        return LiveScan(tables, marks, list(cfg.projects))
+
+
+__all__ = ["GcpConfig", "GcsLocation", "scan"]
