@@ -1,38 +1,63 @@
-"""Isolation forest over resource-hours: weak evidence that a resource behaves unlike the rest of the fleet.
+"""Isolation forest over resource-hours: evidence that a resource behaves unlike the organisation's own baseline.
 
 Scores are the original paper's anomaly score s(x) in (0, 1]: HIGHER = MORE ANOMALOUS (about 0.5 and below
 is ordinary, towards 1 is isolated quickly). This is the negative of scikit-learn's `score_samples`.
 
-The forest is fitted on the scan's own resource-hours (no stored model yet; persistence, calibration and
-backtests come later), so it says "unusual here", never "mining". Its hits are weak (belief <= 0.25) and name
-the features that stood out, for a person to check.
+The model (`ResourceHourForest`) is trained on the organisation's trailing baseline (models/model_store.py:
+the trailing `baseline_days` ending `holdout_hours` before the scan, without open incidents and resources
+marked expected) and scores each scanned resource-hour two ways, both calibrated on that baseline to the
+alert budget: the isolation score (an unusual combination of values inside the baseline's ranges) and the
+range novelty (how far, in each feature's unit, values lie beyond anything the baseline did; isolation trees
+cannot see past the baseline's range, and a feature that never moved in the baseline cannot be split on at
+all). A resource whose hours sit far beyond the budget threshold for several hours gets a hit strong enough to
+reach medium on its own; a brief or marginal excursion stays weak. It says "unlike this organisation", never
+"mining", and names the features that stood out against the baseline's percentiles.
+
+Without enough history for a baseline the forest falls back to the scan's own resource-hours, where it can
+only say "unusual here": weak hits (belief <= 0.25) on the most isolated resources.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from numbers import Integral, Real
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, _fit_context
 from sklearn.ensemble import IsolationForest
 from sklearn.ensemble._iforest import _average_path_length
+from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from spendwatch.findings import Hit
 
-from .features import KEY, RESOURCE_HOUR_FEATURES, Features, resource_hours
+from .features import KEY, RESOURCE_HOUR_FEATURES, Features, resource_hours, resource_windows
 from .rules.base import fmt_time
+
+if TYPE_CHECKING:
+    from .model_store import TrainedModel
 
 # Baseline percentiles kept for explanations: a fine grid, with the far tails that words like "above the 99.9th
 # percentile" need.
 PERCENTILE_GRID = np.unique(np.concatenate([np.linspace(0, 1, 1001), [0.0001, 0.9999]]))
 
 # Byte and count features span orders of magnitude: trees split better on their logs.
-LOG_FEATURES = ("bytes_in", "bytes_out", "bytes_per_packet", "peers", "spend_rate")
+LOG_FEATURES = ("bytes_in", "bytes_out", "bytes_per_packet", "peers", "spend_rate", "unnamed_long_lived_bytes")
+
+# The smallest change in each feature (after LOG_FEATURES' log1p) worth a person's attention: range novelty is
+# counted in these units, so a value one unit beyond anything in the baseline adds 1. Utilisation in points,
+# byte volumes in factors of e, shares in tenths, persistence in single 10-minute intervals.
+FEATURE_UNITS: dict[str, float] = {
+    "cpu_mean": 5.0, "cpu_std": 2.0, "gpu_mean": 5.0, "gpu_std": 2.0, "flatness": 0.1, "bytes_in": 1.0,
+    "bytes_out": 1.0, "bytes_per_packet": 0.5, "peers": 0.5, "top_peer_share": 0.1, "spend_rate": 0.5,
+    "time_at_ceiling": 0.1, "top_peer_persistence": 1 / 6, "long_lived_share": 0.1, "unnamed_share": 0.1,
+    "unnamed_long_lived_bytes": 1.0,
+}
 
 
 # Rows per block: a block of float32 rows (16,384 x 12 x 4 B = 786 KB) stays in L2 cache while every tree walks
@@ -106,11 +131,15 @@ def _score_rows(forest: IsolationForest, X: np.ndarray, n_jobs: int) -> np.ndarr
 
 
 class ResourceHourForest(BaseEstimator):
-    """IsolationForest with an anomaly score where higher = more anomalous, and a per-row explanation.
+    """IsolationForest with an anomaly score where higher = more anomalous, range novelty, and explanations.
 
     Parameters are keyword-only and stored as given; `fit` validates them. Fitted attributes end in `_`:
     `forest_` (the sklearn IsolationForest), `n_features_in_`, `feature_names_in_` (when fitted on a
-    DataFrame), `center_` and `scale_` (median and robust spread per feature, for explanations).
+    DataFrame), `center_` and `scale_` (median and robust spread per feature, for explanations),
+    `range_min_` / `range_max_` (the baseline's range per feature), `threshold_` and `novelty_threshold_` (the
+    alert budget's thresholds on the isolation score and on range novelty).
+    `novelty_units`: per feature, the unit range novelty is counted in (None: 1 for every feature);
+    `novelty_floor`: the least novelty threshold, in units, however quiet the baseline.
     """
 
     _parameter_constraints: dict = {  # noqa: RUF012 (sklearn's declarative validation reads a class dict)
@@ -122,11 +151,14 @@ class ResourceHourForest(BaseEstimator):
         "n_jobs": [Integral, None],
         "alert_budget": [Interval(Real, 0, None, closed="neither")],
         "windows_per_day": [Interval(Real, 0, None, closed="neither")],
+        "novelty_units": ["array-like", None],
+        "novelty_floor": [Interval(Real, 0, None, closed="neither")],
     }
 
     def __init__(self, *, n_estimators: int = 100, max_samples: int | float | str = "auto",
                  max_features: float = 1.0, random_state: int | None = None, n_jobs: int | None = None,
-                 alert_budget: float = 1.0, windows_per_day: float = 24.0) -> None:
+                 alert_budget: float = 1.0, windows_per_day: float = 24.0,
+                 novelty_units: tuple[float, ...] | None = None, novelty_floor: float = 2.0) -> None:
         self.n_estimators = n_estimators
         self.max_samples = max_samples
         self.max_features = max_features
@@ -134,6 +166,8 @@ class ResourceHourForest(BaseEstimator):
         self.n_jobs = n_jobs
         self.alert_budget = alert_budget
         self.windows_per_day = windows_per_day
+        self.novelty_units = novelty_units
+        self.novelty_floor = novelty_floor
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: np.ndarray | pd.DataFrame, y: object = None) -> ResourceHourForest:
@@ -155,7 +189,40 @@ class ResourceHourForest(BaseEstimator):
         self.alert_rate_ = min(1.0, self.alert_budget / (1000.0 * self.windows_per_day))
         self.threshold_ = float(np.quantile(baseline, 1.0 - self.alert_rate_))
         self.baseline_median_score_ = float(np.median(baseline))
+        units = np.ones(X.shape[1]) if self.novelty_units is None else np.asarray(self.novelty_units, dtype=float)
+        if units.shape != (X.shape[1],) or not (units > 0).all():
+            raise ValueError(f"novelty_units needs one positive unit per feature ({X.shape[1]}), got {units.shape}")
+        self.units_ = units
+        self.range_min_, self.range_max_ = X.min(axis=0), X.max(axis=0)
+        self.novelty_threshold_ = max(float(self.novelty_floor), self._held_out_novelty(X))
         return self
+
+    def _held_out_novelty(self, X: np.ndarray) -> float:
+        """The budget's quantile of range novelty for baseline rows judged against the range of the other half.
+
+        In-sample every baseline row has novelty 0, which says nothing about how far an ordinary new hour goes
+        beyond the range; splitting the rows at random in two and measuring each half against the other's range
+        does (conservatively: half a baseline has a narrower range than the whole).
+        """
+        if len(X) < 4:
+            return 0.0
+        order = check_random_state(self.random_state).permutation(len(X))
+        halves = (X[order[: len(X) // 2]], X[order[len(X) // 2:]])
+        held = [_novelty(b, a.min(axis=0), a.max(axis=0), self.units_) for a, b in (halves, halves[::-1])]
+        return float(np.quantile(np.concatenate(held), 1.0 - self.alert_rate_))
+
+    def novelty(self, X: np.ndarray | pd.DataFrame) -> np.ndarray:
+        """Range novelty per row (>= 0): summed over features, how many units each value lies beyond the
+        baseline's range (below its minimum or above its maximum). 0 for anything the baseline did."""
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        return _novelty(X, self.range_min_, self.range_max_, self.units_)
+
+    def alert_score(self, X: np.ndarray | pd.DataFrame) -> np.ndarray:
+        """What hits are made from, 0..1 (higher = more anomalous): the larger of `calibrated_score` and the
+        calibrated range novelty n / (n + novelty_threshold_). Both reach 0.5 at their alert-budget threshold."""
+        nov = self.novelty(X)
+        return np.maximum(self.calibrated_score(X), nov / (nov + self.novelty_threshold_))
 
     def calibrated_score(self, X: np.ndarray | pd.DataFrame) -> np.ndarray:
         """Scores mapped to 0..1 (higher = more anomalous): the baseline median -> 0, the budget threshold -> 0.5.
@@ -198,6 +265,10 @@ class ResourceHourForest(BaseEstimator):
         return np.argsort(-z, axis=1)[:, :top]
 
 
+def _novelty(X: np.ndarray, lo: np.ndarray, hi: np.ndarray, units: np.ndarray) -> np.ndarray:
+    return (np.maximum(X - hi, 0.0) / units + np.maximum(lo - X, 0.0) / units).sum(axis=1)
+
+
 @dataclass(frozen=True)
 class IForestConfig:
     enabled: bool = True
@@ -205,6 +276,17 @@ class IForestConfig:
     max_samples: int | str = "auto"
     random_state: int = 0
     n_jobs: int = 2
+    # The organisation's baseline model (models/model_store.py: trained, stored, retrained).
+    baseline_days: float = 14.0  # the trailing window a baseline is trained on ...
+    holdout_hours: float = 24.0  # ... ending this long before the scan: the newest day is scored, not learned
+    min_baseline_rows: int = 200  # fewer baseline resource-hours: no baseline, the scan's own rows instead
+    alert_budget: float = 1.0  # model-only findings per day per 1,000 resources, calibrated on the baseline
+    novelty_floor: float = 2.0  # the least range-novelty threshold, in feature units
+    max_model_age_hours: float = 24.0  # a stored model trained longer ago than this (scan time) is retrained
+    full_alert_score: float = 0.75  # alert score (0.5 = the budget's threshold) at which a hit's level is full
+    full_windows: int = 3  # hours beyond the threshold at which a hit's persistence is full
+    baseline_belief_max: float = 0.5  # full level and persistence against the baseline: medium on its own
+    # Without a baseline: the scan's own resource-hours, weak hits on the most isolated resources.
     min_rows: int = 48  # fewer resource-hours than this: no fleet to compare with, no hits
     max_fit_rows: int = 200_000  # fit on a sample above this (each tree only sees max_samples rows anyway)
     min_score: float = 0.62  # scores below are ordinary; ~0.5 is the median of a clean fleet
@@ -219,11 +301,99 @@ RULE_ID = "iforest"
 FAMILY = "anomaly"
 
 
-def anomaly_hits(features: Features, config: IForestConfig | None = None) -> list[Hit]:
-    """Fit on this scan's resource-hours and return weak hits for the most anomalous resources."""
+def anomaly_hits(features: Features, config: IForestConfig | None = None, *, model: Any = None,
+                 now: datetime | None = None) -> list[Hit]:
+    """Hits for the resources least like the organisation's baseline (module docstring).
+
+    `model`: a `model_store.TrainedModel` to score with; or a source with `resolve(rows, now=, config=)` (a
+    `model_store.StoredModel`: the stored model, retrained when stale); or None: a baseline trained here, in
+    memory, by the same policy. With too little history for a baseline, the scan's own rows (weak hits).
+    The baseline is judged by the scan time or the newest telemetry, whichever is earlier: a scan of last
+    month's exports scores their newest day against the days before it.
+    """
+    from .model_store import baseline_model
+
     cfg = config or IForestConfig()
     if not cfg.enabled:
         return []
+    rows = resource_windows(features, "1h")
+    newest = telemetry_time(features.tables)
+    now = min(now, newest) if now is not None and newest is not None else (now or newest)
+    trained = None
+    if now is not None and len(rows):
+        if model is None:
+            trained = baseline_model(rows, now=now, config=cfg)
+        elif hasattr(model, "resolve"):
+            trained = model.resolve(rows, now=now, config=cfg)
+        else:
+            trained = model
+    if trained is None:
+        return _scan_only_hits(features, cfg)
+    return baseline_hits(rows, trained, cfg)
+
+
+def telemetry_time(tables: Any) -> datetime | None:
+    """The newest time in what resource-windows are built from (flows, utilisation, DNS, billing): the instant a
+    baseline is judged by. Not the inventory: a describe call at scan time lists launches of this minute."""
+    times = []
+    for frame, col in ((tables.flows, "end"), (tables.utilization, "time"), (tables.dns, "time"),
+                       (tables.spend, "hour")):
+        if len(frame) and col in frame and pd.notna(frame[col].max()):
+            times.append(pd.Timestamp(frame[col].max()))
+    return max(times).to_pydatetime() if times else None
+
+
+def baseline_hits(rows: pd.DataFrame, trained: TrainedModel, cfg: IForestConfig) -> list[Hit]:
+    """Hits from the 1-hour rows after the model's training window, scored against its baseline.
+
+    Per resource: its hours with an alert score >= 0.5 (beyond the budget's threshold), the peak score and
+    the hour it came in. Strength = level x persistence, level = (peak - 0.5) / (full_alert_score - 0.5) and
+    persistence = hours / full_windows, each capped at 1; belief runs from belief_min to baseline_belief_max.
+    """
+    from .model_store import to_matrix
+
+    names = list(trained.features)
+    scored = rows[pd.to_datetime(rows["window"], utc=True) > pd.Timestamp(trained.window_end)]
+    if not len(scored):
+        return []
+    est = trained.estimator
+    X = to_matrix(scored, names)
+    alert = est.alert_score(X)
+    hot = scored.assign(alert=alert, row=np.arange(len(scored)))[alert >= 0.5]
+    if not len(hot):
+        return []
+    span = scored.groupby(KEY, observed=True).size()
+    per = hot.sort_values("alert", ascending=False, kind="stable").groupby(KEY, observed=True, sort=False)
+    summary = per.agg(hours=("alert", "size"), peak=("alert", "first"), row=("row", "first"),
+                      window=("window", "first"), first=("window", "min"), last=("window", "max"))
+    level = ((summary["peak"] - 0.5) / max(cfg.full_alert_score - 0.5, 1e-9)).clip(0, 1)
+    strength = level * (summary["hours"] / max(cfg.full_windows, 1)).clip(upper=1)
+    summary = summary.assign(belief=cfg.belief_min + (cfg.baseline_belief_max - cfg.belief_min) * strength)
+    summary = summary.sort_values(["belief", "peak"], ascending=False).head(cfg.top_k)
+    scope = "this account's baseline"
+    where = (f"baseline {fmt_time(trained.window_start)} to {fmt_time(trained.window_end)}, "
+             f"{trained.rows:,} resource-hours")
+    out = []
+    for (cloud, account, resource), row in summary.iterrows():
+        words = explain_in_words(est, X[int(row["row"])], names, top=cfg.top_features, scope=scope)
+        hours, total = int(row["hours"]), int(span.get((cloud, account, resource), row["hours"]))
+        evidence = (f"{resource} behaved unlike this account's baseline in {hours} of its {total} scanned hour(s) "
+                    f"({where}); most in the hour from {fmt_time(row['window'])} (alert score "
+                    f"{row['peak']:.2f}, 0.5 = the alert budget's threshold; higher = more anomalous): "
+                    + "; ".join(words))
+        out.append(Hit(
+            rule=RULE_ID, cloud=str(cloud), account=str(account), resource=str(resource), principal=None,
+            start=row["first"].to_pydatetime(), end=(row["last"] + pd.Timedelta(hours=1)).to_pydatetime(),
+            belief=round(float(row["belief"]), 4), evidence=evidence, family=FAMILY,
+            facts={"alert_score": round(float(row["peak"]), 4), "hours": hours, "baseline": "organisation",
+                   "window": [trained.window_start.isoformat(), trained.window_end.isoformat()],
+                   "explanation": words},
+        ))
+    return out
+
+
+def _scan_only_hits(features: Features, cfg: IForestConfig) -> list[Hit]:
+    """Fit on this scan's resource-hours and return weak hits for the most anomalous resources."""
     rh = resource_hours(features)
     if len(rh) < cfg.min_rows:
         return []
@@ -263,7 +433,8 @@ def anomaly_hits(features: Features, config: IForestConfig | None = None) -> lis
             rule=RULE_ID, cloud=str(row["cloud"]), account=str(row["account"]), resource=str(row["resource"]),
             principal=None, start=hour.to_pydatetime(), end=(hour + pd.Timedelta(hours=1)).to_pydatetime(),
             belief=round(belief, 4), evidence=evidence, family=FAMILY,
-            facts={"score": round(float(row["score"]), 4), "top_features": [names[j] for j in feats]},
+            facts={"score": round(float(row["score"]), 4), "top_features": [names[j] for j in feats],
+                   "baseline": "this scan"},
         ))
     return out
 
@@ -281,6 +452,11 @@ FEATURE_WORDS: dict[str, str] = {  # how a person reads one feature's value in S
     "peers": "{v:.0f} distinct external peer(s)",
     "top_peer_share": "{v:.0%} of traffic to the top peer",
     "spend_rate": "${v:,.2f} billed in the window",
+    "time_at_ceiling": "at its ceiling (95 %+) {v:.0%} of the time",
+    "top_peer_persistence": "its top external peer present in {v:.0%} of the last six 10-minute intervals",
+    "long_lived_share": "{v:.0%} of its traffic on connections held open 5+ minutes",
+    "unnamed_share": "{v:.0%} of its traffic with peers no DNS answer named",
+    "unnamed_long_lived_bytes": "{v:,.0f} bytes over connections held open to peers no DNS answer named",
 }
 
 
@@ -306,18 +482,26 @@ def percentile_words(percentile: float, scope: str = "this account") -> str:
 
 def explain_in_words(model: ResourceHourForest, row: np.ndarray, names: list[str] | tuple[str, ...],
                      top: int = 3, scope: str = "this account") -> list[str]:
-    """The `top` features of one row that lie furthest in the baseline's tails, each as a sentence.
+    """The `top` features of one row that lie furthest from the baseline, each as a sentence.
 
-    Ranked by how far into a tail the value lies (its baseline percentile's distance from the median), ties
-    broken by the robust z-score, e.g. "1 distinct external peer(s): below the 1st percentile of this account".
+    Features beyond the baseline's range come first, the furthest (in novelty units) first: "its top external
+    peer present in 100% of the last six 10-minute intervals: above anything in this account". Then by how far
+    into a tail the value lies (its baseline percentile's distance from the median), ties broken by the robust
+    z-score: "1 distinct external peer(s): below the 1st percentile of this account".
     """
     x = np.asarray(row, dtype=np.float64).reshape(1, -1)
     pct = model.percentile_of(x)[0]
     z = np.abs((x[0] - model.center_) / model.scale_)
-    order = np.lexsort((-z, -np.abs(pct - 50.0)))[:top]
+    above = np.maximum(x[0] - model.range_max_, 0.0) / model.units_
+    below = np.maximum(model.range_min_ - x[0], 0.0) / model.units_
+    order = np.lexsort((-z, -np.abs(pct - 50.0), -(above + below)))[:top]
     out = []
     for j in order:
         name = str(names[j])
-        value = FEATURE_WORDS.get(name, name + " {v:.3g}").format(v=x[0, j])
-        out.append(f"{value}: {percentile_words(pct[j], scope)}")
+        shown = float(np.expm1(x[0, j])) if name in LOG_FEATURES else x[0, j]  # rows carry log1p of these
+        value = FEATURE_WORDS.get(name, name + " {v:.3g}").format(v=shown)
+        if above[j] > 0 or below[j] > 0:
+            out.append(f"{value}: {'above' if above[j] > 0 else 'below'} anything in {scope}")
+        else:
+            out.append(f"{value}: {percentile_words(pct[j], scope)}")
     return out

@@ -1,25 +1,40 @@
 """Train the isolation forest on an organisation's own baseline, and persist it with skops (never pickle).
 
-A saved model is a skops file holding one dict: a format tag, the estimator, its training window, the feature
-list, and the versions that produced it. Loading refuses anything else (another estimator's .skops, a
-truncated or garbage file, a file needing types beyond the forest's own) with `ModelFileError`, so a wrong
-path can never silently score with the wrong model. skops (unlike pickle) only rebuilds types it is told to
-trust; we trust exactly the two non-default types our forest needs.
+The baseline policy (`baseline_model`): the trailing `IForestConfig.baseline_days` of 1-hour resource-windows
+ending `holdout_hours` before the scan (the newest day is what gets scored, so an incident that began in it is
+not learned as normal), leaving out the resources of open incidents (medium or above) and of findings marked
+expected (`excluded_resources(store)`). Too few rows for a baseline: None, and the forest falls back to the
+scan's own rows.
+
+`StoredModel` is the organisation's model on disk: `resolve` loads it when it is fresh (trained at most
+`max_model_age_hours` before the scan, by scan time, with today's feature list) and otherwise trains a new one
+by the same policy and saves it; `spendwatch model train` does the same on a schedule (and `serve` calls
+`retrain` once a day).
+
+A saved model is a skops file holding one dict: a format tag, the estimator, its training window, when it was
+trained, the feature list, and the versions that produced it. Loading refuses anything else (another
+estimator's .skops, a truncated or garbage file, a file needing types beyond the forest's own) with
+`ModelFileError`, so a wrong path can never silently score with the wrong model. skops (unlike pickle) only
+rebuilds types it is told to trust; we trust exactly the two non-default types our forest needs.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .features import KEY, RESOURCE_HOUR_FEATURES
-from .iforest import LOG_FEATURES, ResourceHourForest
+from .features import KEY, RESOURCE_HOUR_FEATURES, WINDOW_FEATURES
+from .iforest import FEATURE_UNITS, LOG_FEATURES, IForestConfig, ResourceHourForest
+
+MODEL_FILE = "model.skops"  # beside the state database
 
 FORMAT = "spendwatch-model"
 FORMAT_VERSION = 1
@@ -43,6 +58,7 @@ class TrainedModel:
     resources: int
     excluded: int  # resources left out (open incidents, marked expected)
     meta: dict[str, Any]
+    trained_at: datetime | None = None  # the scan time it was trained for (its age is judged by scan time)
 
 
 def to_matrix(rows: pd.DataFrame, features: Iterable[str] = RESOURCE_HOUR_FEATURES) -> np.ndarray:
@@ -56,12 +72,19 @@ def to_matrix(rows: pd.DataFrame, features: Iterable[str] = RESOURCE_HOUR_FEATUR
 
 
 def excluded_resources(store: Any) -> set[tuple[str, str, str]]:
-    """(cloud, account, resource) of findings that are open incidents or marked expected in the store."""
+    """(cloud, account, resource) to leave out of a baseline: open or quarantined incidents (findings at medium
+    or above, with the resources a principal finding lists) and findings a person marked expected.
+
+    Low findings are weak single indicators (a training box's saturation hit): leaving every one of them out
+    would strip the baseline of exactly the busy resources it must know.
+    """
+    from spendwatch.findings import Severity
+
     out: set[tuple[str, str, str]] = set()
-    for status in ("open", "quarantined", "expected"):
-        for f in store.findings(status=status):
-            if f.resource:
-                out.add((str(f.cloud), str(f.account), str(f.resource)))
+    for status, floor in (("open", Severity.MEDIUM), ("quarantined", Severity.INFO), ("expected", Severity.INFO)):
+        for f in store.findings(status=status, min_severity=floor):
+            for resource in ([f.resource] if f.resource else list(f.related)):
+                out.add((str(f.cloud), str(f.account), str(resource)))
     return out
 
 
@@ -86,12 +109,98 @@ def train_baseline(rows: pd.DataFrame, *, end: datetime | None = None, days: flo
     base = rows[in_window.to_numpy() & ~left_out]
     if not len(base):
         raise ValueError(f"no baseline rows between {start} and {stop} after leaving out {len(skip)} resources")
+    if "novelty_units" not in params and set(names) <= set(FEATURE_UNITS):
+        params["novelty_units"] = tuple(FEATURE_UNITS[n] for n in names)
     model = ResourceHourForest(**params).fit(to_matrix(base, names))
     return TrainedModel(
         estimator=model, features=names, window_start=start.to_pydatetime(), window_end=stop.to_pydatetime(),
         rows=len(base), resources=int(base[KEY].drop_duplicates().shape[0]),
         excluded=len({k for k, out in zip(keys, left_out, strict=True) if out}), meta={},
     )
+
+
+def baseline_model(rows: pd.DataFrame, *, now: datetime, config: IForestConfig | None = None,
+                   exclude: Iterable[tuple[str, str, str]] = ()) -> TrainedModel | None:
+    """The baseline a scan at `now` is scored against (module docstring), or None when the trailing window
+    holds fewer than `config.min_baseline_rows` resource-hours. `rows` is `features.resource_windows(f, "1h")`.
+    """
+    cfg = config or IForestConfig()
+    end = pd.Timestamp(now) - pd.Timedelta(hours=cfg.holdout_hours)
+    end = end.tz_localize(UTC) if end.tzinfo is None else end
+    times = pd.to_datetime(rows["window"], utc=True)
+    skip = set(exclude)
+    inside = (times > end - pd.Timedelta(days=cfg.baseline_days)) & (times <= end)
+    if skip:
+        keys = zip(rows["cloud"].astype(str), rows["account"].astype(str), rows["resource"].astype(str), strict=True)
+        inside &= ~np.fromiter((k in skip for k in keys), dtype=bool, count=len(rows))
+    if int(inside.sum()) < cfg.min_baseline_rows:
+        return None
+    trained = train_baseline(rows, end=end.to_pydatetime(), days=cfg.baseline_days, exclude=skip,
+                             features=WINDOW_FEATURES, window_column="window", n_estimators=cfg.n_estimators,
+                             max_samples=cfg.max_samples, random_state=cfg.random_state, n_jobs=cfg.n_jobs,
+                             alert_budget=cfg.alert_budget, novelty_floor=cfg.novelty_floor)
+    now_ts = pd.Timestamp(now)
+    return dataclasses.replace(trained, trained_at=(now_ts.tz_localize(UTC) if now_ts.tzinfo is None
+                                                    else now_ts).to_pydatetime())
+
+
+def is_fresh(trained: TrainedModel, now: datetime, config: IForestConfig | None = None) -> bool:
+    """Whether a scan at `now` may score with `trained`: today's feature list, trained at most
+    `max_model_age_hours` before `now` by scan time, and not trained for a scan more than an hour later than this
+    one (a replay of older data must not score with a model that has seen its future; an hour absorbs the
+    spread of the newest record's time from one scan to the next)."""
+    cfg = config or IForestConfig()
+    if trained.trained_at is None or tuple(trained.features) != tuple(WINDOW_FEATURES):
+        return False
+    age = pd.Timestamp(now) - pd.Timestamp(trained.trained_at)
+    return -timedelta(hours=1) <= age <= timedelta(hours=cfg.max_model_age_hours)
+
+
+@dataclass
+class StoredModel:
+    """The organisation's model: loaded when fresh, else retrained by the baseline policy (and saved to `path`).
+
+    With `path` None it lives in memory only (a replay retrains it as the days go by, as a schedule would).
+    `exclude` is what to leave out of a baseline (`excluded_resources(store)`). `last` says what the most recent
+    `resolve` did ("loaded", "trained", "kept stale": too little history to retrain, "none": no model).
+    """
+
+    path: Path | None = None
+    exclude: frozenset[tuple[str, str, str]] = frozenset()
+    last: str = field(default="none", compare=False)
+    current: TrainedModel | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def beside(cls, store: Any) -> StoredModel | None:
+        """The model file next to a file-backed store's database (None for an in-memory store)."""
+        where = getattr(store, "path", None)
+        if where is None or str(where) == ":memory:":
+            return None
+        return cls(Path(where).with_name(MODEL_FILE), frozenset(excluded_resources(store)))
+
+    def resolve(self, rows: pd.DataFrame, *, now: datetime, config: IForestConfig | None = None) -> TrainedModel | None:
+        current = self.current
+        if current is None and self.path is not None and self.path.exists():
+            current = load_model(self.path)
+        if current is not None and is_fresh(current, now, config):
+            self.current, self.last = current, "loaded"
+            return current
+        trained = self.retrain(rows, now=now, config=config)
+        if trained is None and current is not None and tuple(current.features) == tuple(WINDOW_FEATURES):
+            self.current, self.last = current, "kept stale"  # the last baseline beats none (incremental scans)
+            return current
+        return trained
+
+    def retrain(self, rows: pd.DataFrame, *, now: datetime, config: IForestConfig | None = None) -> TrainedModel | None:
+        """Train by the baseline policy and save (replacing the file atomically); None when history is too short."""
+        trained = baseline_model(rows, now=now, config=config, exclude=self.exclude)
+        if trained is None:
+            self.last = "none"
+            return None
+        if self.path is not None:
+            save_model(trained, self.path)
+        self.current, self.last = trained, "trained"
+        return trained
 
 
 def save_model(trained: TrainedModel, path: str | Path) -> Path:
@@ -104,12 +213,16 @@ def save_model(trained: TrainedModel, path: str | Path) -> Path:
     doc = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "spendwatch_version": __version__,
         "sklearn_version": sklearn.__version__, "created_at": datetime.now(UTC).isoformat(),
+        "trained_at": trained.trained_at.isoformat() if trained.trained_at is not None else None,
         "training_window": [trained.window_start.isoformat(), trained.window_end.isoformat()],
         "features": list(trained.features), "rows": trained.rows, "resources": trained.resources,
         "excluded": trained.excluded, "estimator": trained.estimator,
     }
     target = Path(path)
-    sio.dump(doc, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    sio.dump(doc, partial)
+    os.replace(partial, target)  # a reader never sees half a model, and a crash mid-write leaves the old one
     return target
 
 
@@ -140,6 +253,7 @@ def load_model(path: str | Path) -> TrainedModel:
         raise ModelFileError(f"{source}: spendwatch model is damaged (estimator and feature list disagree)")
     start, stop = (datetime.fromisoformat(t) for t in doc["training_window"])
     meta = {k: v for k, v in doc.items() if k not in ("estimator",)}
+    trained_at = datetime.fromisoformat(doc["trained_at"]) if doc.get("trained_at") else None
     return TrainedModel(estimator=estimator, features=features, window_start=start, window_end=stop,
                         rows=int(doc["rows"]), resources=int(doc["resources"]), excluded=int(doc["excluded"]),
-                        meta=meta)
+                        meta=meta, trained_at=trained_at)

@@ -16,13 +16,23 @@ what pages a person) count. Definitions, per scenario and then summed:
 - Per rule: the same counts restricted to counted findings whose `rules` include the rule (the rule took
   part in raising them): TP_r, FP_r, precision_r = TP_r / (TP_r + FP_r), and recall_r = positive labels
   covered by such a finding / all positive labels (how much of the suite the rule helps catch).
+- Time to detect (with `ttd=True`): for each positive label covered at the end, the first 15-minute tick at
+  which a scan of what had been *delivered* by then (spendwatch.replay's delivery lags) covers it, minus the
+  incident's start. Ticks run forward from the start and stop once every such label is found.
+
+The organisation's model: each scenario's baseline model is trained once, as the scheduled retrain at the start
+of the scanned day leaves it (`model_store.baseline_model` at the scenario's end: the trailing history ending
+`holdout_hours` = one day before, i.e. the scenario's history days, without the incidents), and every scan of
+the scenario, the time-to-detect ticks included, scores with it.
 """
 
 from __future__ import annotations
 
+import statistics
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +43,8 @@ from .simulate import Incident
 __all__ = ["MODES", "Comparison", "Label", "ScenarioResult", "Suite", "evaluate_modes", "evaluate_scenario",
            "mode_configs", "run_compare", "run_suite", "score_findings"]
 
+TTD_EVERY = timedelta(minutes=15)  # the scheduled scan's interval in the time-to-detect ticks
+
 
 @dataclass(frozen=True)
 class Label:
@@ -40,10 +52,11 @@ class Label:
     positive: bool
     resources: tuple[str, ...]
     principal: str | None
+    started: datetime | None = None
 
     @classmethod
     def of(cls, incident: Incident, positive: bool) -> Label:
-        return cls(incident.name, positive, tuple(incident.resources), incident.principal)
+        return cls(incident.name, positive, tuple(incident.resources), incident.principal, incident.started)
 
     def covered_by(self, f: Finding) -> bool:
         if f.resource is not None:
@@ -61,6 +74,12 @@ class ScenarioResult:
     findings: list[Finding]  # the counted findings (>= min_severity)
     covered: dict[str, list[str]]  # label name -> ids of counted findings covering it
     seconds: float = 0.0
+    detected: dict[str, datetime] = field(default_factory=dict)  # label name -> first tick covering it (ttd)
+
+    def ttd_minutes(self) -> dict[str, float]:
+        """Minutes from each detected positive's start to the first tick at which it was covered."""
+        return {lab.name: round((self.detected[lab.name] - lab.started).total_seconds() / 60, 1)
+                for lab in self.positives if lab.name in self.detected and lab.started is not None}
 
     @property
     def positives(self) -> list[Label]:
@@ -101,12 +120,16 @@ def evaluate_scenario(name: str, *, workdir: Path | None = None, min_severity: S
 
 
 def evaluate_modes(name: str, modes: dict[str, DetectionConfig | None], *, workdir: Path | None = None,
-                   min_severity: Severity = Severity.MEDIUM) -> dict[str, ScenarioResult]:
-    """Simulate and read one scenario once, then detect and score it under each named detection config."""
+                   min_severity: Severity = Severity.MEDIUM, ttd: bool = False) -> dict[str, ScenarioResult]:
+    """Simulate and read one scenario once, then detect and score it under each named detection config
+    (each scan scored with the scenario's baseline model; with `ttd`, time to detect too: module docstring)."""
     import time
 
     from .connectors.files import read_directory
     from .models import detect
+    from .models.features import Features, resource_windows
+    from .models.iforest import RULE_ID as IFOREST_ID
+    from .models.model_store import baseline_model
     from .report import RunReport
     from .simulate.scenarios import SCENARIOS, run_scenario
 
@@ -115,16 +138,53 @@ def evaluate_modes(name: str, modes: dict[str, DetectionConfig | None], *, workd
         truth = run_scenario(name, Path(tmp) / "data")
         tables = read_directory(truth.root, RunReport())
     labels = [Label.of(i, True) for i in truth.incidents] + [Label.of(i, False) for i in truth.negatives]
+    rows = None
     shared = time.perf_counter() - t0
     out = {}
     for mode, config in modes.items():
         t1 = time.perf_counter()
-        findings = detect(tables, config=config, now=truth.end)
+        cfg = config or DetectionConfig()
+        model = None
+        if IFOREST_ID not in cfg.disabled:
+            rows = resource_windows(Features(tables), "1h") if rows is None else rows
+            model = baseline_model(rows, now=truth.end, config=cfg.iforest)
+        findings = detect(tables, config=cfg, now=truth.end, model=model)
         result = score_findings(labels, findings, scenario=name, kind=SCENARIOS[name].kind,
                                 min_severity=min_severity)
+        if ttd:
+            result.detected = first_detection(tables, result, config=cfg, model=model, end=truth.end,
+                                              min_severity=min_severity)
         result.seconds = shared + time.perf_counter() - t1
         out[mode] = result
     return out
+
+
+def first_detection(tables: Any, result: ScenarioResult, *, config: DetectionConfig, model: Any, end: datetime,
+                    min_severity: Severity = Severity.MEDIUM) -> dict[str, datetime]:
+    """For each positive label `result` covers (the scan at `end`), the first TTD_EVERY tick from its start at
+    which a scan of what had been delivered by then covers it (more data is assumed never to hide a finding)."""
+    from .models import detect
+    from .replay import DeliveredTables, ticks
+
+    todo = {lab.name: (lab, lab.started) for lab in result.positives
+            if result.covered[lab.name] and lab.started is not None}
+    if not todo:
+        return {}
+    delivered = DeliveredTables(tables)
+    found: dict[str, datetime] = {}
+    for tick in ticks(min(start for _, start in todo.values()), end + TTD_EVERY, TTD_EVERY):
+        due = [lab for lab, start in todo.values() if start <= tick]
+        if not due:
+            continue
+        findings = [f for f in detect(delivered.at(tick), config=config, now=tick, model=model)
+                    if f.severity >= min_severity]
+        for lab in due:
+            if any(lab.covered_by(f) for f in findings):
+                found[lab.name] = tick
+                del todo[lab.name]
+        if not todo:
+            break
+    return found
 
 
 @dataclass
@@ -137,8 +197,10 @@ class Suite:
         fp = sum(len(r.fp_findings()) for r in self.results)
         pos = [(r, lab) for r in self.results for lab in r.positives]
         found = sum(1 for r, lab in pos if r.covered[lab.name])
+        ttd = [m for r in self.results for m in r.ttd_minutes().values()]
         return {"tp": tp, "fp": fp, "fn": len(pos) - found, "positives": len(pos),
-                "precision": _ratio(tp, tp + fp), "recall": _ratio(found, len(pos))}
+                "precision": _ratio(tp, tp + fp), "recall": _ratio(found, len(pos)),
+                "median_ttd_min": round(statistics.median(ttd), 1) if ttd else None}
 
     def per_rule(self) -> dict[str, dict[str, Any]]:
         pos = [(r, lab) for r in self.results for lab in r.positives]
@@ -218,28 +280,22 @@ def run_suite(names: Sequence[str] | None = None, *, workdir: Path | None = None
 
 
 # ---- rules vs model vs both ----------------------------------------------------------------------------------
-# Model-only mode: the isolation forest's hits are weak on purpose (belief 0.10-0.25, never above low after
-# fusion), so on its own it could never page anyone. For the comparison the model alone gets a direct mapping
-# from its isolation score to severity instead: the hit's belief runs from MODEL_ONLY_BELIEF[0] at
-# `IForestConfig.min_score` (0.45: medium) to MODEL_ONLY_BELIEF[1] at `full_score` and above (0.70: high).
-# Only the belief range changes; which resources get hits (top_k above min_score) is the default detector's.
-MODEL_ONLY_BELIEF = (0.45, 0.70)
+# The same detector three ways: every rule without the forest; the forest alone (its hits as the default detector
+# makes them: a resource far beyond the baseline's alert-budget threshold for three hours or more reaches medium
+# on its own, anything less stays low); and both (the default).
 MODES = ("rules", "model", "both")
 
 
 def mode_configs(base: DetectionConfig | None = None) -> dict[str, DetectionConfig]:
-    """The three detection configs compared: rules only, model only (see MODEL_ONLY_BELIEF), both (default)."""
+    """The three detection configs compared: rules only, model only, both (the default)."""
     import dataclasses
 
     from .models.iforest import RULE_ID as IFOREST_ID
     from .models.rules import RULES
 
     cfg = base or DetectionConfig()
-    model_only = dataclasses.replace(
-        cfg, disabled=frozenset(RULES),
-        iforest=dataclasses.replace(cfg.iforest, belief_min=MODEL_ONLY_BELIEF[0], belief_max=MODEL_ONLY_BELIEF[1]))
-    return {"rules": dataclasses.replace(cfg, disabled=cfg.disabled | {IFOREST_ID}), "model": model_only,
-            "both": cfg}
+    return {"rules": dataclasses.replace(cfg, disabled=cfg.disabled | {IFOREST_ID}),
+            "model": dataclasses.replace(cfg, disabled=frozenset(RULES)), "both": cfg}
 
 
 def f1(precision: float | None, recall: float | None) -> float | None:
@@ -265,36 +321,41 @@ class Comparison:
         return out
 
     def to_json(self) -> dict[str, Any]:
-        return {"min_severity": "medium", "model_only_belief": list(MODEL_ONLY_BELIEF), "overall": self.overall(),
+        return {"min_severity": "medium", "overall": self.overall(),
                 "scenarios": {mode: [{"scenario": r.scenario, "passed": r.passed(),
                                       "tp": len(r.tp_findings()), "fp": len(r.fp_findings()),
                                       "found": sum(bool(r.covered[lab.name]) for lab in r.positives),
-                                      "positives": len(r.positives)} for r in s.results]
+                                      "positives": len(r.positives), "ttd_min": r.ttd_minutes()}
+                                     for r in s.results]
                               for mode, s in self.suites.items()}}
 
     def markdown(self) -> str:
         modes = list(self.suites)
-        lines = ["| scenario | " + " | ".join(f"{m}: found / FP" for m in modes) + " |",
-                 "|---|" + "---|" * len(modes)]
+        lines = ["| scenario | kind | " + " | ".join(f"{m}: found / FP (time to detect)" for m in modes) + " |",
+                 "|---|---|" + "---|" * len(modes)]
         for i, r0 in enumerate(self.suites[modes[0]].results):
             cells = []
             for m in modes:
                 r = self.suites[m].results[i]
                 found = sum(bool(r.covered[lab.name]) for lab in r.positives)
-                cells.append(f"{found}/{len(r.positives)} / {len(r.fp_findings())}")
-            lines.append(f"| {r0.scenario} | " + " | ".join(cells) + " |")
-        lines += ["", "| detectors | TP findings | FP findings | missed incidents | precision | recall | F1 |",
-                  "|---|---|---|---|---|---|---|"]
+                ttd = r.ttd_minutes()
+                when = f" ({', '.join(_minutes(v) for v in ttd.values())})" if ttd else ""
+                cells.append(f"{found}/{len(r.positives)} / {len(r.fp_findings())}{when}")
+            lines.append(f"| {r0.scenario} | {r0.kind} | " + " | ".join(cells) + " |")
+        lines += ["", "| detectors | TP findings | FP findings | missed incidents | precision | recall | F1 | "
+                  "median time to detect |", "|---|---|---|---|---|---|---|---|"]
         for mode, o in self.overall().items():
             lines.append(f"| {mode} | {o['tp']} | {o['fp']} | {o['fn']}/{o['positives']} | {_pct(o['precision'])} "
-                         f"| {_pct(o['recall'])} | {_num(o['f1'])} |")
+                         f"| {_pct(o['recall'])} | {_num(o['f1'])} | {_minutes(o['median_ttd_min'])} |")
         return "\n".join(lines) + "\n"
 
     def text(self) -> str:
-        lines = [f"{'detectors':<10} {'TP':>4} {'FP':>4} {'missed':>7} {'precision':>10} {'recall':>8} {'F1':>6}"]
+        lines = [f"{'detectors':<10} {'TP':>4} {'FP':>4} {'missed':>7} {'precision':>10} {'recall':>8} {'F1':>6} "
+                 f"{'median TTD':>11}"]
         for mode, o in self.overall().items():
             lines.append(f"{mode:<10} {o['tp']:>4} {o['fp']:>4} {o['fn']:>3}/{o['positives']:<3} "
-                         f"{_pct(o['precision']):>10} {_pct(o['recall']):>8} {_num(o['f1']):>6}")
+                         f"{_pct(o['precision']):>10} {_pct(o['recall']):>8} {_num(o['f1']):>6} "
+                         f"{_minutes(o['median_ttd_min']):>11}")
         return "\n".join(lines) + "\n"
 
 
@@ -302,12 +363,19 @@ def _num(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.2f}"
 
 
+def _minutes(x: float | None) -> str:
+    if x is None:
+        return "n/a"
+    return f"{x:.0f} min" if x < 120 else f"{x / 60:.1f} h"
+
+
 def run_compare(names: Sequence[str] | None = None, *, workdir: Path | None = None,
-                base: DetectionConfig | None = None) -> Comparison:
-    """Every scenario (or the named ones) simulated once and scanned under rules only, model only and both."""
+                base: DetectionConfig | None = None, ttd: bool = True) -> Comparison:
+    """Every scenario (or the named ones) simulated once and scanned under rules only, model only and both;
+    with `ttd`, each mode's time to detect too (a forward replay per scenario and mode: the slow part)."""
     from .models.rules import RULES
     from .simulate.scenarios import SCENARIOS
 
     configs = mode_configs(base)
-    per = [evaluate_modes(n, dict(configs), workdir=workdir) for n in (names or list(SCENARIOS))]
+    per = [evaluate_modes(n, dict(configs), workdir=workdir, ttd=ttd) for n in (names or list(SCENARIOS))]
     return Comparison({m: Suite([p[m] for p in per], rules=[*RULES, "iforest"]) for m in configs})

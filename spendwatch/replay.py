@@ -198,12 +198,18 @@ def _severity_of(findings: list[Finding], finding_id: str) -> Severity | None:
 
 def replay(tables: Tables, *, every: timedelta = timedelta(minutes=15), start: datetime | None = None,
            end: datetime | None = None, config: Any = None, store: Any = None,
-           landing: bool = True) -> ReplayResult:
-    """Scan `tables` at every tick as if live (module docstring); upsert into `store` (a Store) when given."""
+           landing: bool = True, model: Any = None) -> ReplayResult:
+    """Scan `tables` at every tick as if live (module docstring); upsert into `store` (a Store) when given.
+
+    `model` is what the isolation forest scores with (see `models.detect`); by default the organisation's model
+    kept in memory and retrained whenever it is a day old by tick time, as the daily retrain would.
+    """
     import time
 
     from .models import detect
+    from .models.model_store import StoredModel
 
+    model = StoredModel() if model is None else model
     t0 = time.perf_counter()
     delivered = DeliveredTables(tables)
     span = delivered.span()
@@ -217,7 +223,7 @@ def replay(tables: Tables, *, every: timedelta = timedelta(minutes=15), start: d
     for tick in grid:
         cut = sum(int(np.searchsorted(v, _ns(tick), "right")) for v in delivered.visible.values())
         if cut != last_seen_data:  # nothing new delivered since the last tick: the scan's result is unchanged
-            findings = detect(delivered.at(tick), config=config, now=tick)
+            findings = detect(delivered.at(tick), config=config, now=tick, model=model)
             last_seen_data = cut
         if store is not None:
             store.upsert(findings, now=tick)  # the store keeps each finding's first detected_at
@@ -234,12 +240,12 @@ def replay(tables: Tables, *, every: timedelta = timedelta(minutes=15), start: d
         previous = tick
     if landing:  # only for findings that page someone: each costs a bisection of detect() calls
         for tr in (t for t in tracked.values() if t.severity >= Severity.MEDIUM):
-            tr.landed_at = evidence_landing(delivered, tr, config)
+            tr.landed_at = evidence_landing(delivered, tr, config, model)
     out = sorted(tracked.values(), key=lambda t: (-int(t.severity), t.detected_at, t.finding.id))
     return ReplayResult(every, grid, out, time.perf_counter() - t0)
 
 
-def evidence_landing(delivered: DeliveredTables, tr: Tracked, config: Any) -> datetime | None:
+def evidence_landing(delivered: DeliveredTables, tr: Tracked, config: Any, model: Any = None) -> datetime | None:
     """Earliest delivery instant in (previous tick, reached_at] at which the finding has its reported severity."""
     from .models import detect
 
@@ -254,7 +260,7 @@ def evidence_landing(delivered: DeliveredTables, tr: Tracked, config: Any) -> da
     while lo < hi:
         mid = (lo + hi) // 2
         t = pd.Timestamp(int(cands[mid]), tz="UTC").to_pydatetime()
-        sev = _severity_of(detect(delivered.at(t), config=config, now=t), tr.finding.id)
+        sev = _severity_of(detect(delivered.at(t), config=config, now=t, model=model), tr.finding.id)
         if sev is not None and sev >= tr.severity:
             hi = mid
         else:

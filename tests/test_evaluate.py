@@ -61,20 +61,30 @@ def test_f1_definition():
     assert f1(None, 0.0) == 0.0 and f1(0.0, 0.0) == 0.0
 
 
-def test_compare_modes_on_one_scenario(capsys):
-    """Rules only, model only and both on one scenario: figures computed from the findings, modes kept apart."""
-    from spendwatch.evaluate import MODEL_ONLY_BELIEF, f1, run_compare
+def test_compare_modes_on_a_novel_scenario():
+    """Rules only, model only and both on an unknown-signature scenario: the rules have nothing, the organisation's
+    baseline model finds it, and the combination keeps it; figures and times computed from the findings."""
+    from spendwatch.evaluate import f1, run_compare
 
-    cmp = run_compare(["classic-miners"])
+    cmp = run_compare(["agent-exfiltration"], ttd=True)
     assert list(cmp.suites) == ["rules", "model", "both"]
-    rules_only, model_only = cmp.suites["rules"].results[0], cmp.suites["model"].results[0]
-    assert all("iforest" not in f.rules for f in rules_only.findings)
-    assert model_only.findings and all(f.rules == ["iforest"] for f in model_only.findings)
-    assert all(MODEL_ONLY_BELIEF[0] - 1e-9 <= f.score <= MODEL_ONLY_BELIEF[1] + 1e-9 for f in model_only.findings)
+    rules, model, both = (cmp.suites[m].results[0] for m in ("rules", "model", "both"))
+    assert all("iforest" not in f.rules for f in rules.findings)
+    assert model.findings and all(f.rules == ["iforest"] for f in model.findings)
+    assert not rules.covered["agent-exfiltration"]
+    assert model.covered["agent-exfiltration"] and both.covered["agent-exfiltration"]
+    assert not rules.detected and set(model.detected) == {"agent-exfiltration"}
+    start = next(lab.started for lab in model.positives)
+    assert model.detected["agent-exfiltration"] > start  # the forest needs hours beyond its threshold
+    took = (both.detected["agent-exfiltration"] - start).total_seconds() / 60
+    assert both.ttd_minutes()["agent-exfiltration"] == round(took, 1)
     for mode, o in cmp.overall().items():
         r = cmp.suites[mode].results[0]
         assert o["tp"] == len(r.tp_findings()) and o["fp"] == len(r.fp_findings())
         assert o["f1"] == f1(o["precision"], o["recall"])
+    assert cmp.overall()["rules"]["f1"] == 0.0 and cmp.overall()["both"]["f1"] == 1.0
     md = cmp.markdown()
-    assert "| detectors | TP findings | FP findings | missed incidents | precision | recall | F1 |" in md
-    assert md.count("| classic-miners |") == 1
+    header = ("| detectors | TP findings | FP findings | missed incidents | precision | recall | F1 | "
+              "median time to detect |")
+    assert header in md
+    assert md.count("| agent-exfiltration | novel |") == 1

@@ -35,7 +35,7 @@ BUCKETS = [("234567890123", "us-east-1", "acme-ml-datasets", 80_000), ("23456789
            "acme-ml-checkpoints", 20_000), ("345678901234", "eu-west-1", "acme-data-lake", 150_000),
            (PAYER, "us-east-1", "acme-org-logs", 3_000)]
 EBS_GB = {"web": 50, "batch": 200, "ci": 100, "internal": 100, "train": 1000, "jupyter": 200, "gpu_miner": 100,
-          "nightly": 1000, "ticker": 20}
+          "nightly": 1000, "ticker": 20, "db": 1000, "inference": 200, "tool": 50}
 
 
 def _prefix(region: str, us_east_bare: bool = True) -> str:

@@ -19,7 +19,7 @@ from .org import Instance, Org
 DEFAULT_WORKLOADS = ("web", "batch", "ci", "internal", "train", "jupyter", "gpu_miner")
 FILE_SPAN = 3600  # one file per VPC and hour: keeps a 14-day org at a few thousand DNS files
 RATE = {"web": 0.6, "batch": 0.4, "ci": 4.0, "internal": 0.5, "train": 0.5, "jupyter": 0.4, "gpu_miner": 0.15,
-        "nightly": 0.4, "ticker": 2.0}
+        "nightly": 0.4, "ticker": 2.0, "db": 0.4, "inference": 0.5, "tool": 1.0}
 
 
 def _answers(ips: tuple[int, ...] | list[int]) -> str:

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from .common import FileWriter, day_path, ip_int, is_private, key_time, short_hash
 from .net import S3_RANGES, client_pool, domain_ips, names_for, s3_addresses
-from .org import Instance, Org, active, in_intervals
+from .org import Instance, Org, Stream, active, in_intervals
 
 WIN = 600  # aggregation interval, seconds (AWS default)
 
@@ -405,6 +405,58 @@ class FlowSim:
                           out_pkt=350.0, in_pkt=1100.0, local_initiates=True, path=8, long_lived=True)
         self._outbound(rows, 0.3, "internal")
 
+    def stream(self, inst: Instance, spec: Stream) -> None:
+        """A scenario's long-lived connection: a record per direction in every window it is open (org.Stream)."""
+        stop = min(spec.end, self.org.end if inst.terminated is None else min(inst.terminated, self.org.end))
+        t = max(spec.start, inst.launched, self.org.start) + self.rng.uniform(0, 20)
+        while t < stop:  # re-opened every few hours on a new local port
+            seg_end = min(stop, t + self.rng.uniform(2, 6) * 3600)
+            wins = np.arange(np.floor(t / WIN) * WIN, seg_end, WIN)
+            s = np.maximum(wins, t) + self.rng.uniform(0, 3, len(wins))
+            e = np.minimum(wins + WIN, seg_end) - self.rng.uniform(0.5, 3, len(wins))
+            ok = e - s >= 30
+            s, e = s[ok].astype(np.int64), e[ok].astype(np.int64)
+            n = len(s)
+            minutes = (e - s) / 60
+            vary = self.rng.lognormal(0.0, spec.sigma, n) if spec.sigma > 0 else np.ones(n)
+            self.buf.pair(inst=np.full(n, inst.idx), local=np.full(n, inst.ip), peer=np.full(n, ip_int(spec.addr)),
+                          lport=np.full(n, int(self._ephemeral(1)[0])), pport=spec.port, start=s, end=e,
+                          out_bytes=(spec.out_per_min * minutes * vary).astype(np.int64),
+                          in_bytes=(spec.in_per_min * minutes * vary).astype(np.int64), out_pkt=spec.out_packet,
+                          in_pkt=spec.in_packet, local_initiates=True, path=8, long_lived=True)
+            t = seg_end + self.rng.uniform(5, 30)
+
+    def db(self, rows: Rows) -> None:
+        """A database host: its agents and service calls, and a nightly backup pushed to S3 (bulk egress)."""
+        busy = np.zeros(len(rows), dtype=bool)
+        for i in np.unique(rows.inst).tolist():
+            m = rows.inst == i
+            busy[m] = in_intervals(self.org.instances[i].busy, rows.win[m] + WIN / 2)
+        self._s3_bulk(rows.take(busy), 4.0, 1.5e9, egress=True)
+        self._outbound(rows, 0.5, "db")
+
+    def inference(self, rows: Rows) -> None:
+        """A model server behind a load balancer (private peers), pulling weights from S3 now and then."""
+        if not len(rows):
+            return
+        r, st = self._conv(rows, 40.0)
+        n = len(r)
+        inst = rows.inst[r]
+        base = np.array([self.org.instances[i].vpc.base for i in inst.tolist()], dtype=np.int64)
+        lb = base + 4096 * self.rng.integers(0, 3, n) + self.rng.integers(4, 8, n)  # the balancer's ENIs
+        s, e = self._ends(rows, r, st, self.rng.lognormal(np.log(0.8), 0.8, n))
+        self.buf.pair(inst=inst, local=self.ip[inst], peer=lb, lport=8080, pport=self._ephemeral(n), start=s, end=e,
+                      out_bytes=_lognormal(self.rng, 6000, 0.8, n, 300, 5e6),
+                      in_bytes=_lognormal(self.rng, 2500, 0.8, n, 200, 1e6), out_pkt=1100.0, in_pkt=500.0,
+                      local_initiates=False, path=1)
+        self._s3_bulk(rows, 0.1, 2e9)
+        self._outbound(rows, 0.4, "inference")
+
+    def tool(self, rows: Rows) -> None:
+        """An agent's tool runner: calls to the model API, STS and the datasets bucket."""
+        self._outbound(rows, 1.5, "tool")
+        self._s3_bulk(rows, 0.3, 2e8)
+
     def resolver(self, inst: Instance) -> None:
         """Third-party DNS (8.8.8.8:53 over UDP) every few minutes: what the cloud's resolver log never sees."""
         assert inst.miner_from is not None
@@ -448,10 +500,18 @@ class FlowSim:
             self.nightly(rows_for(org, by["nightly"]))
         if "ticker" in by:
             self.ticker(rows_for(org, by["ticker"]))
+        for workload in ("db", "inference", "tool"):
+            if workload in by:
+                getattr(self, workload)(rows_for(org, by[workload]))
         for inst in org.instances:
-            if inst.miner is None or inst.miner_from is None or (inst.account, inst.region) in org.dark:
+            if (inst.account, inst.region) in org.dark:
                 continue
-            self.stratum(inst, ip_int(inst.miner.addr), inst.miner.port, inst.miner.connections)
+            for spec in inst.streams:
+                self.stream(inst, spec)
+            if inst.miner is None or inst.miner_from is None:
+                continue
+            if not inst.miner.tunnel:
+                self.stratum(inst, ip_int(inst.miner.addr), inst.miner.port, inst.miner.connections)
             if inst.miner.third_party_dns:
                 self.resolver(inst)
         return self.buf.frame()

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from .common import FileWriter, det_uuid, ip_text
-from .org import Instance, Org, active, in_intervals
+from .org import Instance, MinerSpec, Org, active, in_intervals
 
 PERIOD = 300
 BUFFER = 900  # Firehose buffer interval, seconds
@@ -54,7 +54,8 @@ class MetricSim:
             cpu = np.clip(cpu, 18, 52)
         elif w == "batch":
             busy = in_intervals(inst.busy, t)
-            cpu = np.where(busy, rng.uniform(94, 100, n), rng.uniform(0.8, 4, n))
+            lo, hi = inst.cpu_busy or (94.0, 100.0)
+            cpu = np.where(busy, rng.uniform(lo, hi, n), rng.uniform(0.8, 4, n))
         elif w == "ci":
             busy = in_intervals(inst.busy, t)
             cpu = np.where(busy, np.clip(75 + rng.normal(0, 12, n), 5, 100), rng.uniform(2, 8, n))
@@ -84,6 +85,15 @@ class MetricSim:
                             for _ in range(inst.gpus)])
         elif w == "ticker":
             cpu = np.clip(4 + rng.normal(0, 1.5, n), 1, 15)
+        elif w == "db":  # a database: light load; the nightly backup compresses and uploads
+            busy = in_intervals(inst.busy, t)
+            cpu = np.where(busy, rng.uniform(55, 80, n), np.clip(14 + rng.normal(0, 4, n), 4, 35))
+        elif w == "inference":  # a model server: GPU load follows the users' day
+            load = _diurnal(t, 17.0)
+            cpu = np.clip(18 + 14 * load + rng.normal(0, 3, n), 5, 60)
+            gpu = np.stack([np.clip(35 + 45 * load + rng.normal(0, 4, n), 5, 95) for _ in range(inst.gpus)])
+        elif w == "tool":
+            cpu = np.clip(20 + rng.normal(0, 6, n), 3, 60)
         else:
             raise AssertionError(w)
         if inst.miner_from is not None and w == "web" and inst.miner is None:
@@ -100,13 +110,23 @@ class MetricSim:
         assert spec is not None and inst.miner_from is not None
         mining = t >= inst.miner_from
         n = len(t)
-        level = np.clip(spec.level + self.rng.uniform(-0.6, 0.6, n), 0, 100)
+        level = np.clip(self._levels(spec, t) + self.rng.uniform(-0.6, 0.6, n), 0, 100)
         if spec.device == "cpu":
             return np.where(mining, level, cpu), gpu
         assert gpu is not None, f"{inst.id}: a GPU miner needs a GPU instance"
         if spec.fill_dips:  # it takes the GPUs only when the training job leaves them idle
             return cpu, np.where(mining, np.maximum(gpu, level), gpu)
         return cpu, np.where(mining, level, gpu)
+
+    def _levels(self, spec: MinerSpec, t: np.ndarray) -> np.ndarray | float:
+        """The miner's cap at each time: fixed, or (level_range) a new level every 20-40 minutes."""
+        if spec.level_range is None or not len(t):
+            return spec.level
+        edges = [float(t[0])]
+        while edges[-1] <= t[-1]:
+            edges.append(edges[-1] + self.rng.uniform(20, 40) * 60)
+        levels = self.rng.uniform(*spec.level_range, len(edges))
+        return levels[np.searchsorted(np.array(edges), t, side="right") - 1]
 
     def add(self, inst: Instance, t: np.ndarray, values: np.ndarray, head: str) -> None:
         """Aggregate per-minute values into PERIOD statistics and render the JSON lines."""

@@ -41,6 +41,7 @@ S3_RANGES: dict[str, tuple[str, int]] = {
 # Invented addresses in AWS space for the regional service endpoints (ssm, monitoring, sts, ...).
 ENDPOINT_BASE: dict[str, str] = {
     "us-east-1": "3.236.64.0", "eu-west-1": "3.248.160.0", "ap-southeast-1": "13.228.64.0",
+    "us-west-2": "35.160.64.0",
 }
 AWS_SERVICES = ("ssm", "ec2messages", "ssmmessages", "monitoring", "logs", "sts", "ec2", "api.ecr", "sqs",
                 "dynamodb", "secretsmanager")
@@ -113,6 +114,10 @@ OUTBOUND: dict[str, dict[str, float]] = {
     "nightly": {"acme-ml-datasets.s3.{r}.amazonaws.com": 6, "acme-ml-checkpoints.s3.{r}.amazonaws.com": 3,
                 "api.wandb.ai": 1},
     "ticker": {"api.coingecko.com": 3, "api.coinbase.com": 2},
+    "db": {"acme-db-backups.s3.{r}.amazonaws.com": 2, "sts.{r}.amazonaws.com": 1, "kms.{r}.amazonaws.com": 1},
+    "inference": {"acme-ml-models.s3.{r}.amazonaws.com": 2, "api.wandb.ai": 1, "sts.{r}.amazonaws.com": 0.5},
+    "tool": {"bedrock-runtime.{r}.amazonaws.com": 4, "acme-ml-datasets.s3.{r}.amazonaws.com": 2,
+             "sts.{r}.amazonaws.com": 1},
 }
 # Every instance's agents (SSM, CloudWatch agent) talk to these.
 BACKGROUND = {"ssm.{r}.amazonaws.com": 2, "ec2messages.{r}.amazonaws.com": 2, "ssmmessages.{r}.amazonaws.com": 1,

@@ -89,6 +89,8 @@ class Instance:
     dips: list[tuple[float, float]] = field(default_factory=list)  # training checkpoint / eval dips
     miner_from: float | None = None  # when a miner started on it
     miner: MinerSpec | None = None  # how a scenario's miner behaves (None: the base incidents' built-in shapes)
+    streams: list[Stream] = field(default_factory=list)  # long-lived connections a scenario adds (tunnels, uploads)
+    cpu_busy: tuple[float, float] | None = None  # a batch worker's CPU range while busy (None: pegged, 94-100 %)
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,28 @@ class MinerSpec:
     connections: int = 1
     third_party_dns: bool = False
     fill_dips: bool = False
+    level_range: tuple[float, float] | None = None  # a varying cap: a new level in this range every 20-40 min
+    tunnel: bool = False  # the pool traffic rides one of the instance's `streams`: no trickle flows of its own
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One long-lived TCP connection from an instance, as the client, to `addr:port` during [start, end).
+
+    Every 10-minute aggregation window carries one record per direction; the bytes per minute vary from window
+    to window by a lognormal factor with `sigma` (0: steady), and the connection is re-opened on a new local
+    port every few hours. Scenarios use it for encrypted tunnels and bulk uploads.
+    """
+
+    addr: str
+    port: int
+    start: float
+    end: float
+    out_per_min: float  # bytes the instance sends per minute (median)
+    in_per_min: float  # bytes it receives per minute (median)
+    out_packet: float = 1200.0  # mean bytes per packet each way
+    in_packet: float = 1200.0
+    sigma: float = 0.3
 
 
 @dataclass(frozen=True)
@@ -153,6 +177,7 @@ class Org:
     pools: dict[str, tuple[str, int, tuple[str, ...]]]  # incident name -> (pool domain, port, addresses)
     negatives: list[PlannedIncident] = field(default_factory=list)  # labelled hard negatives (scenarios)
     dark: set[tuple[str, str]] = field(default_factory=set)  # (account, region) with no flow/DNS/metric logs
+    scan_start: float | None = None  # scenarios: incidents go in [scan_start, end); before it is history
 
 
 # Invented public addresses standing in for the pools' A records (the simulator does not claim these are

@@ -3,7 +3,13 @@
 Each scenario starts from `plan()`'s organisation with the built-in incidents removed (so everything abusive
 in it is labelled), then injects its case through the hooks in org.py, with its own fixed seed. Positives go
 to `Truth.incidents`, hard negatives to `Truth.negatives`; every other resource is an unlabelled negative
-(a finding at medium or above on it is a false positive). Issue 3's "Done when" list, one entry each:
+(a finding at medium or above on it is a false positive).
+
+Every scenario simulates `history_days` (2) of the organisation's ordinary life before its scanned day: what
+the organisation's own baseline model is trained on (a nightly backup or an inference server is part of that
+history; the incidents are not). Incidents start inside the scanned day (`_at` places them there).
+
+Issue 3's "Done when" list, one entry each:
 
 evasions (must be found at medium or above)
     tls-proxy-thirdparty-dns   Stratum over TLS on 443 to a proxy address, pool names resolved at 8.8.8.8
@@ -20,7 +26,22 @@ hard negatives (must stay below medium)
     baseline                   Jupyter on 8888, internal services on 3333/4444 between private addresses, a
                                crypto price API ticker, and CI runner bursts (one larger than usual)
 
-Scenarios are small (16 planned instances, one day) so the whole suite simulates and scans in seconds.
+Issue 4's unknown-signature cases: abuse no rule has a signature for, which only the organisation's baseline
+model can see (each function's docstring says why the rules cannot), in organisations whose history already
+holds long-lived connections (a price ticker) and heavy nightly egress (a database backup); and hard negatives
+that are unusual in the ways the model looks at but ordinary for this organisation:
+novel (must be found at medium or above)
+    proxyjacking-tunnel        a compromised internal host relays proxyware traffic and runs a load-following
+                               CPU miner, both through one TLS tunnel to a VPS by address
+    agent-exfiltration         an agent role launches a CPU instance that streams data to one external address
+    gpu-miner-new-region       a GPU miner with a varying cap behind a tunnel, in a region the account never used
+hard negatives (must stay below medium)
+    nightly-backup-s3          a database host pushes ~60 GB of backups to S3 every night
+    etl-job-90pct              a new ETL worker holds its CPU at 82-93 % for hours, reading from S3
+    inference-server           a model server's GPUs follow the users' day at 35-80 %, behind a load balancer
+
+Scenarios are small (16 planned instances, one scanned day after two of history) so the whole suite simulates
+and scans in about a minute.
 """
 
 from __future__ import annotations
@@ -45,6 +66,7 @@ from .org import (
     MinerSpec,
     Org,
     PlannedIncident,
+    Stream,
     _role,
     add_instance,
     ensure_vpc,
@@ -52,7 +74,7 @@ from .org import (
     training_dips,
 )
 
-Kind = Literal["evasion", "negative", "classic"]
+Kind = Literal["evasion", "negative", "classic", "novel"]
 
 
 @dataclass(frozen=True)
@@ -62,8 +84,9 @@ class Scenario:
     summary: str
     setup: Callable[[Org, np.random.Generator], None]
     seed: int
-    days: float = 1.0
+    days: float = 1.0  # the scanned part, in which the incidents happen
     instances: int = 16
+    history_days: float = 2.0  # ordinary life before it: the organisation's baseline
 
 
 def _label(org: Org, name: str, kind: str, resources: list[str], principal_key: str | None, region: str,
@@ -74,8 +97,20 @@ def _label(org: Org, name: str, kind: str, resources: list[str], principal_key: 
 
 
 def _at(org: Org, share: float) -> float:
-    """A whole second `share` of the way through the window."""
-    return float(np.floor(org.start + share * (org.end - org.start)))
+    """A whole second `share` of the way through the scanned part of the window (after the history)."""
+    start = org.start if org.scan_start is None else org.scan_start
+    return float(np.floor(start + share * (org.end - start)))
+
+
+def _nightly(org: Org, rng: np.random.Generator, at_hour: float,
+             hours: tuple[float, float]) -> list[tuple[float, float]]:
+    """One run a night over the whole window (history included), starting around `at_hour` UTC."""
+    day0 = np.floor(org.start / DAY) * DAY
+    runs = []
+    for d in np.arange(day0 - DAY, org.end, DAY).tolist():
+        s = d + (at_hour + float(rng.uniform(0, 0.4))) * HOUR
+        runs.append((s, s + float(rng.uniform(*hours)) * HOUR))
+    return [(max(a, org.start), min(b, org.end)) for a, b in runs if b > org.start and a < org.end]
 
 
 def classic(org: Org, rng: np.random.Generator) -> None:
@@ -192,6 +227,135 @@ def baseline(org: Org, rng: np.random.Generator) -> None:
     _label(org, "ci-bursts", "legit", by["ci"], "ci", "us-east-1", DATA, org.start, negative=True)
 
 
+# ---- unknown signatures (issue 4): what only the organisation's baseline model can see ---------------------------
+# Invented addresses in ordinary hosting ranges stand for the intruders' servers (no DNS name: typed in).
+TUNNEL_VPS = "185.243.112.57"
+DROP_HOST = "91.219.238.14"
+GPU_TUNNEL_VPS = "45.133.1.88"
+
+
+def _busy_history(org: Org, rng: np.random.Generator) -> None:
+    """Ordinary traffic that looks like the unknown-signature cases in one way each, all through the history: a
+    price ticker holding long-lived connections to its API, and a database host pushing ~60 GB to S3 every
+    night. The incidents must stand out from an organisation that already does both, not from an empty one."""
+    add_instance(org, rng, "ticker", PROD, "us-east-1", "t3.medium", org.start - 4 * DAY, "deploy",
+                 name="price-ticker")
+    db = add_instance(org, rng, "db", PROD, "us-east-1", "r5.2xlarge", org.start - 5 * DAY, "deploy",
+                      name="postgres-main")
+    db.busy = _nightly(org, rng, 2.0, (1.5, 2.5))
+
+
+def proxyjack(org: Org, rng: np.random.Generator) -> None:
+    """A compromised internal host (a collector, launched long ago by the deploy role) sells its bandwidth through
+    proxyware and mines Monero, both through one TLS tunnel to a VPS on 443, reached by address.
+
+    Proxyjacking (Sysdig 2023, Akamai 2023) is usually dropped together with a miner by the same campaigns. The
+    miner's launcher follows the host's load (nice level and thread count), so the CPU sits at 70-90 % and moves
+    every 20-40 minutes. Why the rules cannot see it: no pool name is looked up (the tunnel end is an address);
+    443 is not a pool port; the tunnel carries the relayed traffic, so it is bulk (0.5-1 MB/min each way,
+    MTU-sized packets) and not the small steady trickle miner-flow-shape looks for (that rule documents batching
+    proxies as its blind spot); the CPU stays under cpu-saturation's 95 % and moves too much for
+    flat-utilization; nothing was launched and the bill does not move (relayed bytes cost cents an hour).
+    What is unusual for this organisation: an internal host with one external peer holding a long-lived,
+    heavy, unnamed connection in every interval, and a CPU far above what such hosts do.
+    """
+    strip_incidents(org)
+    _busy_history(org, rng)
+    host = next(i for i in org.instances if i.workload == "internal" and i.name.startswith("collector"))
+    t = _at(org, 0.3)
+    host.miner_from = t
+    host.miner = MinerSpec("cpu", 80.0, addr=TUNNEL_VPS, port=443, level_range=(70.0, 90.0), tunnel=True)
+    host.streams.append(Stream(TUNNEL_VPS, 443, t, org.end, out_per_min=6e5, in_per_min=9e5, out_packet=1100.0,
+                               in_packet=1250.0, sigma=0.5))
+    _label(org, "proxyjacking-tunnel", "cpu_miner", [host.id], None, "us-east-1", PROD, t)
+
+
+def exfil(org: Org, rng: np.random.Generator) -> None:
+    """An AI agent's role (bedrock-agent-ops) launches a CPU instance in its usual region, which reads the datasets
+    bucket and streams ~80 MB/min to one external address on 443 for the rest of the day (an injected tool call
+    with an upload URL by IP).
+
+    Why the rules cannot see it: they look for mining and for GPU acquisition; this is neither. A single
+    m5.xlarge is no launch burst and no GPU launch, no pool, port or saturation signal exists, and the
+    transfer costs ~$0.45/h, far under spend-spike's $3/h. What is unusual for this organisation: ~5 GB an
+    hour leaving to one unnamed address over one long-lived connection.
+    """
+    strip_incidents(org)
+    _busy_history(org, rng)
+    t = _at(org, 0.4)
+    inst = add_instance(org, rng, "tool", ML, "us-east-1", "m5.xlarge", t, "agent", name="agent-tool-runner")
+    inst.streams.append(Stream(DROP_HOST, 443, t + 900, org.end, out_per_min=8e7, in_per_min=1.6e6,
+                               out_packet=1400.0, in_packet=66.0, sigma=0.25))
+    _label(org, "agent-exfiltration", "exfiltration", [inst.id], "agent", "us-east-1", ML, t)
+
+
+def gpu_new_region(org: Org, rng: np.random.Generator) -> None:
+    """A stolen SSO session of an ML engineer launches a g5.2xlarge in us-west-2, where the account never ran
+    anything, and mines with a varying cap (80-92 %, a new level every 20-40 minutes) through a tunnel that
+    also carries the intruder's shell and tool downloads.
+
+    Why the rules cannot see it as abuse: new-gpu-launch notes the new region, weak alone (low), and nothing
+    joins it: no pool name (the tunnel end is an address), 443, the tunnel's traffic is bursty (the shell and
+    downloads: per-interval bytes vary far more than a Stratum session's) so miner-flow-shape stays silent, the
+    GPU never reaches gpu-saturation's 95 %, and the varying cap defeats flat-utilization (which documents it).
+    What is unusual for this organisation: a GPU held at 80-92 % without the dips of training, with one unnamed
+    external peer in every interval.
+    """
+    strip_incidents(org)
+    _busy_history(org, rng)
+    ensure_vpc(org, rng, ML, "us-west-2")
+    t = _at(org, 0.25)
+    inst = add_instance(org, rng, "gpu_miner", ML, "us-west-2", "g5.2xlarge", t, "ml-engineer",
+                        name="sd-finetune-uw2")
+    inst.miner_from = t + 300
+    inst.miner = MinerSpec("gpu", 86.0, addr=GPU_TUNNEL_VPS, port=443, level_range=(80.0, 92.0), tunnel=True)
+    inst.streams.append(Stream(GPU_TUNNEL_VPS, 443, t + 300, org.end, out_per_min=4e4, in_per_min=1.5e5,
+                               out_packet=600.0, in_packet=1200.0, sigma=1.0))
+    _label(org, "gpu-miner-new-region", "gpu_miner", [inst.id], "ml-engineer", "us-west-2", ML, t)
+
+
+def backup(org: Org, rng: np.random.Generator) -> None:
+    """A database host (up for a week) compresses and pushes ~60 GB of backups to S3 every night at 02:00.
+
+    Heavy egress for two hours from a host that is otherwise quiet, as unusual as an exfiltration in bytes, but
+    to S3 through the gateway endpoint, and every night of the history: the organisation's own baseline has it.
+    """
+    strip_incidents(org)
+    db = add_instance(org, rng, "db", PROD, "us-east-1", "r5.2xlarge", org.start - 5 * DAY, "deploy",
+                      name="postgres-main")
+    db.busy = _nightly(org, rng, 2.0, (1.5, 2.5))
+    _label(org, "nightly-backup-s3", "legit", [db.id], None, "us-east-1", PROD, org.start, negative=True)
+
+
+def etl(org: Org, rng: np.random.Generator) -> None:
+    """The batch role starts a new ETL worker for a six-hour backfill: CPU at 82-93 % (I/O waits keep it off the
+    ceiling), bulk reads from S3, package downloads, terminated after the job.
+
+    Its CPU sits where the proxyjacking host's miner does, but everything else is what the batch fleet does
+    every night of the history.
+    """
+    strip_incidents(org)
+    t = _at(org, 0.3)
+    inst = add_instance(org, rng, "batch", DATA, "eu-west-1", "c5.4xlarge", t, "batch", terminated=t + 6.3 * HOUR,
+                        name="etl-backfill-01")
+    inst.busy = [(t + 180, t + 6.1 * HOUR)]
+    inst.cpu_busy = (82.0, 93.0)
+    _label(org, "etl-job-90pct", "legit", [inst.id], "batch", "eu-west-1", DATA, t, negative=True)
+
+
+def inference(org: Org, rng: np.random.Generator) -> None:
+    """A model server (up for days, launched by the training role) whose GPU load follows the users' day between
+    35 and 80 %, serving through a load balancer (private peers) and pulling weights from S3.
+
+    A GPU held below the ceiling for hours, as the new-region miner's is, but smooth with the day and part of
+    the history.
+    """
+    strip_incidents(org)
+    inst = add_instance(org, rng, "inference", ML, "us-east-1", "g5.xlarge", org.start - 6 * DAY, "ml-training",
+                        name="llm-inference-01")
+    _label(org, "inference-server", "legit_gpu", [inst.id], None, "us-east-1", ML, org.start, negative=True)
+
+
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("classic-miners", "classic",
              "simulate()'s own incidents: an agent's GPU miners and a web host's CPU miner, pools by name",
@@ -217,6 +381,20 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("baseline", "negative",
              "Jupyter on 8888, internal 3333/4444, a crypto price ticker, CI bursts (one large)", baseline,
              seed=203),
+    Scenario("proxyjacking-tunnel", "novel",
+             "a compromised internal host relays proxyware traffic and mines at 70-90 % CPU through one TLS tunnel",
+             proxyjack, seed=301),
+    Scenario("agent-exfiltration", "novel",
+             "an agent role's new CPU instance streams ~80 MB/min to one external address", exfil, seed=302),
+    Scenario("gpu-miner-new-region", "novel",
+             "a GPU miner with a varying 80-92 % cap behind a tunnel, in a region the account never used",
+             gpu_new_region, seed=303),
+    Scenario("nightly-backup-s3", "negative", "a database host pushes ~60 GB of backups to S3 every night",
+             backup, seed=204),
+    Scenario("etl-job-90pct", "negative", "a new ETL worker at 82-93 % CPU for six hours, reading from S3",
+             etl, seed=205),
+    Scenario("inference-server", "negative", "a model server's GPUs follow the users' day at 35-80 %",
+             inference, seed=206),
 )}
 
 
@@ -225,5 +403,9 @@ def run_scenario(name: str, out: Path | None = None) -> Truth:
     sc = SCENARIOS[name]
     root = Path(tempfile.mkdtemp(prefix=f"sw-{name}-")) if out is None else out
     rng = np.random.default_rng([sc.seed, 9001])
-    return simulate(root, seed=sc.seed, days=sc.days, instances=sc.instances,
-                    scenario=lambda org: sc.setup(org, rng))
+
+    def setup(org: Org) -> None:
+        org.scan_start = org.end - sc.days * DAY
+        sc.setup(org, rng)
+
+    return simulate(root, seed=sc.seed, days=sc.days + sc.history_days, instances=sc.instances, scenario=setup)

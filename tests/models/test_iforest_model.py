@@ -78,9 +78,14 @@ def test_threshold_spends_the_alert_budget_on_the_baseline(trained) -> None:
 def test_explanation_names_the_odd_features_against_the_baseline(trained) -> None:
     est = trained[0].estimator
     words = explain_in_words(est, miner_row(), NAMES, top=3)
-    assert len(words) == 3
-    assert "1 distinct external peer(s): below the 0.1th percentile of this account" in words
-    assert "100% of traffic to the top peer: above the 99.9th percentile of this account" in words
+    # beyond the baseline's range, furthest first in each feature's unit (FEATURE_UNITS): CPU 39 points above
+    # its maximum is 7.8 units, the top peer's share 0.6 above is 6, one peer against at least five is 2.2
+    assert words == ["CPU at 99% on average: above anything in this account",
+                     "100% of traffic to the top peer: above anything in this account",
+                     "1 distinct external peer(s): below anything in this account"]
+    rows = trained[1]
+    typical = to_matrix(rows[(rows["resource"] == "i-001") & (rows["hour"] > pd.Timestamp(trained[0].window_start))])[0]
+    assert not any("anything" in w for w in explain_in_words(est, typical, NAMES, top=3))  # inside the range
     assert percentile_words(50.0).startswith("typical for this account")
     assert percentile_words(99.3) == "above the 99th percentile of this account"
 
