@@ -10,7 +10,7 @@ CHECKOV_VERSION := 3.3.30
 CHECKOV_VENV    := .venv-checkov
 CHECKOV_STAMP   := $(CHECKOV_VENV)/.installed
 
-.PHONY: demo test lint bench clean checkov terraform-policies
+.PHONY: demo test lint bench bench-scale clean checkov terraform-policies
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/scan_org.py
+
+# 5 million flow records by default; RECORDS=50000000 for the big run (generated once under tmp/bench).
+RECORDS ?= 5000000
+bench-scale: $(STAMP)
+	$(BIN)/python bench/flows_scale.py --records $(RECORDS)
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) build *.egg-info

@@ -32,12 +32,16 @@ from collections.abc import Callable, Collection
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path, PurePath, PurePosixPath
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pyarrow as pa
 
 from spendwatch.records import Tables
 from spendwatch.report import RunReport, StrictError
+
+if TYPE_CHECKING:
+    from spendwatch.engine.flows import FlowReducer
 
 from . import azure, cloudtrail, cur, enrich, gcp, metrics, route53, vpcflow
 from ._common import FileContext, FileResult, to_pandas
@@ -156,17 +160,20 @@ class Blob:
 _Job = tuple[str, PurePosixPath, bool, Callable[[], bytes]]
 
 
-def read_directory(root: Path, report: RunReport, *, progress: Callable[[int], None] | None = None) -> Tables:
+def read_directory(root: Path, report: RunReport, *, progress: Callable[[int], None] | None = None,
+                   flows: FlowReducer | None = None) -> Tables:
     """Read every file under `root` into canonical tables; what could not be read goes to `report`.
 
     `progress(n)` is called (from the calling thread) with the size in bytes of each file once it is read.
+    With `flows`, flow records are handed to that reducer batch by batch as they are read, and `flows` in
+    the tables is its per-window aggregate (spendwatch.engine.flows), not the records.
     Raises StrictError on the first problem when `report.strict`.
     """
     root = Path(root)
     layout_base = _layout_base(root)
     jobs = [((str(path), layout_base / path.relative_to(root), path.parent == root and path.name == SIMULATOR_TRUTH,
               path.read_bytes), size) for path, size in _walk(root)]
-    return _read_jobs(jobs, report, progress)
+    return _read_jobs(jobs, report, progress, flows)
 
 
 def read_objects(objects: Collection[Blob], report: RunReport, *,
@@ -181,11 +188,11 @@ def read_objects(objects: Collection[Blob], report: RunReport, *,
 
 
 def _read_jobs(files: list[tuple[_Job, int]], report: RunReport,
-               progress: Callable[[int], None] | None) -> Tables:
+               progress: Callable[[int], None] | None, flows: FlowReducer | None = None) -> Tables:
     outcomes: list[_Outcome] = []
     with report.timed("read: files"), ThreadPoolExecutor(max_workers=WORKERS) as pool:
         futures: dict[Future[list[_Outcome]], list[int]] = {
-            pool.submit(_read_batch, [job for job, _ in batch], report): [size for _, size in batch]
+            pool.submit(_read_batch, [job for job, _ in batch], report, flows): [size for _, size in batch]
             for batch in _batches(files)
         }
         pending = set(futures)
@@ -203,7 +210,7 @@ def _read_jobs(files: list[tuple[_Job, int]], report: RunReport,
                         progress(size)
     outcomes.sort(key=lambda o: o.path)
     with report.timed("read: join"):
-        tables = _assemble(outcomes, report)
+        tables = _assemble(outcomes, report, flows)
     return tables
 
 
@@ -244,8 +251,9 @@ def _layout_base(root: Path) -> PurePosixPath:
     return PurePosixPath()
 
 
-def _read_batch(job: list[_Job], report: RunReport) -> list[_Outcome]:
-    """Read a group of files; those of a kind in MANY_READERS are read together."""
+def _read_batch(job: list[_Job], report: RunReport, flows: FlowReducer | None = None) -> list[_Outcome]:
+    """Read a group of files; those of a kind in MANY_READERS are read together. With `flows`, their flow
+    records go to that reducer here, in the reader thread, so no batch's records outlive the batch."""
     outcomes: list[_Outcome] = []
     deferred: dict[str, list[tuple[_Outcome, PurePosixPath, bytes]]] = {}
     for name, layout, truth, load in job:
@@ -264,6 +272,13 @@ def _read_batch(job: list[_Job], report: RunReport) -> list[_Outcome]:
             results = [_guarded(kind, layout, raw, o.ctx) for o, layout, raw in files]
         for (outcome, _, _), result in zip(files, results, strict=True):
             outcome.result = result
+    if flows is not None:
+        for outcome in outcomes:
+            table = outcome.result.tables.get("flows")
+            if table is not None:
+                outcome.result.records = outcome.result.rows()  # what the file gave, for the report
+                del outcome.result.tables["flows"]
+                flows.add(table)
     return outcomes
 
 
@@ -302,7 +317,7 @@ def _guarded(kind: str, layout: PurePosixPath, raw: bytes, ctx: _Buffered) -> Fi
         return FileResult()
 
 
-def _assemble(outcomes: list[_Outcome], report: RunReport) -> Tables:
+def _assemble(outcomes: list[_Outcome], report: RunReport, reducer: FlowReducer | None = None) -> Tables:
     counts: Counter[str] = Counter()
     parts: dict[str, list[pa.Table]] = {}
     launches = []
@@ -327,7 +342,7 @@ def _assemble(outcomes: list[_Outcome], report: RunReport) -> Tables:
     enrich.attach_addresses(launches, addresses)
     first = enrich.first_launches(launches)
     frames: dict[str, list[pd.DataFrame]] = {}
-    flows = _concat(parts.get("flows"))
+    flows = reducer.result() if reducer is not None else _concat(parts.get("flows"))
     if flows is not None:
         frames["flows"] = [to_pandas(enrich.fill_flow_resources(flows, first))]
     activity = _concat(parts.get("activity"))

@@ -40,6 +40,11 @@ from ._common import (
 )
 from .detect import FLOW_FIELDS
 
+try:  # ISA-L inflates gzip about three times as fast as zlib; inflating is a third of reading a text flow log
+    from isal import igzip as _igzip
+except ImportError:  # pragma: no cover - isal is a dependency; zlib still reads every file
+    _igzip = None
+
 INT_FIELDS = frozenset({"version", "srcport", "dstport", "protocol", "packets", "bytes", "start", "end",
                         "tcp-flags", "traffic-path"})
 
@@ -81,9 +86,21 @@ _IP = r"^(\d{1,3}(\.\d{1,3}){3}|[0-9A-Fa-f]{0,4}(:[0-9A-Fa-f]{0,4}){2,7}(:\d{1,3
 LineMap = Callable[[np.ndarray], np.ndarray]  # table row indices -> 1-based line (or record) numbers
 
 
+def _inflate(raw: bytes) -> tuple[bytes, str | None]:
+    """Gunzip a flow log, fast; damaged gzip goes to `_common.decompress`, which keeps what can be read and
+    says what is wrong, exactly as for any other file."""
+    if _igzip is not None and raw.startswith(GZIP_MAGIC):
+        try:
+            return _igzip.decompress(raw), None
+        except Exception:  # any damage (isal raises its own IsalError): the careful path below says what
+            pass
+    return decompress(raw) if raw.startswith(GZIP_MAGIC) else (raw, None)
+
+
 def read_text(rel: PurePath, raw: bytes, ctx: FileContext) -> FileResult:
     """Read one gzip text flow log (header line, then space-separated records)."""
-    data, damaged = payload(raw, ctx)
+    inflated, error = _inflate(raw)
+    data, damaged = (inflated, False) if error is None else payload(raw, ctx)
     if damaged and not data.strip():
         return FileResult()  # the damage is the whole story
     newline = data.find(b"\n")
@@ -170,7 +187,7 @@ def read_text_many(items: list[tuple[PurePath, bytes, FileContext]]) -> list[Fil
     results: list[FileResult | None] = [None] * len(items)
     groups: dict[tuple[str, str | None, str | None], list[tuple[int, bytes]]] = {}
     for i, (rel, raw, _) in enumerate(items):
-        data, error = decompress(raw) if raw.startswith(GZIP_MAGIC) else (raw, None)
+        data, error = _inflate(raw)
         newline = data.find(b"\n")
         if error or newline < 0:
             continue

@@ -84,14 +84,15 @@ class PoolEndpointRule(Rule):
         sel = sel.assign(resource=sel["resource"].fillna(""))
         out: list[Hit] = []
         for (cloud, account, resource), grp in sel.groupby(KEY, sort=True):
-            peers = grp.groupby(["remote", "pool", "query"])["bytes"].agg(["size", "sum"]).sort_values(
-                "size", ascending=False)
+            flows = int(grp["records"].sum())  # a row of a scan's aggregate stands for several records
+            peers = grp.groupby(["remote", "pool", "query"]).agg(size=("records", "sum"), sum=("bytes", "sum")
+                                                                 ).sort_values("size", ascending=False)
             examples = ", ".join(f"{r} ({q}, {n} flows)" for (r, _p, q), n in
                                  peers["size"].head(cfg.max_examples).items())
             port_list = sorted({int(p) for p in grp["remote_port"].dropna()})
             who = resource or "an unattributed interface"
             evidence = (
-                f"{who} had {len(grp)} flow records ({fmt_bytes(float(grp['bytes'].sum()))}) with "
+                f"{who} had {flows} flow records ({fmt_bytes(float(grp['bytes'].sum()))}) with "
                 f"{len(peers)} address(es) that only mining-pool names resolved to in this account's DNS logs "
                 f"(port(s) {', '.join(map(str, port_list[:4])) or '?'}) between {fmt_time(grp['start'].min())} "
                 f"and {fmt_time(grp['end'].max())}: {examples}"
@@ -101,7 +102,7 @@ class PoolEndpointRule(Rule):
                 start=grp["start"].min().to_pydatetime(), end=grp["end"].max().to_pydatetime(),
                 belief=cfg.belief, evidence=evidence, region=none_if_na(grp["region"].iloc[0]),
                 family=self.family,
-                facts={"flows": len(grp), "addresses": sorted(grp["remote"].unique().tolist())[:10],
+                facts={"flows": flows, "addresses": sorted(grp["remote"].unique().tolist())[:10],
                        "pools": sorted(grp["pool"].unique().tolist()), "ports": port_list[:10],
                        "bytes": float(np.asarray(grp["bytes"]).sum())},
             ))

@@ -67,9 +67,10 @@ class StratumPortRule(Rule):
         census = intel.pool_ports()
         out: list[Hit] = []
         for (cloud, account, resource), grp in sel.groupby(KEY, sort=True):
-            if len(grp) < cfg.min_flows:
+            flows = int(grp["records"].sum())  # a row of a scan's aggregate stands for several records
+            if flows < cfg.min_flows:
                 continue
-            peers = (grp.groupby(["remote", "remote_port"])["bytes"].agg(["size", "sum"])
+            peers = (grp.groupby(["remote", "remote_port"]).agg(size=("records", "sum"), sum=("bytes", "sum"))
                      .sort_values("size", ascending=False))
             port_list = sorted(grp["remote_port"].unique())
             port_text = ", ".join(
@@ -80,7 +81,7 @@ class StratumPortRule(Rule):
             examples = ", ".join(f"{r}:{p} ({n} flows)" for (r, p), n in peers["size"].head(cfg.max_examples).items())
             who = resource or "an unattributed interface"
             evidence = (
-                f"{who} had {len(grp)} flow records ({fmt_bytes(float(grp['bytes'].sum()))}) with "
+                f"{who} had {flows} flow records ({fmt_bytes(float(grp['bytes'].sum()))}) with "
                 f"{len(peers)} public address(es) on pool port(s) {port_text} between "
                 f"{fmt_time(grp['start'].min())} and {fmt_time(grp['end'].max())}: {examples}"
             )
@@ -89,7 +90,7 @@ class StratumPortRule(Rule):
                 start=grp["start"].min().to_pydatetime(), end=grp["end"].max().to_pydatetime(),
                 belief=cfg.belief, evidence=evidence, region=none_if_na(grp["region"].iloc[0]),
                 family=self.family,
-                facts={"flows": len(grp), "ports": [int(p) for p in port_list],
+                facts={"flows": flows, "ports": [int(p) for p in port_list],
                        "peers": [f"{r}:{p}" for r, p in peers.index[:10]]},
             ))
         return out

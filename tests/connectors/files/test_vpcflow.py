@@ -188,3 +188,19 @@ def test_files_parsed_together_keep_their_own_counts_and_lines(bucket: Bucket, p
     assert [(p.source, p.line) for p in report.problems] == [(str(bad), 3)]
     assert sorted(tables.flows["src_port"]) == [1, 2, 3, 10, 11, 12, 13, 14]
     assert any("1 NODATA and 0 SKIPDATA" in n for n in report.notes)
+
+
+def test_a_streamed_read_reports_bad_lines_and_reduces_the_good_records(bucket: Bucket, problems_of: Problems) -> None:
+    from spendwatch.connectors.files import read_directory
+    from spendwatch.engine.flows import FlowReducer
+
+    lines = [HEADER, record(sport=50001), record(sport="x"), record(sport=50002), record(dst="not-an-ip")]
+    path = bucket.put(FLOW_V2_KEY, "\n".join(lines) + "\n")
+    report = RunReport()
+    tables = read_directory(bucket.root, report, flows=FlowReducer())
+    assert problems_of(report, path) == [(3, "srcport 'x' is not a number", 1),
+                                         (5, "dstaddr 'not-an-ip' is not an IP address", 1)]
+    assert report.sources[0].records == {"flows": 2} and report.sources[0].skipped == 2
+    flows = tables.flows  # the two good records, one connection's client port apart: one aggregate row
+    assert len(flows) == 1 and flows["records"].iloc[0] == 2 and flows["bytes"].iloc[0] == 2 * 5200
+    assert pd.isna(flows["src_port"].iloc[0]) and flows["dst_port"].iloc[0] == 443

@@ -1,0 +1,183 @@
+"""Flow features as SQL: written once in DuckDB's dialect, translated with sqlglot for Athena and BigQuery.
+
+One query, three steps, each a common table expression:
+
+1. `flow_records`: the source's rows in the canonical `flows` columns, times as integer nanoseconds
+   (`start_ns`, `end_ns`). One adapter per source (SOURCES): a canonical table (DuckDB, local), the VPC flow
+   logs table of AWS's documented Athena DDL, Amazon Security Lake's OCSF VPC flow table (Athena), and a
+   Cloud Logging sink of GCP VPC flow logs (BigQuery).
+2. `flow_agg`: the reduction `spendwatch.engine.flows` runs on each batch (`reduce_sql`): per interface,
+   peer, server port, protocol, action and ten-minute window.
+3. the per-(cloud, account, entity, hour) flow features of `models.features.resource_hours`: bytes in and
+   out, bytes per packet, distinct public peers and the top peer's share of the bytes, seen from the
+   resource's side exactly as `Features.flows` sees it (the remote end is dst for egress, src for ingress,
+   and, where the direction is unknown, the public end). `entity` is the resource where the record names
+   one, else the interface: the caller maps interfaces to instances with its inventory.
+
+So only per-hour rows travel back from the warehouse. `translate` gives the SQL for an engine; the
+translation is tested to parse in each dialect and, on DuckDB, to give the same numbers as the pandas path.
+Not translated: DuckDB-only functions (none are used on purpose: `regexp_matches`, `CASE`, `CAST`,
+`TRY_CAST`, `//`, `count(DISTINCT)` all have sqlglot mappings).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .flows import LONG_LIVED_S, WINDOW_S, reduce_sql
+
+ENGINES = {"duckdb": "duckdb", "athena": "athena", "bigquery": "bigquery"}
+
+# Addresses that are not public (as models.net.is_public): RFC 1918, loopback, link-local, CGNAT,
+# "this network", multicast and reserved IPv4; IPv6 unspecified, loopback, ULA, link-local and multicast.
+# IPv4-mapped IPv6 addresses are left to the local path (they do not occur in VPC flow logs).
+_PRIVATE = (r"^(10\.|127\.|0\.|169\.254\.|192\.168\.|172\.(1[6-9]|2[0-9]|3[01])\.|"
+            r"100\.(6[4-9]|[7-9][0-9]|1[01][0-9]|12[0-7])\.|(22[4-9]|2[3-5][0-9])\.|"
+            r"[fF][cCdD][0-9a-fA-F]{0,2}:|[fF][eE][89aAbB][0-9a-fA-F]?:|[fF][fF][0-9a-fA-F]{0,2}:|::1?$)")
+_ADDRESS = r"^([0-9]{1,3}\.){3}[0-9]{1,3}$|:"
+
+
+def _public(column: str) -> str:
+    return (f"({column} IS NOT NULL AND regexp_matches({column}, '{_ADDRESS}') "
+            f"AND NOT regexp_matches({column}, '{_PRIVATE}'))")
+
+
+@dataclass(frozen=True)
+class Source:
+    """How one source's table becomes `flow_records` (canonical columns, integer nanosecond times)."""
+
+    name: str
+    engine: str  # the engine whose tables these are
+    doc: str
+    sql: str  # DuckDB dialect; {table} is the source table, {start_s}/{end_s} the time range (Unix seconds)
+
+
+SOURCES: dict[str, Source] = {s.name: s for s in (
+    Source("canonical", "duckdb", "a canonical flows table (what the connectors produce), times as timestamps",
+           """SELECT cloud, account, region, resource, interface, src, dst, src_port, dst_port, protocol, packets,
+       bytes, action, direction, epoch_ns(start) AS start_ns, epoch_ns("end") AS end_ns
+FROM {table}
+WHERE epoch(start) >= {start_s} AND epoch(start) < {end_s}"""),
+    Source("vpc_flow_logs", "athena", "VPC flow logs in S3 as AWS's Athena DDL declares them (version, account_id, "
+           "interface_id, srcaddr, dstaddr, srcport, dstport, protocol, packets, bytes, start, end, action, "
+           "log_status; optional region, instance_id, flow_direction)",
+           """SELECT 'aws' AS cloud, account_id AS account, CAST(NULL AS VARCHAR) AS region,
+       CAST(NULL AS VARCHAR) AS resource, interface_id AS interface, srcaddr AS src, dstaddr AS dst,
+       CAST(srcport AS BIGINT) AS src_port, CAST(dstport AS BIGINT) AS dst_port, CAST(protocol AS BIGINT) AS protocol,
+       CAST(packets AS BIGINT) AS packets, CAST(bytes AS BIGINT) AS bytes, action,
+       CAST(NULL AS VARCHAR) AS direction, CAST(start AS BIGINT) * 1000000000 AS start_ns,
+       CAST("end" AS BIGINT) * 1000000000 AS end_ns
+FROM {table}
+WHERE log_status = 'OK' AND start >= {start_s} AND start < {end_s}"""),
+    Source("security_lake", "athena", "Amazon Security Lake's VPC flow table (OCSF Network Activity): "
+           "src_endpoint/dst_endpoint ip and port, connection_info.protocol_num and direction, traffic bytes and "
+           "packets, start_time/end_time in ms, cloud.account.uid, cloud.region, src_endpoint.interface_uid and "
+           "instance_uid, disposition",
+           """SELECT 'aws' AS cloud, cloud.account.uid AS account, cloud.region AS region,
+       src_endpoint.instance_uid AS resource, src_endpoint.interface_uid AS interface,
+       src_endpoint.ip AS src, dst_endpoint.ip AS dst, CAST(src_endpoint.port AS BIGINT) AS src_port,
+       CAST(dst_endpoint.port AS BIGINT) AS dst_port, CAST(connection_info.protocol_num AS BIGINT) AS protocol,
+       CAST(traffic.packets AS BIGINT) AS packets, CAST(traffic.bytes AS BIGINT) AS bytes,
+       CASE WHEN disposition = 'Blocked' THEN 'REJECT' ELSE 'ACCEPT' END AS action,
+       CASE lower(connection_info.direction) WHEN 'inbound' THEN 'ingress' WHEN 'outbound' THEN 'egress' END
+         AS direction,
+       CAST(start_time AS BIGINT) * 1000000 AS start_ns, CAST(end_time AS BIGINT) * 1000000 AS end_ns
+FROM {table}
+WHERE start_time >= {start_s} * 1000 AND start_time < {end_s} * 1000"""),
+    Source("gcp_flow_sink", "bigquery", "a Cloud Logging sink of GCP VPC flow logs (compute_googleapis_com_vpc_flows: "
+           "jsonPayload.connection, bytes_sent, packets_sent, start_time, end_time, reporter, src_instance / "
+           "dest_instance)",
+           """SELECT 'gcp' AS cloud,
+       coalesce(CASE WHEN upper(jsonPayload.reporter) = 'DEST' THEN jsonPayload.dest_instance.project_id
+                     ELSE jsonPayload.src_instance.project_id END, resource.labels.project_id) AS account,
+       CASE WHEN upper(jsonPayload.reporter) = 'DEST' THEN jsonPayload.dest_instance.region
+            ELSE jsonPayload.src_instance.region END AS region,
+       CASE WHEN upper(jsonPayload.reporter) = 'DEST' THEN jsonPayload.dest_instance.vm_name
+            ELSE jsonPayload.src_instance.vm_name END AS resource,
+       resource.labels.subnetwork_name AS interface,
+       jsonPayload.connection.src_ip AS src, jsonPayload.connection.dest_ip AS dst,
+       TRY_CAST(jsonPayload.connection.src_port AS BIGINT) AS src_port,
+       TRY_CAST(jsonPayload.connection.dest_port AS BIGINT) AS dst_port,
+       TRY_CAST(jsonPayload.connection.protocol AS BIGINT) AS protocol,
+       TRY_CAST(jsonPayload.packets_sent AS BIGINT) AS packets, TRY_CAST(jsonPayload.bytes_sent AS BIGINT) AS bytes,
+       'ACCEPT' AS action,
+       CASE upper(jsonPayload.reporter) WHEN 'SRC' THEN 'egress' WHEN 'DEST' THEN 'ingress' END AS direction,
+       epoch_ns(CAST(jsonPayload.start_time AS TIMESTAMP)) AS start_ns,
+       epoch_ns(CAST(jsonPayload.end_time AS TIMESTAMP)) AS end_ns
+FROM {table}
+WHERE CAST(jsonPayload.start_time AS TIMESTAMP) >= to_timestamp({start_s})
+  AND CAST(jsonPayload.start_time AS TIMESTAMP) < to_timestamp({end_s})"""),
+)}
+
+FEATURES_SQL = """
+WITH flow_records AS (
+{records}
+), flow_agg AS (
+{reduce}
+), sided AS (
+  SELECT *, {src_public} AS src_public, {dst_public} AS dst_public,
+         lower(direction) = 'ingress' AS ingress, lower(direction) = 'egress' AS egress
+  FROM flow_agg
+), seen AS (
+  SELECT cloud, account, coalesce(resource, interface) AS entity, "window" // {per_hour} AS hour_index,
+         coalesce(ingress, FALSE) OR (NOT coalesce(ingress, FALSE) AND NOT coalesce(egress, FALSE)
+                                     AND src_public AND NOT dst_public) AS inbound,
+         src, dst, src_public, dst_public, bytes, packets
+  FROM sided
+), remote AS (
+  SELECT cloud, account, entity, hour_index, inbound,
+         CASE WHEN inbound THEN src ELSE dst END AS remote,
+         CASE WHEN inbound THEN src_public ELSE dst_public END AS remote_public,
+         coalesce(bytes, 0) AS bytes, coalesce(packets, 0) AS packets
+  FROM seen
+), public_peers AS (
+  SELECT cloud, account, entity, hour_index, remote,
+         sum(CASE WHEN inbound THEN bytes ELSE 0 END) AS bytes_in,
+         sum(CASE WHEN inbound THEN 0 ELSE bytes END) AS bytes_out,
+         sum(bytes) AS bytes, sum(packets) AS packets
+  FROM remote
+  WHERE remote_public AND entity IS NOT NULL
+  GROUP BY cloud, account, entity, hour_index, remote
+)
+SELECT cloud, account, entity, hour_index * {hour_s} AS hour_s,
+       CAST(sum(bytes_in) AS DOUBLE) AS bytes_in, CAST(sum(bytes_out) AS DOUBLE) AS bytes_out,
+       CAST(sum(bytes) AS DOUBLE) / greatest(CAST(sum(packets) AS DOUBLE), 1.0) AS bytes_per_packet,
+       CAST(count(*) AS DOUBLE) AS peers,
+       CASE WHEN sum(bytes) > 0 THEN CAST(max(bytes) AS DOUBLE) / CAST(sum(bytes) AS DOUBLE) ELSE 0.0 END
+         AS top_peer_share
+FROM public_peers
+GROUP BY cloud, account, entity, hour_index
+ORDER BY cloud, account, entity, hour_s
+""".strip()
+
+
+def features_sql(source: str = "canonical", *, table: str = "flows", start_s: int = 0, end_s: int = 2**62 // 10**9,
+                 window_s: int = WINDOW_S, long_lived_s: int = LONG_LIVED_S) -> str:
+    """Per-(cloud, account, entity, hour) flow features over `table` of kind `source`, in DuckDB's dialect.
+
+    `start_s`/`end_s` bound the records' start (Unix seconds), so a warehouse scans only the partitions of
+    the window. Raises KeyError for an unknown source.
+    """
+    adapter = SOURCES[source]
+    if 3600 % window_s:
+        raise ValueError(f"window_s {window_s} does not divide an hour")
+    records = adapter.sql.format(table=table, start_s=int(start_s), end_s=int(end_s))
+    return FEATURES_SQL.format(
+        records=records, reduce=reduce_sql("flow_records", window_s=window_s, long_lived_s=long_lived_s),
+        src_public=_public("src"), dst_public=_public("dst"), per_hour=3600 // window_s, hour_s=3600)
+
+
+def translate(sql: str, engine: str, *, pretty: bool = True) -> str:
+    """`sql` (DuckDB's dialect) in the dialect of `engine` (duckdb, athena or bigquery), through sqlglot.
+
+    Raises KeyError for an unknown engine, sqlglot.errors.ParseError when `sql` is not valid DuckDB SQL.
+    """
+    import sqlglot
+
+    dialect = ENGINES[engine]
+    return sqlglot.transpile(sql, read="duckdb", write=dialect, pretty=pretty)[0]
+
+
+def query(engine: str, source: str, *, table: str, start_s: int, end_s: int) -> str:
+    """The features query for `source` in `engine`'s dialect, ready to submit."""
+    return translate(features_sql(source, table=table, start_s=start_s, end_s=end_s), engine)
