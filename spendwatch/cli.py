@@ -22,8 +22,11 @@ from .access.aws import add_commands as add_access_commands
 from .approvals import add_commands as add_approval_commands
 from .aws_cli import add_commands as add_aws_commands
 from .delivery import add_commands as add_delivery_commands
+from .engine.cli import add_arguments as add_sql_arguments
+from .engine.cli import add_commands as add_sql_commands
 from .eval_cli import add_commands as add_eval_commands
 from .guardrails import add_commands as add_guardrail_commands
+from .model_cli import add_commands as add_model_commands
 from .replay_cli import add_commands as add_replay_commands
 from .series_cli import add_commands as add_series_commands
 from .serve import add_commands as add_serve_commands
@@ -125,6 +128,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from .sinks.console import render_findings, render_report
     from .sinks.jsonl import write_findings
 
+    if args.engine != "duckdb":
+        return _remote_scan(args)
     interactive = sys.stderr.isatty() and not args.json and not args.no_progress
     with _open_store(args.state) as store:
         if args.config:  # live clouds
@@ -141,6 +146,21 @@ def cmd_scan(args: argparse.Namespace) -> int:
         render_findings(shown, sys.stdout, changes=dict(result.changes))
         render_report(result.report, sys.stdout)
     return _exit_for(shown, args.fail_on)
+
+
+def _remote_scan(args: argparse.Namespace) -> int:
+    """`scan --engine athena|bigquery`: the flow features are computed where the data lives. Only the query
+    exists so far (--dry-run prints it); submitting it and scanning its result is not built yet."""
+    from .engine.cli import render
+
+    if not args.dry_run:
+        raise Fatal(f"--engine {args.engine}: running the query there is not built yet; add --dry-run to print "
+                    f"it (or `spendwatch sql --engine {args.engine}`) and run it in {args.engine}")
+    try:
+        print(render(args, args.engine).rstrip() + ";")
+    except ValueError as exc:
+        raise Fatal(str(exc)) from exc
+    return EXIT_OK
 
 
 def cmd_findings(args: argparse.Namespace) -> int:
@@ -218,12 +238,17 @@ def build_parser() -> argparse.ArgumentParser:
     scan = sub.add_parser("scan", help="scan local copies of cloud exports (laid out like their S3 buckets)")
     where = scan.add_mutually_exclusive_group(required=True)
     where.add_argument("--data", metavar="DIR", help="directory holding the exports")
-    where.add_argument("--config", metavar="FILE", help="TOML file naming live clouds to scan ([aws])")
+    where.add_argument("--config", metavar="FILE", help="TOML file naming live clouds to scan ([aws], [gcp], [azure])")
     scan.add_argument("--json", action="store_true",
                       help="only findings on stdout, one JSON object per line; the run report goes to stderr")
     scan.add_argument("--strict", action="store_true", help="stop at the first bad record or file (exit 1)")
     scan.add_argument("--report", metavar="FILE", help="also write the run report as JSON to FILE")
     scan.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    scan.add_argument("--engine", choices=("duckdb", "athena", "bigquery"), default="duckdb",
+                      help="where flow features are computed: here (duckdb, default) or pushed down to the "
+                           "warehouse holding the logs (athena, bigquery: with --dry-run, prints the query)")
+    scan.add_argument("--dry-run", action="store_true", help="with --engine athena|bigquery: print the query")
+    add_sql_arguments(scan)
     common(scan)
     scan.set_defaults(func=cmd_scan)
 
@@ -246,12 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_series_commands(sub)
     add_eval_commands(sub)
     add_replay_commands(sub)
+    add_model_commands(sub)
     add_aws_commands(sub)
     add_delivery_commands(sub)
     add_serve_commands(sub)
     add_access_commands(sub)
     add_guardrail_commands(sub)
     add_approval_commands(sub)
+    add_sql_commands(sub)
     return parser
 
 

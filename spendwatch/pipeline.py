@@ -7,7 +7,10 @@ so a blind spot is never shown as an all clear.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import importlib
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,20 +51,47 @@ def scan_directory(
     is not a directory.
     """
     from .connectors.files import read_directory
-    from .models import detect
+    from .engine.flows import FlowReducer
 
     if not data.is_dir():
         raise FileNotFoundError(f"{data}: no such directory")
+    # Detection's imports (scikit-learn: about a second) load while the files are read, not before.
+    models = _import_in_background(f"{__package__}.models")
     started = datetime.now(UTC)
     report = RunReport(strict=strict)
+    # Flow records are reduced while they are read (spendwatch.engine.flows): memory stays flat with volume.
+    reducer = FlowReducer()
     with report.timed("read"):
-        tables = read_directory(data, report, progress=progress)
+        try:
+            tables = read_directory(data, report, progress=progress, flows=reducer)
+        finally:
+            reducer.close()
     report.tables = tables.counts()
+    if reducer.records:
+        report.tables["flows"] = reducer.records
+        report.notes.append(f"flows: {reducer.records:,} records reduced to {len(tables.flows):,} per-window "
+                            "aggregates for detection")
     if not report.sources:
         report.gap(str(data), "no export files found: nothing was scanned")
+    models.join()
+    from .models import detect
+
     with report.timed("detect"):
-        found = detect(tables, now=now or started)
+        found = detect(tables, now=now or started, model=_org_model(store))
     return _finish(found, report, tables if keep_tables else None, store, str(data), started)
+
+
+def _import_in_background(name: str) -> threading.Thread:
+    """Start importing module `name` in a thread; join it before use (an import error then surfaces at the
+    ordinary import that follows). The readers release the GIL while parsing, so the two overlap."""
+
+    def run() -> None:
+        with contextlib.suppress(Exception):
+            importlib.import_module(name)
+
+    thread = threading.Thread(target=run, name=f"import {name}", daemon=True)
+    thread.start()
+    return thread
 
 
 def scan_aws(
@@ -93,12 +123,69 @@ def scan_aws(
     tables = got.tables
     report.tables = tables.counts()
     with report.timed("detect"):
-        found = detect(tables, now=now or started) if any(report.tables.values()) else []
+        found = detect(tables, now=now or started, model=_org_model(store)) if any(report.tables.values()) else []
     source = "aws:" + (",".join(got.accounts) if len(got.accounts) <= 5 else f"{len(got.accounts)} accounts")
     result = _finish(found, report, tables if keep_tables else None, store, source, started)
     if store is not None:
         Watermarks(store).save(got.marks, now=datetime.now(UTC))
     return result
+
+
+def scan_live(
+    configs: Mapping[str, Any],
+    *,
+    store: Store | None,
+    strict: bool = False,
+    now: datetime | None = None,
+    keep_tables: bool = False,
+    credentials: Mapping[str, Any] | None = None,
+) -> ScanResult:
+    """Scan live clouds in one run: `configs` maps "aws", "gcp" and "azure" to their connector's settings
+    (`AwsConfig`, `GcpConfig`, `AzureConfig`). One report, one detection over every cloud's tables, then every
+    cloud's watermarks are saved, after the findings are stored (as `scan_aws` does, for the same reason).
+
+    `credentials` maps a cloud to a credential its connector takes instead of the default (Azure: a token
+    credential). Each connector reports its own gaps; a cloud's connector is imported only when configured.
+    """
+    from importlib import import_module
+
+    from .models import detect
+    from .store import Watermarks
+
+    started = datetime.now(UTC)
+    report = RunReport(strict=strict)
+    parts: dict[str, list[Any]] = {}
+    marks: list[Any] = []
+    labels: list[str] = []
+    with report.timed("read"):
+        for cloud, config in configs.items():
+            connector = import_module(f".connectors.{cloud}", __package__)
+            extra = {"credential": credentials[cloud]} if credentials and cloud in credentials else {}
+            got = connector.scan(config, report, marks=Watermarks(store).load(cloud) if store is not None else {},
+                                 now=started, **extra)
+            for name, frame in got.tables.items():
+                parts.setdefault(name, []).append(frame)
+            marks.extend(got.marks)
+            accounts = got.accounts
+            labels.append(f"{cloud}:" + (",".join(accounts) if len(accounts) <= 5 else f"{len(accounts)} accounts"))
+    tables = Tables.concat(parts)
+    report.tables = tables.counts()
+    with report.timed("detect"):
+        found = detect(tables, now=now or started, model=_org_model(store)) if any(report.tables.values()) else []
+    result = _finish(found, report, tables if keep_tables else None, store, " ".join(labels), started)
+    if store is not None:
+        Watermarks(store).save(marks, now=datetime.now(UTC))
+    return result
+
+
+def _org_model(store: Store | None) -> Any:
+    """The organisation's baseline model, stored beside the state database (spendwatch.models.model_store):
+    loaded when fresh, retrained and saved when absent or stale. None without a file-backed store."""
+    if store is None:
+        return None
+    from .models.model_store import StoredModel
+
+    return StoredModel.beside(store)
 
 
 def _finish(

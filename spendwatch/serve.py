@@ -24,18 +24,27 @@ What runs:
 
 `--once` runs one scan (with its alerts) and exits: the mode for the cloud's own scheduler (Cloud Run jobs,
 Container Apps jobs, ECS scheduled tasks). Exit code 0 when the run succeeded, 1 when it failed.
+`--no-schedule` serves the Slack endpoint and /healthz only, no scheduled work: the service half of a
+deployment whose scans run as a separate job (Cloud Run service, Container App). Both halves then need one
+shared state: a PostgreSQL URL. Its /healthz is 200 while the state can be opened, 503 when it cannot.
+
+The state is a file path or a `postgresql://` URL: `--state`, else $SPENDWATCH_STATE, else
+$SPENDWATCH_DATABASE_URL (where the deployments put the secret), else `[serve] state`, else
+$SPENDWATCH_HOME/state.db. $SPENDWATCH_HOST and $SPENDWATCH_PORT override `host` and `port` (the container
+image sets them, and its HEALTHCHECK reads the same port).
 
 Configuration (TOML; secrets only from the environment: SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET)::
 
     [serve]
     data = "/exports"              # scan exports on disk; or leave it out and give an [aws] table (live)
-    state = "/var/lib/spendwatch/state.db"
+    state = "/var/lib/spendwatch/state.db"  # or "postgresql://spendwatch@db/spendwatch" (password: PGPASSWORD)
     interval_s = 900
     jitter_s = 30
     misfire_grace_s = 300
     host = "0.0.0.0"
     port = 8080
     alert_min_severity = "medium"
+    approval_sweep_s = 300         # revoke expired GPU-launch approvals this often (own worker)
 
     [slack]                        # leave out for no Slack (scans, logs and /healthz only)
     channel = "C0123ALERTS"
@@ -94,7 +103,7 @@ class ServeSettings:
 
     data: Path | None = None
     aws: dict[str, Any] | None = None
-    state: Path | None = None
+    state: Path | str | None = None  # a file, or a postgresql:// URL
     interval_s: float = 900.0
     jitter_s: float = 30.0
     misfire_grace_s: float = 300.0
@@ -107,6 +116,7 @@ class ServeSettings:
     overdue_s: float | None = None
     slack: SlackSettings | None = field(default=None, repr=False)  # repr=False: it holds the secrets
     sinks: dict[str, Any] | None = None  # the file's [sinks.*] tables: delivered after every scan
+    approval_sweep_s: float = 300.0  # how often expired GPU-launch approvals are revoked (spendwatch.approvals)
 
     @property
     def overdue_after_s(self) -> float:
@@ -142,22 +152,26 @@ class ServeSettings:
             from .connectors.aws import AwsConfig
 
             AwsConfig.from_dict(aws)  # fail at start-up, not at the first run
+        from .store import state_location
+
         raw_state = t.string("state", None)
         interval = t.number("interval_s", 900.0, minimum=1.0)
         settings = cls(
             data=Path(raw_data).expanduser() if raw_data else None,
             aws=dict(aws) if aws is not None else None,
-            state=Path(raw_state).expanduser() if raw_state else None,
+            state=state_location(raw_state) if raw_state else None,
             interval_s=interval,
             jitter_s=t.number("jitter_s", min(30.0, interval / 10)),
             misfire_grace_s=t.number("misfire_grace_s", 300.0, minimum=1.0),
             run_on_start=t.boolean("run_on_start", True),
-            host=t.string("host", "127.0.0.1"),
-            port=t.integer("port", 8080, minimum=0, maximum=65535),
+            # The container image sets SPENDWATCH_HOST/PORT; its HEALTHCHECK reads the same port.
+            host=_env_host(env, t.string("host", "127.0.0.1")),
+            port=_env_port(env, t.integer("port", 8080, minimum=0, maximum=65535)),
             alert_min_severity=Severity.parse(t.string("alert_min_severity", "medium", choices=SEVERITIES)),
             charts=t.boolean("charts", True),
             shutdown_grace_s=t.number("shutdown_grace_s", 20.0),
             overdue_s=t.number("overdue_s", None, minimum=1.0),
+            approval_sweep_s=t.number("approval_sweep_s", 300.0, minimum=1.0),
         )
         t.done()
         slack = _slack_settings(data.get("slack"), path=path, environ=env)
@@ -170,6 +184,26 @@ class ServeSettings:
             except ConfigError as exc:
                 raise ConfigError(f"{path}: {exc}") from exc
         return _replace(settings, slack=slack, sinks=dict(sinks) if sinks is not None else None)
+
+
+def _env_host(env: dict[str, str], configured: str) -> str:
+    return env.get("SPENDWATCH_HOST") or configured
+
+
+def _env_port(env: dict[str, str], configured: int) -> int:
+    raw = env.get("SPENDWATCH_PORT")
+    if not raw:
+        return configured
+    if not raw.isdigit() or not 0 <= int(raw) <= 65535:
+        raise ConfigError(f"SPENDWATCH_PORT: {raw!r} is not a port number (0-65535)")
+    return int(raw)
+
+
+def _shown(state: Path | str) -> str:
+    """The state for logs: a URL without its password."""
+    from .store import describe
+
+    return describe(state)
 
 
 def _replace(settings: ServeSettings, **kw: Any) -> ServeSettings:
@@ -286,17 +320,22 @@ def alert_digest(f: Finding) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def to_alert(findings: Iterable[Finding], store: Store, min_severity: Severity) -> list[tuple[Finding, str]]:
-    """(finding, digest) of the findings whose Slack alert is missing or out of date, worst first."""
+def to_alert(findings: Iterable[Finding], store: Store, min_severity: Severity,
+             now: datetime | None = None) -> list[tuple[Finding, str]]:
+    """(finding, digest) of the findings whose Slack alert is missing or out of date, worst first. A snoozed
+    finding whose snooze has ended by `now` is due again (SlackAlerter.notify re-alerts it and reopens it)."""
+    from .sinks.slack import snooze_over
     from .store import AlertLedger, SlackRecords
 
     ledger, records = AlertLedger(store), SlackRecords(store)
+    now = now or datetime.now(UTC)
     due: list[tuple[Finding, str]] = []
     for f in findings:
-        if f.severity < min_severity or f.status in QUIET_STATUSES:
+        woken = snooze_over(store, f, now)
+        if f.severity < min_severity or (f.status in QUIET_STATUSES and not woken):
             continue
         digest = alert_digest(f)
-        if records.message(f.id) is None or ledger.digest(f.id) != digest:
+        if woken or records.message(f.id) is None or ledger.digest(f.id) != digest:
             due.append((f, digest))
     return due
 
@@ -304,7 +343,7 @@ def to_alert(findings: Iterable[Finding], store: Store, min_severity: Severity) 
 class Service:
     """The scheduler, the HTTP server and the Slack parts of one `spendwatch serve` process."""
 
-    def __init__(self, settings: ServeSettings, *, state: Path | None = None,
+    def __init__(self, settings: ServeSettings, *, state: Path | str | None = None,
                  slack_client: Any = None) -> None:
         from .store import default_path
 
@@ -321,6 +360,7 @@ class Service:
         self._interaction: InteractionApp | None = None
         self._http: WSGIServer | None = None
         self._scheduler: Any = None
+        self._scheduled = True  # False under --no-schedule: the Slack endpoint and /healthz only
 
     # -- the scan job ----------------------------------------------------------------------------------
 
@@ -369,6 +409,48 @@ class Service:
         from .pipeline import scan_aws
 
         return scan_aws(AwsConfig.from_dict(self.settings.aws or {}), store=store, keep_tables=keep)
+
+    def retrain_model(self) -> bool:
+        """Retrain the organisation's baseline model from the live accounts' trailing window and save it beside the
+        state (spendwatch.model_cli.retrain): incremental scans hold too little history to retrain it themselves.
+        Never raises: a failure is logged and the scans keep the last model. True when a model was saved."""
+        try:
+            from .model_cli import retrain
+
+            trained = retrain(state=self.state, aws=self.settings.aws)
+        except Exception:
+            log.exception("model retrain failed", extra={"event": "model.error", "fields": {}})
+            return False
+        emit("model.trained" if trained is not None else "model.skipped",
+             rows=trained.rows if trained is not None else 0)
+        return trained is not None
+
+    def sweep_approvals(self) -> int:
+        """Revoke the GPU-launch approvals whose time is up (`approvals.expire_due`: policy and tags removed in
+        IAM, audited, the Slack message updated). Never raises: a failure is logged and the next sweep retries."""
+        from .approvals import expire_due, iam_client
+        from .store import Store
+
+        slack = self.settings.slack
+        try:
+            client = self._alerter_client()
+            with Store(self.state) as store:
+                done = expire_due(store, lambda: iam_client(slack.aws_endpoint_url if slack else None),
+                                  now=datetime.now(UTC), client=client)
+        except Exception as exc:
+            emit("approvals.sweep_failed", logging.ERROR, error=f"{type(exc).__name__}: {exc}")
+            return 0
+        if done:
+            emit("approvals.expired", approvals=[a.id for a in done], principals=[a.principal for a in done])
+        return len(done)
+
+    def _alerter_client(self) -> Any:
+        slack = self.settings.slack
+        if slack is not None and self._slack_client is None:
+            from .sinks.slack import make_client
+
+            self._slack_client = make_client(slack.bot_token, base_url=slack.api_base_url)
+        return self._slack_client
 
     def _deliver(self, store: Store, result: ScanResult, run: str) -> None:
         """Queue the scan's findings for the configured sinks and flush the outbox. A failing sink is logged and
@@ -438,6 +520,8 @@ class Service:
 
     def health(self) -> tuple[int, dict[str, Any]]:
         """(HTTP status, body) for /healthz: 503 when the last run failed or a run is overdue."""
+        if not self._scheduled:
+            return self._endpoint_health()
         now = time.time()
         with self._lock:
             last = self._last
@@ -456,6 +540,21 @@ class Service:
             "next_run_at": self._next_run_time(),
         }
         return (503 if status in ("failed", "overdue") else 200), body
+
+    def _endpoint_health(self) -> tuple[int, dict[str, Any]]:
+        """/healthz under --no-schedule: no runs here to report (the job's are in the state), so the check is
+        that the shared state can be opened; the endpoint is of no use without it."""
+        from .store import Store
+
+        body: dict[str, Any] = {"status": "ok", "scheduled": False, "slack": self._interaction is not None}
+        try:
+            with Store(self.state) as store:
+                last = store.runs(1)
+        except Exception as exc:
+            body.update(status="failed", error=f"state unreachable: {type(exc).__name__}: {exc}")
+            return 503, body
+        body["last_stored_run"] = vars(last[0]) if last else None  # the separate job's latest run, for context
+        return 200, body
 
     def _next_run_time(self) -> str | None:
         sched = self._scheduler
@@ -496,7 +595,7 @@ class Service:
     def once(self) -> int:
         """One scan with its alerts, then exit: 0 when it succeeded, 1 when it failed."""
         self._install_signals()
-        emit("serve.once", target=self.settings.target, state=str(self.state))
+        emit("serve.once", target=self.settings.target, state=_shown(self.state))
         worker = threading.Thread(target=self.run_scan, name="spendwatch-scan", daemon=True)
         worker.start()
         while worker.is_alive() and not self._stop.is_set():
@@ -506,8 +605,8 @@ class Service:
         last = self._last
         return 0 if last is not None and last.status == "ok" else 1
 
-    def serve(self) -> int:
-        """Schedule scans and serve HTTP until SIGTERM/SIGINT; exit 0."""
+    def serve(self, *, schedule: bool = True) -> int:
+        """Schedule scans and serve HTTP until SIGTERM/SIGINT; exit 0. `schedule=False`: serve HTTP only."""
         from apscheduler.executors.pool import ThreadPoolExecutor
         from apscheduler.schedulers.background import BackgroundScheduler
         from apscheduler.triggers.interval import IntervalTrigger
@@ -519,19 +618,40 @@ class Service:
 
             self._interaction = make_app(s.slack, self.state)
         self._http = self._start_http()
+        if not schedule:
+            return self._serve_only()
         # One worker: together with max_instances=1 a second run can never start beside the first.
-        scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(1)}, timezone=UTC)
+        # The approval sweep has its own worker: a long scan must not hold back revoking an expired exception.
+        scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(1),
+                                                   "approvals": ThreadPoolExecutor(1)}, timezone=UTC)
         self._scheduler = scheduler
         first = datetime.now(UTC) + (timedelta(seconds=0.1) if s.run_on_start else timedelta(seconds=s.interval_s))
         scheduler.add_job(self.run_scan, IntervalTrigger(seconds=s.interval_s, jitter=s.jitter_s or None),
                           id="scan", name="scan", max_instances=1, coalesce=True,
                           misfire_grace_time=int(max(1, s.misfire_grace_s)), next_run_time=first)
+        if s.aws is not None:  # a data directory's scans retrain the model themselves (models/model_store.py)
+            scheduler.add_job(self.retrain_model, IntervalTrigger(hours=24), id="model", name="model",
+                              max_instances=1, coalesce=True, next_run_time=first + timedelta(seconds=1))
+        scheduler.add_job(self.sweep_approvals, IntervalTrigger(seconds=s.approval_sweep_s), id="approvals",
+                          name="approvals", executor="approvals", max_instances=1, coalesce=True,
+                          next_run_time=datetime.now(UTC) + timedelta(seconds=0.1))
         self._watch_scheduler(scheduler)
         scheduler.start()
         host, port = self._http.server_address[:2]
-        emit("serve.started", target=s.target, state=str(self.state), host=str(host), port=port,
+        emit("serve.started", target=s.target, state=_shown(self.state), host=str(host), port=port,
              interval_s=s.interval_s, jitter_s=s.jitter_s, misfire_grace_s=s.misfire_grace_s,
              slack=s.slack is not None, pid=os.getpid())
+        while not self._stop.wait(0.5):
+            pass
+        return self._shutdown()
+
+    def _serve_only(self) -> int:
+        """--no-schedule: the Slack endpoint and /healthz until SIGTERM/SIGINT, no scheduled work at all."""
+        self._scheduled = False
+        assert self._http is not None
+        host, port = self._http.server_address[:2]
+        emit("serve.started", target=self.settings.target, state=_shown(self.state), host=str(host),
+             port=port, scheduled=False, slack=self.settings.slack is not None, pid=os.getpid())
         while not self._stop.wait(0.5):
             pass
         return self._shutdown()
@@ -599,11 +719,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         emit("serve.config_error", logging.ERROR, error=str(exc))
         print(f"spendwatch: error: {exc}", file=sys.stderr)
         return 1
-    state = Path(args.state).expanduser() if args.state else None
-    service = Service(settings, state=state)
+    if args.once and args.no_schedule:
+        print("spendwatch: error: --once and --no-schedule exclude each other", file=sys.stderr)
+        return 2
+    from .store import StoreError, resolve_state
+
+    service = Service(settings, state=resolve_state(args.state, configured=settings.state))
     try:
-        return service.once() if args.once else service.serve()
-    except OSError as exc:  # the port is taken, the state directory is not writable, ...
+        return service.once() if args.once else service.serve(schedule=not args.no_schedule)
+    except (OSError, StoreError) as exc:  # the port is taken, the state cannot be opened, ...
         emit("serve.error", logging.ERROR, error=str(exc))
         print(f"spendwatch: error: {exc}", file=sys.stderr)
         return 1
@@ -614,5 +738,9 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--config", metavar="FILE", required=True, help="TOML file with [serve] (and [slack], [aws])")
     p.add_argument("--once", action="store_true",
                    help="run one scan with its alerts and exit (for the cloud's own scheduler); exit 1 if it failed")
-    p.add_argument("--state", metavar="PATH", help="state database (default: [serve] state, then $SPENDWATCH_HOME)")
+    p.add_argument("--no-schedule", action="store_true",
+                   help="serve the Slack endpoint and /healthz only; scans run elsewhere (a scheduled job)")
+    p.add_argument("--state", metavar="PATH|URL",
+                   help="state: a file or a postgresql:// URL (default: $SPENDWATCH_STATE, $SPENDWATCH_DATABASE_URL, "
+                        "[serve] state, then $SPENDWATCH_HOME/state.db)")
     p.set_defaults(func=cmd_serve)
