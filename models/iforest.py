@@ -221,8 +221,11 @@ class ResourceHourForest(BaseEstimator):
     def alert_score(self, X: np.ndarray | pd.DataFrame) -> np.ndarray:
         """What hits are made from, 0..1 (higher = more anomalous): the larger of `calibrated_score` and the
         calibrated range novelty n / (n + novelty_threshold_). Both reach 0.5 at their alert-budget threshold."""
-        nov = self.novelty(X)
-        return np.maximum(self.calibrated_score(X), nov / (nov + self.novelty_threshold_))
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float64, reset=False)  # once: both scores read the same rows
+        nov = _novelty(X, self.range_min_, self.range_max_, self.units_)
+        return np.maximum(self._calibrate(-_score_rows(self.forest_, X, self.n_jobs or 2)),
+                          nov / (nov + self.novelty_threshold_))
 
     def calibrated_score(self, X: np.ndarray | pd.DataFrame) -> np.ndarray:
         """Scores mapped to 0..1 (higher = more anomalous): the baseline median -> 0, the budget threshold -> 0.5.
@@ -230,7 +233,9 @@ class ResourceHourForest(BaseEstimator):
         Piecewise linear and monotone in `score_samples`, so it ranks rows identically; 0.5 and above is exactly
         the share of baseline rows the alert budget allows.
         """
-        raw = self.score_samples(X)
+        return self._calibrate(self.score_samples(X))
+
+    def _calibrate(self, raw: np.ndarray) -> np.ndarray:
         lo, thr = self.baseline_median_score_, max(self.threshold_, self.baseline_median_score_ + 1e-9)
         below = 0.5 * (raw - lo) / (thr - lo)
         above = 0.5 + 0.5 * (raw - thr) / max(1.0 - thr, 1e-9)
@@ -266,7 +271,13 @@ class ResourceHourForest(BaseEstimator):
 
 
 def _novelty(X: np.ndarray, lo: np.ndarray, hi: np.ndarray, units: np.ndarray) -> np.ndarray:
-    return (np.maximum(X - hi, 0.0) / units + np.maximum(lo - X, 0.0) / units).sum(axis=1)
+    # |X - clip(X, lo, hi)| is X - hi above the range, lo - X below it and 0 inside: the same values as
+    # max(X - hi, 0) + max(lo - X, 0), with one temporary array instead of four (a million rows are scored at once).
+    beyond = np.clip(X, lo, hi)
+    np.subtract(X, beyond, out=beyond)
+    np.abs(beyond, out=beyond)
+    beyond /= units
+    return beyond.sum(axis=1)
 
 
 @dataclass(frozen=True)
