@@ -2,10 +2,11 @@
 
 `--nab DIR` scores the utilisation-series detector on NAB's 17 real AWS CloudWatch series with NAB's own
 scorer (DIR/../../tools/nab_score.py, or --scorer PATH) and prints the standard, reward_low_FP_rate and
-reward_low_FN_rate scores next to the published anchors. `--scenarios` simulates every labelled scenario
-(spendwatch/simulate/scenarios.py), scans it through the real pipeline and prints per-rule and overall
-precision and recall at severity >= medium (definitions in spendwatch/evaluate.py); `--markdown` prints the
-README's tables; `--compare` scans each scenario three ways (rules only, isolation forest only, both: the
+reward_low_FN_rate scores next to the published anchors; `--cv` adds the leave-files-out check (settings
+chosen on some files, scored on the others: how much of the score is tuning). `--scenarios` simulates every
+labelled scenario (spendwatch/simulate/scenarios.py), scans it through the real pipeline and prints per-rule
+and overall precision and recall at severity >= medium (definitions in spendwatch/evaluate.py); `--markdown`
+prints the README's tables; `--compare` scans each scenario three ways (rules only, isolation forest only, both: the
 default), each scan scored with the scenario's own baseline model, and prints precision, recall, F1 and the
 median time to detect side by side (`--no-ttd` skips the time-to-detect replays, the slow part).
 Another source adds an argument to the `sources` group below and a branch in `cmd_eval`.
@@ -77,6 +78,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return EXIT_FATAL
     p = result["profiles"]
     if args.json:
+        if args.cv:
+            from .models.series import cross_validate_nab
+
+            result["cv"] = cross_validate_nab(args.nab, scorer=args.scorer)
         json.dump(result, sys.stdout)
         print()
         return EXIT_OK
@@ -88,7 +93,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for name, (std, lfp, lfn) in NAB_ANCHORS.items():
         print(f"{name:<28}{std:>10.2f}{lfp:>10.2f}{lfn:>10.2f}")
     print(f"Threshold: {result['note']}.")
+    if args.cv:
+        _print_nab_cv(args)
     return EXIT_OK
+
+
+def _print_nab_cv(args: argparse.Namespace) -> None:
+    """`--cv`: the leave-files-out check of how much of the NAB score is tuning (models/series.py)."""
+    from .models.series import cross_validate_nab
+
+    cv = cross_validate_nab(args.nab, scorer=args.scorer)
+    two = cv["two_fold"]
+    print(f"\nLeave-files-out check: {cv['configs']} settings ({' x '.join(cv['grid'])}) scored on every file")
+    rows = [("default, all files", cv["default"]["scores"]), ("best setting, all files", cv["grid_best"]["scores"]),
+            ("median setting, all files", cv["grid_median"]),
+            (f"two-fold held out ({two['splits']} splits)", two["mean"]),
+            ("  sd over splits", two["sd"]), ("  worst split", two["min"]),
+            ("leave one file out", cv["leave_one_out"])]
+    for name, (std, lfp, lfn) in rows:
+        print(f"{name:<34}{std:>10.2f}{lfp:>10.2f}{lfn:>10.2f}")
+    print("Held out: the setting with the best summed score on the other files scores each file.")
 
 
 def add_commands(sub: Any) -> None:
@@ -99,6 +123,8 @@ def add_commands(sub: Any) -> None:
     sources.add_argument("--scenarios", action="store_true",
                          help="the simulator's labelled scenarios: precision / recall per rule at >= medium")
     ev.add_argument("--scorer", metavar="PATH", help="NAB scorer (default DIR/../../tools/nab_score.py)")
+    ev.add_argument("--cv", action="store_true",
+                    help="--nab: also choose the settings on some files and score the others (about 30 s)")
     ev.add_argument("--json", action="store_true", help="print the result as one JSON object")
     ev.add_argument("--markdown", action="store_true", help="--scenarios: Markdown tables (the README's)")
     ev.add_argument("--compare", action="store_true",

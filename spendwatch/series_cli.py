@@ -2,7 +2,9 @@
 
 `add_commands(sub)` adds the command to the spendwatch parser. pandas and the detector load only when the
 command runs, so `spendwatch --help` stays quick. Exit codes as for every spendwatch command: 0 done, 1 the
-file could not be read or has no `value` column, 2 usage error.
+file could not be read, has no `value` column or has a value that is not a number (the error names the lines;
+nothing is written, since a partly scored series would read as an all-clear), 2 usage error. An empty value is
+a missing sample: it is scored as the last value seen.
 """
 
 from __future__ import annotations

@@ -49,6 +49,25 @@ def test_series_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert exc.value.code == 2
 
 
+def test_series_refuses_values_that_are_not_numbers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "cpu.csv"
+    lines = write_series(src)
+    lines[7] = lines[7].rsplit(",", 1)[0] + ",n/a"  # line 8 of the file (the header is line 1)
+    lines[9] = lines[9].rsplit(",", 1)[0] + ","  # an empty value: a missing sample, scored, not refused
+    src.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "scored.csv"
+    assert main(["series", str(src), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert str(src) in err and "line 8 ('n/a')" in err and "'value'" in err and "1 bad row of 1200" in err
+    assert not out.exists()  # nothing half-scored is left behind
+
+    lines[7] = lines[7].rsplit(",", 1)[0] + ",30.000"
+    src.write_text("\n".join(lines) + "\n")
+    assert main(["series", str(src), "-o", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert rows[8]["value"] == "" and float(rows[8]["anomaly_score"]) < 0.5
+
+
 NAB = Path(__file__).resolve().parents[2] / "shared" / "data" / "nab"
 
 
