@@ -6,16 +6,20 @@ not learned as normal), leaving out the resources of open incidents (medium or a
 expected (`excluded_resources(store)`). Too few rows for a baseline: None, and the forest falls back to the
 scan's own rows.
 
-`StoredModel` is the organisation's model on disk: `resolve` loads it when it is fresh (trained at most
-`max_model_age_hours` before the scan, by scan time, with today's feature list) and otherwise trains a new one
-by the same policy and saves it; `spendwatch model train` does the same on a schedule (and `serve` calls
-`retrain` once a day).
+`StoredModel` is the organisation's model as kept with its state: `resolve` loads it when it is fresh (trained
+at most `max_model_age_hours` before the scan, by scan time, with today's feature list) and otherwise trains a
+new one by the same policy and saves it; `spendwatch model train` does the same on a schedule (and `serve` calls
+`retrain` once a day). Where it is kept (`StoredModel.beside(store)`): an SQLite state's model is the file
+`model.skops` beside the database file; a PostgreSQL state has no file to sit beside, and its scheduled job and
+its scans may run on different machines, so the same bytes go in the state's `models` table
+(spendwatch.store.models). An in-memory state keeps no model.
 
 A saved model is a skops file holding one dict: a format tag, the estimator, its training window, when it was
 trained, the feature list, and the versions that produced it. Loading refuses anything else (another
 estimator's .skops, a truncated or garbage file, a file needing types beyond the forest's own) with
 `ModelFileError`, so a wrong path can never silently score with the wrong model. skops (unlike pickle) only
-rebuilds types it is told to trust; we trust exactly the two non-default types our forest needs.
+rebuilds types it is told to trust; we trust exactly the two non-default types our forest needs. The bytes kept
+in a state's `models` table are the same skops file and go through the same checks (`model_from_bytes`).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from .features import KEY, RESOURCE_HOUR_FEATURES, WINDOW_FEATURES
 from .iforest import FEATURE_UNITS, LOG_FEATURES, IForestConfig, ResourceHourForest
 
 MODEL_FILE = "model.skops"  # beside the state database
+MODEL_NAME = "baseline"  # its name in a state's `models` table (PostgreSQL states)
 
 FORMAT = "spendwatch-model"
 FORMAT_VERSION = 1
@@ -158,30 +163,52 @@ def is_fresh(trained: TrainedModel, now: datetime, config: IForestConfig | None 
 
 @dataclass
 class StoredModel:
-    """The organisation's model: loaded when fresh, else retrained by the baseline policy (and saved to `path`).
+    """The organisation's model: loaded when fresh, else retrained by the baseline policy (and saved).
 
-    With `path` None it lives in memory only (a replay retrains it as the days go by, as a schedule would).
-    `exclude` is what to leave out of a baseline (`excluded_resources(store)`). `last` says what the most recent
-    `resolve` did ("loaded", "trained", "kept stale": too little history to retrain, "none": no model).
+    Kept in the file `path`, or in a state's `models` table (`records`, a `spendwatch.store.ModelRecords`: for
+    PostgreSQL states); with neither it lives in memory only (a replay retrains it as the days go by, as a
+    schedule would). `exclude` is what to leave out of a baseline (`excluded_resources(store)`). `last` says what
+    the most recent `resolve` did ("loaded", "trained", "kept stale": too little history to retrain, "none": no
+    model).
     """
 
     path: Path | None = None
     exclude: frozenset[tuple[str, str, str]] = frozenset()
     last: str = field(default="none", compare=False)
     current: TrainedModel | None = field(default=None, compare=False, repr=False)
+    records: Any = field(default=None, compare=False, repr=False)
 
     @classmethod
     def beside(cls, store: Any) -> StoredModel | None:
-        """The model file next to a file-backed store's database (None for an in-memory store)."""
+        """The model kept with a store: the file next to an SQLite state's database, the `models` table of a
+        PostgreSQL state; None for an in-memory store (there is nowhere to keep it)."""
         where = getattr(store, "path", None)
-        if where is None or str(where) == ":memory:":
-            return None
-        return cls(Path(where).with_name(MODEL_FILE), frozenset(excluded_resources(store)))
+        if where is not None and str(where) != ":memory:":
+            return cls(Path(where).with_name(MODEL_FILE), frozenset(excluded_resources(store)))
+        if getattr(store, "dialect", None) == "postgres":
+            from spendwatch.store import ModelRecords
+
+            return cls(None, frozenset(excluded_resources(store)), records=ModelRecords(store))
+        return None
+
+    @property
+    def where(self) -> str:
+        """Where the model is kept, for messages: the file, the state's table, or "memory"."""
+        if self.path is not None:
+            return str(self.path)
+        return self.records.where if self.records is not None else "memory"
+
+    def load(self) -> TrainedModel | None:
+        """The saved model, or None when none was saved yet; ModelFileError when what is there is not one."""
+        if self.path is not None:
+            return load_model(self.path) if self.path.exists() else None
+        if self.records is not None:
+            blob = self.records.get(MODEL_NAME)
+            return model_from_bytes(blob.data, source=self.where) if blob is not None else None
+        return None
 
     def resolve(self, rows: pd.DataFrame, *, now: datetime, config: IForestConfig | None = None) -> TrainedModel | None:
-        current = self.current
-        if current is None and self.path is not None and self.path.exists():
-            current = load_model(self.path)
+        current = self.current if self.current is not None else self.load()
         if current is not None and is_fresh(current, now, config):
             self.current, self.last = current, "loaded"
             return current
@@ -192,25 +219,28 @@ class StoredModel:
         return trained
 
     def retrain(self, rows: pd.DataFrame, *, now: datetime, config: IForestConfig | None = None) -> TrainedModel | None:
-        """Train by the baseline policy and save (replacing the file atomically); None when history is too short."""
+        """Train by the baseline policy and save (replacing the old one atomically); None when history is too
+        short."""
         trained = baseline_model(rows, now=now, config=config, exclude=self.exclude)
         if trained is None:
             self.last = "none"
             return None
         if self.path is not None:
             save_model(trained, self.path)
+        elif self.records is not None:
+            doc = _document(trained)
+            self.records.put(MODEL_NAME, _skops_bytes(doc), metadata=_metadata(doc), now=datetime.now(UTC))
         self.current, self.last = trained, "trained"
         return trained
 
 
-def save_model(trained: TrainedModel, path: str | Path) -> Path:
-    """Write `trained` as a skops file; returns the path."""
+def _document(trained: TrainedModel) -> dict[str, Any]:
+    """What a saved model holds (module doc)."""
     import sklearn
-    import skops.io as sio
 
     from spendwatch import __version__
 
-    doc = {
+    return {
         "format": FORMAT, "format_version": FORMAT_VERSION, "spendwatch_version": __version__,
         "sklearn_version": sklearn.__version__, "created_at": datetime.now(UTC).isoformat(),
         "trained_at": trained.trained_at.isoformat() if trained.trained_at is not None else None,
@@ -218,12 +248,34 @@ def save_model(trained: TrainedModel, path: str | Path) -> Path:
         "features": list(trained.features), "rows": trained.rows, "resources": trained.resources,
         "excluded": trained.excluded, "estimator": trained.estimator,
     }
+
+
+def _metadata(doc: dict[str, Any]) -> dict[str, Any]:
+    """A saved model's document without the estimator: what a person reading the state's table can see."""
+    return {k: v for k, v in doc.items() if k != "estimator"}
+
+
+def save_model(trained: TrainedModel, path: str | Path) -> Path:
+    """Write `trained` as a skops file; returns the path."""
+    import skops.io as sio
+
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-    sio.dump(doc, partial)
+    sio.dump(_document(trained), partial)
     os.replace(partial, target)  # a reader never sees half a model, and a crash mid-write leaves the old one
     return target
+
+
+def model_bytes(trained: TrainedModel) -> bytes:
+    """`trained` as the bytes of a skops file (what `save_model` writes), to keep in a state's table."""
+    return _skops_bytes(_document(trained))
+
+
+def _skops_bytes(doc: dict[str, Any]) -> bytes:
+    import skops.io as sio
+
+    return bytes(sio.dumps(doc))
 
 
 def load_model(path: str | Path) -> TrainedModel:
@@ -235,13 +287,39 @@ def load_model(path: str | Path) -> TrainedModel:
         untrusted = set(sio.get_untrusted_types(file=source))
     except Exception as exc:  # skops raises zipfile, JSON and key errors on files that are not skops files
         raise ModelFileError(f"{source}: not a spendwatch model (not a readable skops file: {exc})") from exc
-    unexpected = untrusted - TRUSTED_TYPES
-    if unexpected:
-        raise ModelFileError(f"{source}: not a spendwatch model (it needs untrusted types {sorted(unexpected)})")
+    _refuse_untrusted(untrusted, str(source))
     try:
         doc = sio.load(source, trusted=sorted(untrusted))
     except Exception as exc:
         raise ModelFileError(f"{source}: not a spendwatch model (skops could not load it: {exc})") from exc
+    return _from_document(doc, str(source))
+
+
+def model_from_bytes(data: bytes, *, source: str) -> TrainedModel:
+    """Read a model from the bytes of a skops file (`model_bytes`), with exactly the checks of `load_model`;
+    `source` names where the bytes came from in errors."""
+    import skops.io as sio
+
+    try:
+        untrusted = set(sio.get_untrusted_types(data=data))
+    except Exception as exc:
+        raise ModelFileError(f"{source}: not a spendwatch model (not a readable skops file: {exc})") from exc
+    _refuse_untrusted(untrusted, source)
+    try:
+        doc = sio.loads(data, trusted=sorted(untrusted))
+    except Exception as exc:
+        raise ModelFileError(f"{source}: not a spendwatch model (skops could not load it: {exc})") from exc
+    return _from_document(doc, source)
+
+
+def _refuse_untrusted(untrusted: set[str], source: str) -> None:
+    unexpected = untrusted - TRUSTED_TYPES
+    if unexpected:
+        raise ModelFileError(f"{source}: not a spendwatch model (it needs untrusted types {sorted(unexpected)})")
+
+
+def _from_document(doc: Any, source: str) -> TrainedModel:
+    """The TrainedModel a loaded skops document holds; ModelFileError when it is not a spendwatch model."""
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ModelFileError(f"{source}: not a spendwatch model (a skops file holding {type(doc).__name__})")
     if doc.get("format_version") != FORMAT_VERSION:
@@ -252,7 +330,7 @@ def load_model(path: str | Path) -> TrainedModel:
     if not isinstance(estimator, ResourceHourForest) or getattr(estimator, "n_features_in_", -1) != len(features):
         raise ModelFileError(f"{source}: spendwatch model is damaged (estimator and feature list disagree)")
     start, stop = (datetime.fromisoformat(t) for t in doc["training_window"])
-    meta = {k: v for k, v in doc.items() if k not in ("estimator",)}
+    meta = _metadata(doc)
     trained_at = datetime.fromisoformat(doc["trained_at"]) if doc.get("trained_at") else None
     return TrainedModel(estimator=estimator, features=features, window_start=start, window_end=stop,
                         rows=int(doc["rows"]), resources=int(doc["resources"]), excluded=int(doc["excluded"]),

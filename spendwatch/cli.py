@@ -37,28 +37,35 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_FINDINGS = 0, 1, 2, 3
 SEVERITIES = ("info", "low", "medium", "high", "critical")
+STATE_HELP = ("state: a file or a postgresql:// URL (default: $SPENDWATCH_STATE, $SPENDWATCH_DATABASE_URL, then "
+              "$SPENDWATCH_HOME/state.db, ~/.spendwatch/state.db)")
 
 
 class Fatal(Exception):
     """An error that ends the command with exit code 1 and a one-line message."""
 
 
-def _state_path(arg: str | None) -> Path:
-    from .store import default_path
+def _state_path(arg: str | None) -> Path | str:
+    """Where the state is: `--state` (a file or a postgresql:// URL), else $SPENDWATCH_STATE, else
+    $SPENDWATCH_DATABASE_URL, else $SPENDWATCH_HOME/state.db: the order every command and `serve` use."""
+    from .store import resolve_state
 
-    return Path(arg).expanduser() if arg else default_path()
+    return resolve_state(arg)
 
 
 def _open_store(arg: str | None) -> Any:
+    """The state as a Store, or a Fatal naming it (a URL without its password)."""
     import sqlite3
 
-    from .store import Store
+    from .store import Store, describe
 
-    path = _state_path(arg)
+    location = _state_path(arg)
     try:
-        return Store(path)
+        return Store(location)
     except (sqlite3.Error, OSError, RuntimeError) as exc:
-        raise Fatal(f"state {path}: {exc}") from exc
+        shown = describe(location)
+        message = str(exc)
+        raise Fatal(message if message.startswith(shown) else f"state {shown}: {message}") from exc
 
 
 def _progress(total: int, enabled: bool) -> tuple[Callable[[int], None] | None, Callable[[], None]]:
@@ -229,8 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--state", metavar="PATH",
-                       help="state database (default: $SPENDWATCH_HOME/state.db, ~/.spendwatch/state.db)")
+        p.add_argument("--state", metavar="PATH|URL", help=STATE_HELP)
         p.add_argument("--min-severity", choices=SEVERITIES, default="low", help="hide findings below this")
         p.add_argument("--fail-on", choices=SEVERITIES, metavar="SEVERITY",
                        help="exit 3 when a finding at or above SEVERITY is seen")

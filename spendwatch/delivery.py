@@ -400,8 +400,9 @@ def cmd_deliver(args: Any) -> int:
 
 def add_commands(sub: Any) -> None:
     """Add `report` and `deliver` to the spendwatch parser (heavy imports wait until a command runs)."""
+    from .cli import STATE_HELP
     rep = sub.add_parser("report", help="write an HTML report of the stored findings and the last run")
-    rep.add_argument("--state", metavar="PATH", help="state file (default: $SPENDWATCH_HOME/state.db)")
+    rep.add_argument("--state", metavar="PATH|URL", help=STATE_HELP)
     rep.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write the HTML file")
     rep.add_argument("--min-severity", choices=("info", "low", "medium", "high", "critical"), default="info")
     rep.add_argument("--title", default="spendwatch report")
@@ -409,6 +410,6 @@ def add_commands(sub: Any) -> None:
     dlv = sub.add_parser("deliver", help="queue stored findings for the configured sinks and flush the outbox"
                          " (exit 1 when a sink failed; its updates stay queued)")
     dlv.add_argument("--config", required=True, metavar="FILE", help="TOML file with [sinks.<name>] tables")
-    dlv.add_argument("--state", metavar="PATH", help="state file (default: $SPENDWATCH_HOME/state.db)")
+    dlv.add_argument("--state", metavar="PATH|URL", help=STATE_HELP)
     dlv.add_argument("--json", action="store_true", help="print what was delivered as JSON")
     dlv.set_defaults(func=cmd_deliver)

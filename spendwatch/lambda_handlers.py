@@ -1,8 +1,10 @@
 """AWS Lambda entry points: a scheduled scan, and the Slack interaction endpoint behind a Function URL.
 
 - `scan_handler(event, context)`: for an EventBridge Scheduler schedule (or an EventBridge rule's "Scheduled
-  Event"). Runs one scan with its Slack alerts, exactly as `spendwatch serve --once` does, and returns the run's
-  summary. A failed run raises, so the invocation counts in the function's `Errors` metric (alarm on it).
+  Event"). Runs one scan with its Slack alerts, then one approval sweep (expired GPU-launch exceptions revoked),
+  exactly as `spendwatch serve --once` does, and returns the run's summary with `approvals_expired`. A failed
+  scan raises, so the invocation counts in the function's `Errors` metric (alarm on it); a failed sweep is
+  logged (`approvals.sweep_failed`) and retried by the next invocation.
 - `slack_handler(event, context)`: for a Lambda Function URL (payload format 2.0: `rawPath`, `headers`, `body`,
   `isBase64Encoded`, `requestContext.http.method`). Slack wants an answer within three seconds and Lambda
   freezes the sandbox as soon as the handler returns, so the work cannot run in a thread after the ack. Bolt's
@@ -59,11 +61,16 @@ _LAZY_HEADERS = ("x-slack-bolt-lazy-only", "x-slack-bolt-lazy-function-name", LA
 
 def resolve_secrets(environ: dict[str, str], *, ssm: Any = None) -> dict[str, str]:
     """The environment with each secret in SECRET_NAMES filled from SSM Parameter Store when only its
-    `<NAME>_SSM_PARAMETER` is set. `ssm`: a boto3 SSM client (default: built here, in the function's region)."""
+    `<NAME>_SSM_PARAMETER` is set. `ssm`: a boto3 SSM client (default: built here, in the function's region).
+
+    The database URL is not read when SPENDWATCH_STATE is set: that wins (spendwatch.store.resolve_state), so the
+    URL would go unused, and a secret left empty must not stop the function from starting."""
     env = dict(environ)
     for name in SECRET_NAMES:
         param = env.get(f"{name}_SSM_PARAMETER")
         if env.get(name) or not param:
+            continue
+        if name == "SPENDWATCH_DATABASE_URL" and env.get("SPENDWATCH_STATE"):
             continue
         if ssm is None:
             import boto3
@@ -114,10 +121,12 @@ def scan_handler(event: dict[str, Any] | None, context: Any, *, environ: dict[st
     state = resolve_state(None, environ=env, configured=settings.state, default=DEFAULT_STATE)
     emit("lambda.scan", trigger=event.get("detail-type") or "EventBridge Scheduler", scheduled_time=event.get("time"),
          event_id=event.get("id"), request_id=getattr(context, "aws_request_id", None))
-    result = Service(settings, state=state).run_scan()
+    service = Service(settings, state=state)
+    result = service.run_scan()
+    expired = service.sweep_approvals()  # whatever the scan's outcome: revoking expired access must not wait
     if result.status != "ok":
         raise RuntimeError(f"scan {result.run} failed: {result.error}")
-    return result.to_json()
+    return {**result.to_json(), "approvals_expired": expired}
 
 
 # -- Slack interactions behind a Function URL -------------------------------------------------------------

@@ -277,7 +277,7 @@ class ReleaseAction(Action):
         if stored is None:
             raise Refused(
                 f"spendwatch has no active quarantine of {target.resource} in {target.cloud} account {account} "
-                f"(state {self.store.path}); release only undoes what spendwatch quarantined"
+                f"(state {self.store.where}); release only undoes what spendwatch quarantined"
             )
         self.quarantine_id = stored.id
         self.record = dict(stored.record)

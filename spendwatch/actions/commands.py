@@ -22,6 +22,7 @@ FROM_FINDING = "@finding"
 
 def add_commands(sub: Any) -> None:
     """Add `quarantine`, `release` and `audit` to the subparsers `sub` of the spendwatch parser."""
+    from ..cli import STATE_HELP
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("resource", metavar="RESOURCE",
@@ -34,8 +35,7 @@ def add_commands(sub: Any) -> None:
                        help="region (default: the stored finding's, else the AWS configuration's)")
         p.add_argument("--apply", action="store_true", help="make the changes (default: dry run, print the plan)")
         p.add_argument("--json", action="store_true", help="print the outcome as one JSON object")
-        p.add_argument("--state", metavar="PATH",
-                       help="state database (default: $SPENDWATCH_HOME/state.db, ~/.spendwatch/state.db)")
+        p.add_argument("--state", metavar="PATH|URL", help=STATE_HELP)
         p.add_argument("--endpoint-url", help=argparse.SUPPRESS)  # tests: a moto server on 127.0.0.1
 
     q = sub.add_parser(
@@ -62,24 +62,18 @@ def add_commands(sub: Any) -> None:
     a.add_argument("--resource", metavar="RESOURCE", help="only lines about this resource")
     a.add_argument("--limit", type=int, default=200, metavar="N", help="the last N lines (default 200)")
     a.add_argument("--json", action="store_true", help="one JSON object per line")
-    a.add_argument("--state", metavar="PATH", help="state database")
+    a.add_argument("--state", metavar="PATH|URL", help=STATE_HELP)
     a.set_defaults(func=cmd_audit)
 
 
 # -- helpers -----------------------------------------------------------------------------------------------
 
 def _open_store(arg: str | None) -> Store:
-    import sqlite3
-    from pathlib import Path
+    """The state (a file or a postgresql:// URL, resolved as every command does), or a Fatal naming it."""
+    from ..cli import _open_store as open_state
 
-    from ..cli import Fatal
-    from ..store import Store, default_path
-
-    path = Path(arg).expanduser() if arg else default_path()
-    try:
-        return Store(path)
-    except (sqlite3.Error, OSError, RuntimeError) as exc:
-        raise Fatal(f"state {path}: {exc}") from exc
+    store: Store = open_state(arg)
+    return store
 
 
 def _actor() -> str:

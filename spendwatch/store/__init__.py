@@ -6,7 +6,7 @@ machines). The same API and the same guarantees on both: see `backend` for how o
 across processes, and `migrate` for the numbered schema migrations applied when a store is opened.
 
 Modules: `core` (the Store: findings, runs, quarantines, audit), `slack`, `watermarks`, `outbox`, `alerts`,
-`approvals` (the other tables, each reached through its own class around a Store), `backend`, `migrate`.
+`approvals`, `models` (the other tables, each reached through its own class around a Store), `backend`, `migrate`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from .core import (
     default_path,
 )
 from .migrate import latest as _latest
+from .models import ModelRecords, StoredBlob
 from .outbox import OUTBOX_COLUMNS, Outbox, OutboxItem
 from .slack import SlackMessage, SlackRecords
 from .watermarks import Watermark, Watermarks
@@ -32,8 +33,8 @@ from .watermarks import Watermark, Watermarks
 SCHEMA_VERSION = _latest("sqlite")  # the newest migration this code knows (the same number in every dialect)
 
 __all__ = [
-    "OUTBOX_COLUMNS", "SCHEMA_VERSION", "AlertLedger", "Approvals", "AuditEntry", "Change", "Outbox", "OutboxItem",
-    "QuarantineRefused", "SlackMessage", "SlackRecords", "Store", "StoreError", "StoredApproval",
-    "StoredQuarantine", "StoredRun", "Watermark", "Watermarks", "default_home", "default_path", "describe",
-    "is_postgres_url", "resolve_state", "state_location",
+    "OUTBOX_COLUMNS", "SCHEMA_VERSION", "AlertLedger", "Approvals", "AuditEntry", "Change", "ModelRecords", "Outbox",
+    "OutboxItem", "QuarantineRefused", "SlackMessage", "SlackRecords", "Store", "StoreError", "StoredApproval",
+    "StoredBlob", "StoredQuarantine", "StoredRun", "Watermark", "Watermarks", "default_home", "default_path",
+    "describe", "is_postgres_url", "resolve_state", "state_location",
 ]

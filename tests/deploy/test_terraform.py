@@ -273,7 +273,48 @@ def test_entry_points_exist_in_the_code() -> None:
 
 
 @pytest.mark.parametrize("module", ["gcp", "azure"])
-def test_containers_run_serve_once_and_serve(module: str) -> None:
+def test_containers_run_serve_once_and_serve_no_schedule(module: str) -> None:
+    # The job scans (--once); the Slack service must not: with scans of its own its /healthz turns 503 when
+    # they are overdue, and an instance scaled to zero runs none.
     args = [json.loads(a) for a in re.findall(r"args\s+= (\[.*\])", (TF / module / "main.tf").read_text())]
-    assert [a[:2] for a in args] == [["serve", "--once"], ["serve", "--config"]], args
+    assert [a[:2] for a in args] == [["serve", "--once"], ["serve", "--no-schedule"]], args
     assert all("--config" in a for a in args), args
+
+
+def test_aws_database_url_secret_and_its_parameter_only_with_use_database_url() -> None:
+    # The handlers read every *_SSM_PARAMETER they are given at cold start: an empty secret they were pointed at
+    # would stop both functions from starting, so the secret, its grants and the variable exist only on request.
+    variables = blocks(load(AWS / "variables.tf"), "variable")
+    assert variables["use_database_url"]["type"] == "bool" and variables["use_database_url"]["default"] is False
+    env = locals_of(load(AWS / "main.tf"))["common_environment"]
+    assert env.count("SPENDWATCH_DATABASE_URL_SSM_PARAMETER") == 1
+    assert ('var.use_database_url ? {SPENDWATCH_DATABASE_URL_SSM_PARAMETER = local.secret_reference["database-url"]}'
+            ' : {}') in env
+    secrets = locals_of(load(AWS / "secrets.tf"))["secrets"]
+    assert 'var.use_database_url ? {"database-url" = ' in secrets
+    # Nothing else names the secret: the IAM grants iterate over the secrets that exist.
+    expressions = [s for p in AWS.glob("*.tf") for s in strings(load(p)) if s.startswith("${")]
+    naming = [s for s in expressions if "database-url" in s]
+    assert naming and all("var.use_database_url ?" in s for s in naming), naming
+    iam = blocks(load(AWS / "iam.tf"), "data")
+    for name in ("aws_iam_policy_document.scan_runtime", "aws_iam_policy_document.slack_runtime"):
+        granted = [s["resources"] for s in iam[name]["statement"] if s.get("sid", "").startswith("Secrets")]
+        assert len(granted) == 2 and all("local.secret_arns[k]" in str(g) or "secret_reference[k]" in str(g)
+                                         for g in granted), (name, granted)
+    assert 'k != "slack-signing-secret"' in locals_of(load(AWS / "iam.tf"))["scan_secrets"]  # scan: no signing secret
+    # The example deploys the recommended shape: a PostgreSQL state through the secret.
+    example = blocks(load(AWS / "examples" / "basic" / "main.tf"), "module")["spendwatch"]
+    assert example["use_database_url"] is True
+
+
+def test_aws_state_path_says_it_takes_a_url_and_wins_over_the_secret() -> None:
+    state_path = blocks(load(AWS / "variables.tf"), "variable")["state_path"]
+    assert "postgresql:// URL" in state_path["description"] and "wins over the database-url secret" in \
+        state_path["description"]
+    env = locals_of(load(AWS / "main.tf"))["common_environment"]
+    assert "var.state_path == null ? {} : {SPENDWATCH_STATE = var.state_path}" in env
+    # the order the handlers resolve it in (spendwatch.store.resolve_state): SPENDWATCH_STATE first
+    from spendwatch.store import resolve_state
+
+    assert resolve_state(None, environ={"SPENDWATCH_STATE": "/mnt/efs/state.db",
+                                        "SPENDWATCH_DATABASE_URL": "postgresql://db/x"}) == Path("/mnt/efs/state.db")

@@ -12,6 +12,7 @@ from spendwatch.store import (
     SCHEMA_VERSION,
     AlertLedger,
     Approvals,
+    ModelRecords,
     Outbox,
     SlackRecords,
     Store,
@@ -45,7 +46,7 @@ def test_a_state_file_from_before_migrations_upgrades_with_its_data(tmp_path: Pa
     path = legacy_file(tmp_path / "state.db")
     f1, f2 = make_finding("i-0aaa"), make_finding("i-0bbb")
     with Store(path) as store:
-        assert [(v, n) for v, n, _ in recorded(store)] == [(1, "initial"), (2, "findings_subject")]
+        assert [(v, n) for v, n, _ in recorded(store)] == [(1, "initial"), (2, "findings_subject"), (3, "models")]
         # Every table's rows, as the old code wrote them.
         assert store.count() == 2 and store.get(f1.id).status == "quarantined"  # type: ignore[union-attr]
         [run] = store.runs()
@@ -68,6 +69,7 @@ def test_a_state_file_from_before_migrations_upgrades_with_its_data(tmp_path: Pa
         # What the migrations added, and ids that carry on from the old ones.
         indexes = {r[0] for r in store._db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
         assert {"findings_resource", "findings_principal", "findings_severity"} <= indexes
+        assert ModelRecords(store).names() == []  # 0003: the table a PostgreSQL state keeps its model in
         assert store.record_run(started_at=T0, finished_at=T0, source="x", report={}, findings=0,
                                 new_findings=0) == 2
         first = recorded(store)

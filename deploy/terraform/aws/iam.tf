@@ -11,6 +11,8 @@ locals {
   quarantine_role_arns = [for a in local.role_accounts : "arn:${local.partition}:iam::${a}:role/${var.quarantine_role_name}"]
 
   secret_arns = { for k, s in aws_secretsmanager_secret.this : k => s.arn }
+  # The scan function never verifies a Slack request: every secret but the signing secret.
+  scan_secrets = [for k in keys(local.secrets) : k if k != "slack-signing-secret"]
 }
 
 data "aws_iam_policy_document" "lambda_trust" {
@@ -62,12 +64,12 @@ data "aws_iam_policy_document" "scan_runtime" {
   statement {
     sid       = "Secrets"
     actions   = ["secretsmanager:GetSecretValue"]
-    resources = [local.secret_arns["slack-bot-token"], local.secret_arns["database-url"]]
+    resources = [for k in local.scan_secrets : local.secret_arns[k]]
   }
   statement {
     sid       = "SecretsThroughParameterStore"
     actions   = ["ssm:GetParameter"]
-    resources = [for k in ["slack-bot-token", "database-url"] : "arn:${local.partition}:ssm:${local.region}:${local.account_id}:parameter${local.secret_reference[k]}"]
+    resources = [for k in local.scan_secrets : "arn:${local.partition}:ssm:${local.region}:${local.account_id}:parameter${local.secret_reference[k]}"]
   }
   statement {
     sid       = "DecryptSecretsAndEnvironment"
@@ -119,7 +121,7 @@ data "aws_iam_policy_document" "slack_runtime" {
   statement {
     sid       = "Secrets"
     actions   = ["secretsmanager:GetSecretValue"]
-    resources = [local.secret_arns["slack-signing-secret"], local.secret_arns["slack-bot-token"], local.secret_arns["database-url"]]
+    resources = [for k in keys(local.secrets) : local.secret_arns[k]]
   }
   statement {
     sid       = "SecretsThroughParameterStore"

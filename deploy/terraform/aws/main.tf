@@ -24,16 +24,22 @@ locals {
   # Secrets Manager secret. No value is in Terraform state.
   secret_reference = { for k, s in aws_secretsmanager_secret.this : k => "/aws/reference/secretsmanager/${s.name}" }
 
-  common_environment = merge(var.environment, {
-    SPENDWATCH_SLACK_CHANNEL              = var.slack_channel
-    SLACK_BOT_TOKEN_SSM_PARAMETER         = local.secret_reference["slack-bot-token"]
-    SLACK_SIGNING_SECRET_SSM_PARAMETER    = local.secret_reference["slack-signing-secret"]
-    SPENDWATCH_DATABASE_URL_SSM_PARAMETER = local.secret_reference["database-url"]
-    SPENDWATCH_CONFIG_TOML                = var.config_toml
-    # The read role's name and external ID belong in config_toml's [aws] table (role_name, external_id).
-    # The Slack function is to assume this role in the finding's account before it acts (see README).
-    SPENDWATCH_AWS_QUARANTINE_ROLE_NAME = var.quarantine_role_name
-  }, var.state_path == null ? {} : { SPENDWATCH_STATE = var.state_path })
+  # SPENDWATCH_DATABASE_URL_SSM_PARAMETER is read at every cold start: set only when the database-url secret
+  # exists (use_database_url).
+  common_environment = merge(
+    var.environment,
+    {
+      SPENDWATCH_SLACK_CHANNEL           = var.slack_channel
+      SLACK_BOT_TOKEN_SSM_PARAMETER      = local.secret_reference["slack-bot-token"]
+      SLACK_SIGNING_SECRET_SSM_PARAMETER = local.secret_reference["slack-signing-secret"]
+      SPENDWATCH_CONFIG_TOML             = var.config_toml
+      # The read role's name and external ID belong in config_toml's [aws] table (role_name, external_id).
+      # The Slack function is to assume this role in the finding's account before it acts (see README).
+      SPENDWATCH_AWS_QUARANTINE_ROLE_NAME = var.quarantine_role_name
+    },
+    var.use_database_url ? { SPENDWATCH_DATABASE_URL_SSM_PARAMETER = local.secret_reference["database-url"] } : {},
+    var.state_path == null ? {} : { SPENDWATCH_STATE = var.state_path }
+  )
 
   tags = merge({ "spendwatch:managed" = "true" }, var.tags)
 }

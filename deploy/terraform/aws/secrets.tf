@@ -3,11 +3,17 @@
 #   aws secretsmanager put-secret-value --secret-id <name>/slack-signing-secret --secret-string '...'
 
 locals {
-  secrets = {
-    "slack-signing-secret" = "Slack app signing secret: the Slack function verifies every request with it."
-    "slack-bot-token"      = "Slack bot token (xoxb-...): posts alerts and updates messages."
-    "database-url"         = "State database URL (postgresql://...): findings, watermarks, quarantine records and audit, shared by both functions."
-  }
+  # database-url only with use_database_url: the handlers read every secret they are given at cold start, so an
+  # empty one would stop both functions from starting.
+  secrets = merge(
+    {
+      "slack-signing-secret" = "Slack app signing secret: the Slack function verifies every request with it."
+      "slack-bot-token"      = "Slack bot token (xoxb-...): posts alerts and updates messages."
+    },
+    var.use_database_url ? {
+      "database-url" = "State database URL (postgresql://...): findings, watermarks, quarantine records and audit, shared by both functions."
+    } : {}
+  )
 }
 
 data "aws_iam_policy_document" "key" {

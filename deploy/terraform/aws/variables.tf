@@ -151,10 +151,21 @@ variable "config_toml" {
   }
 }
 
+variable "use_database_url" {
+  description = "The state is a PostgreSQL database whose URL you put in the <name>/database-url secret: the module creates that secret, lets both functions read it and passes its name as SPENDWATCH_DATABASE_URL_SSM_PARAMETER (read at cold start, so fill it before the first invocation). False: no such secret; the state is state_path, else the handlers' /tmp default."
+  type        = bool
+  default     = false
+}
+
 variable "state_path" {
-  description = "SPENDWATCH_STATE for both functions (e.g. an SQLite file on an EFS mount). Null: the handlers' default, /tmp, per sandbox: a trial only, since the two functions must share state."
+  description = "SPENDWATCH_STATE for both functions: a file path (e.g. an SQLite file on an EFS mount) or a postgresql:// URL. It wins over the database-url secret (SPENDWATCH_STATE comes before SPENDWATCH_DATABASE_URL); a URL here sits in plain text in the functions' environment and Terraform state, so put one with a password in the secret instead (use_database_url). Null: the secret's URL with use_database_url, else the handlers' default /tmp, per sandbox: a trial only, since the two functions must share state."
   type        = string
   default     = null
+
+  validation {
+    condition     = var.state_path == null || can(regex("^(/|postgres(ql)?://)", var.state_path))
+    error_message = "state_path must be an absolute file path or a postgresql:// URL."
+  }
 }
 
 variable "slack_allowed_users" {

@@ -1,6 +1,8 @@
 # The scheduled scan job and the Slack app in one Container Apps environment. Identities in iam.tf, the vault
 # in secrets.tf, alerting in alerts.tf. The same image runs `spendwatch serve --once` (one scan, then exit) in
-# the job and `spendwatch serve` (Slack endpoint and /healthz) in the app.
+# the job and `spendwatch serve --no-schedule` (Slack endpoint, /healthz and the approval sweep; no scans) in
+# the app. Without --no-schedule the app would scan too, and its /healthz would turn 503 once its own scans were
+# overdue (a replica scaled to zero runs none).
 
 locals {
   tags = merge({ "spendwatch-managed" = "true" }, var.tags)
@@ -155,7 +157,7 @@ resource "azurerm_container_app" "slack" {
       cpu     = 0.5
       memory  = "1Gi"
       command = ["spendwatch"]
-      args    = ["serve", "--config", "/etc/spendwatch/spendwatch-toml"]
+      args    = ["serve", "--no-schedule", "--config", "/etc/spendwatch/spendwatch-toml"]
 
       volume_mounts {
         name = "config"

@@ -1,6 +1,8 @@
 # The scan job and its schedule, and the Slack endpoint. Identities in iam.tf, secrets in secrets.tf, alerting
 # in alerts.tf. The container is the same image for both: `spendwatch serve --once` (one scan, then exit) in
-# the job, `spendwatch serve` (Slack endpoint and /healthz) in the service.
+# the job, `spendwatch serve --no-schedule` (Slack endpoint, /healthz and the approval sweep; no scans) in the
+# service. Without --no-schedule the service would scan too, and its /healthz would turn 503 once its own scans
+# were overdue (an instance scaled to zero runs none).
 
 locals {
   labels = merge({ "spendwatch-managed" = "true" }, var.labels)
@@ -141,7 +143,7 @@ resource "google_cloud_run_v2_service" "slack" {
     containers {
       image   = var.image
       command = ["spendwatch"]
-      args    = ["serve", "--config", "/etc/spendwatch/spendwatch.toml"]
+      args    = ["serve", "--no-schedule", "--config", "/etc/spendwatch/spendwatch.toml"]
 
       volume_mounts {
         name       = "config"

@@ -29,6 +29,8 @@ module "spendwatch" {
   alarm_emails              = ["platform-oncall@example.com"]
   slack_allowed_groups      = ["S0123PLATFORM"]
   config_toml               = file("${path.module}/spendwatch.toml")
+  # The state's PostgreSQL URL goes in the <name>/database-url secret (fill it before the first invocation).
+  use_database_url = true
 }
 
 # One provider and one module call per member account (or a StackSet with the same two roles).
