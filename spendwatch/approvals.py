@@ -280,10 +280,16 @@ def _slack_client() -> tuple[Any, str]:
     return make_client(token, base_url=os.environ.get("SPENDWATCH_SLACK_API_URL") or None), channel
 
 
+def _state(arg: str | None) -> Store:
+    """The state of `--state` (a file or a postgresql:// URL), resolved as every command does."""
+    from .cli import _open_store
+
+    store: Store = _open_store(arg)
+    return store
+
+
 def cmd_request(args: argparse.Namespace) -> int:
     import getpass
-
-    from .store import default_path
 
     now = datetime.now(UTC)
     try:
@@ -294,7 +300,7 @@ def cmd_request(args: argparse.Namespace) -> int:
     except RequestError as exc:
         print(f"spendwatch: error: {exc}", file=sys.stderr)
         return 2
-    with Store(args.state or default_path()) as store:
+    with _state(args.state) as store:
         try:
             a = post_request(store, client, channel, a, now=now)
         except Exception as exc:
@@ -305,9 +311,11 @@ def cmd_request(args: argparse.Namespace) -> int:
 
 
 def cmd_approvals(args: argparse.Namespace) -> int:
-    from .store import default_path
+    if args.what == "from-activity":  # denied launches seen in CloudTrail (spendwatch.denied_launches)
+        from .denied_launches import cmd_from_activity
 
-    with Store(args.state or default_path()) as store:
+        return cmd_from_activity(args)
+    with _state(args.state) as store:
         if args.what == "expire":
             client = None
             with contextlib.suppress(RequestError):  # no Slack configured: revoke anyway, tell nobody
@@ -326,7 +334,8 @@ def cmd_approvals(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: Any) -> None:
-    """`spendwatch request` and `spendwatch approvals list|expire`."""
+    """`spendwatch request` and `spendwatch approvals list|expire|from-activity`."""
+    from .cli import STATE_HELP
     r = sub.add_parser("request", help="ask for approval (in Slack) to launch accelerated instances")
     r.add_argument("--principal", required=True, help="ARN of the IAM user or role that will launch")
     r.add_argument("--instance-type", required=True)
@@ -335,12 +344,16 @@ def add_commands(sub: Any) -> None:
     r.add_argument("--hours", type=float, required=True, help=f"length of the exception (at most {MAX_HOURS:g})")
     r.add_argument("--reason", required=True)
     r.add_argument("--requested-by", help="who asks (default cli:<login>)")
-    r.add_argument("--state", metavar="PATH")
+    r.add_argument("--state", metavar="PATH|URL", help=STATE_HELP)
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_request)
-    a = sub.add_parser("approvals", help="list approval requests, or revoke the expired ones")
-    a.add_argument("what", choices=("list", "expire"))
-    a.add_argument("--state", metavar="PATH")
+    a = sub.add_parser("approvals", help="list approval requests, revoke the expired ones, or request the "
+                       "launches the guardrail denied (from-activity)")
+    a.add_argument("what", choices=("list", "expire", "from-activity"))
+    a.add_argument("--state", metavar="PATH|URL", help=STATE_HELP)
     a.add_argument("--json", action="store_true")
     a.add_argument("--endpoint-url", help=argparse.SUPPRESS)
+    from .denied_launches import add_arguments as add_from_activity_arguments
+
+    add_from_activity_arguments(a)
     a.set_defaults(func=cmd_approvals)

@@ -22,11 +22,21 @@ What runs:
 - Logs: one JSON object per line on stderr (`event`, `run`, ...). Library log lines go through the same
   formatter, so a log pipeline sees one format.
 
-`--once` runs one scan (with its alerts) and exits: the mode for the cloud's own scheduler (Cloud Run jobs,
-Container Apps jobs, ECS scheduled tasks). Exit code 0 when the run succeeded, 1 when it failed.
-`--no-schedule` serves the Slack endpoint and /healthz only, no scheduled work: the service half of a
-deployment whose scans run as a separate job (Cloud Run service, Container App). Both halves then need one
-shared state: a PostgreSQL URL. Its /healthz is 200 while the state can be opened, 503 when it cannot.
+- The approval sweep (`approvals.expire_due`: GPU-launch exceptions whose time is up are revoked) runs every
+  `approval_sweep_s` on a worker of its own, so a long scan never holds back a revocation.
+- With live clouds (`[aws]`, `[gcp]`, `[azure]`) a daily job retrains the organisation's baseline model from
+  their history (spendwatch.model_cli.retrain); incremental scans hold too little history to do it themselves.
+
+`--once` runs one scan (with its alerts), then one approval sweep, and exits: the mode for the cloud's own
+scheduler (Cloud Run jobs, Container Apps jobs, ECS scheduled tasks). Exit code 0 when the scan succeeded, 1
+when it failed (a failed sweep is logged as `approvals.sweep_failed` and retried by the next run).
+`--no-schedule` serves the Slack endpoint and /healthz and runs no scans and no retraining: the service half of a
+deployment whose scans run as a separate job (Cloud Run service, Container App). It keeps the approval sweep:
+a sweep is not a scan (one indexed query when nothing is due), revoking an exception on time is a security
+matter, and an always-on service sweeps every `approval_sweep_s` where the job sweeps only once per scan. The
+job's sweep stays the floor for services that scale to zero; two sweepers never revoke twice (each expiry is a
+compare-and-set in the store, and revoking in IAM is idempotent). Both halves need one shared state: a
+PostgreSQL URL. Its /healthz is 200 while the state can be opened, 503 when it cannot.
 
 The state is a file path or a `postgresql://` URL: `--state`, else $SPENDWATCH_STATE, else
 $SPENDWATCH_DATABASE_URL (where the deployments put the secret), else `[serve] state`, else
@@ -36,7 +46,7 @@ image sets them, and its HEALTHCHECK reads the same port).
 Configuration (TOML; secrets only from the environment: SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET)::
 
     [serve]
-    data = "/exports"              # scan exports on disk; or leave it out and give an [aws] table (live)
+    data = "/exports"              # scan exports on disk; or leave it out and give [aws], [gcp] and/or [azure]
     state = "/var/lib/spendwatch/state.db"  # or "postgresql://spendwatch@db/spendwatch" (password: PGPASSWORD)
     interval_s = 900
     jitter_s = 30
@@ -45,11 +55,16 @@ Configuration (TOML; secrets only from the environment: SLACK_BOT_TOKEN, SLACK_S
     port = 8080
     alert_min_severity = "medium"
     approval_sweep_s = 300         # revoke expired GPU-launch approvals this often (own worker)
+    denied_launch_hours = 4        # hours asked for by the requests made from launches the guardrail denied
 
     [slack]                        # leave out for no Slack (scans, logs and /healthz only)
     channel = "C0123ALERTS"
     allowed_users = ["U01ALICE"]
     allowed_groups = ["S01SECOPS"]
+
+Live clouds: the `[aws]`, `[gcp]` and `[azure]` tables of `scan --config` (their connectors' settings). With
+`[aws]` alone each run is `pipeline.scan_aws`; with `[gcp]` or `[azure]` (with or without `[aws]`) each run is
+one `pipeline.scan_live` over all of them: one report, one detection, every cloud's watermarks.
 """
 
 from __future__ import annotations
@@ -86,6 +101,7 @@ log = logging.getLogger("spendwatch.serve")
 HEALTH_PATH = "/healthz"
 SLACK_PATH = "/slack/events"
 SEVERITIES = ("info", "low", "medium", "high", "critical")
+LIVE_CLOUDS = ("aws", "gcp", "azure")  # the config file's tables that name live clouds to scan
 # Findings in these states are settled by a person: no more alerts while they stay so.
 QUIET_STATUSES = frozenset({"snoozed", "expected", "resolved"})
 
@@ -95,7 +111,7 @@ QUIET_STATUSES = frozenset({"snoozed", "expected", "resolved"})
 
 @dataclass(frozen=True)
 class ServeSettings:
-    """`[serve]` (and whether `[slack]` and `[aws]` are there), typed and checked.
+    """`[serve]` (and whether `[slack]`, `[aws]`, `[gcp]` and `[azure]` are there), typed and checked.
 
     `overdue_s` is how long after the last run (or the start) `/healthz` turns 503 for want of a run; by
     default two intervals plus jitter and grace, so one skipped run (busy, misfired) does not page anyone.
@@ -103,6 +119,8 @@ class ServeSettings:
 
     data: Path | None = None
     aws: dict[str, Any] | None = None
+    gcp: dict[str, Any] | None = None
+    azure: dict[str, Any] | None = None
     state: Path | str | None = None  # a file, or a postgresql:// URL
     interval_s: float = 900.0
     jitter_s: float = 30.0
@@ -117,6 +135,8 @@ class ServeSettings:
     slack: SlackSettings | None = field(default=None, repr=False)  # repr=False: it holds the secrets
     sinks: dict[str, Any] | None = None  # the file's [sinks.*] tables: delivered after every scan
     approval_sweep_s: float = 300.0  # how often expired GPU-launch approvals are revoked (spendwatch.approvals)
+    denied_launch_hours: float = 4.0  # what a request from a denied launch asks for (spendwatch.denied_launches)
+    source: str | None = None  # the file the settings came from, for the live tables' error messages
 
     @property
     def overdue_after_s(self) -> float:
@@ -125,12 +145,22 @@ class ServeSettings:
         return 2 * self.interval_s + self.jitter_s + self.misfire_grace_s
 
     @property
+    def clouds(self) -> tuple[str, ...]:
+        """The live clouds scanned (those with a table), in a fixed order; empty for a data directory."""
+        return tuple(c for c in LIVE_CLOUDS if getattr(self, c) is not None)
+
+    @property
     def target(self) -> str:
-        return str(self.data) if self.data is not None else "aws"
+        return str(self.data) if self.data is not None else "+".join(self.clouds)
+
+    def live_configs(self) -> dict[str, Any]:
+        """Each live cloud's table as its connector's settings; ConfigError names the file and key."""
+        return _live_configs({c: getattr(self, c) for c in self.clouds}, path=self.source)
 
     @classmethod
     def load(cls, path: Path | str, *, environ: dict[str, str] | None = None) -> ServeSettings:
-        """Read `[serve]`, `[slack]` and `[aws]` of the file; ConfigError names the file, table and key."""
+        """Read `[serve]`, `[slack]` and the live clouds' tables of the file; ConfigError names the file, table
+        and key."""
         data = load(path)
         env = dict(os.environ if environ is None else environ)
         return cls.from_dict(data, path=path, environ=env)
@@ -141,24 +171,25 @@ class ServeSettings:
         env = dict(os.environ if environ is None else environ)
         t = Table(data.get("serve"), "serve", path=path)
         raw_data = t.string("data", None)
-        aws = data.get("aws")
-        if aws is not None and not isinstance(aws, dict):
-            raise ConfigError(f"{path}: [aws] must be a table")
-        if raw_data is None and aws is None:
-            raise t.error("data", "is required unless the file has an [aws] table (a live scan)")
-        if raw_data is not None and aws is not None:
-            raise t.error("data", "and an [aws] table are both set: serve scans one target, pick one")
-        if aws is not None:
-            from .connectors.aws import AwsConfig
-
-            AwsConfig.from_dict(aws)  # fail at start-up, not at the first run
+        live = {cloud: data[cloud] for cloud in LIVE_CLOUDS if data.get(cloud) is not None}
+        for cloud, table in live.items():
+            if not isinstance(table, dict):
+                raise ConfigError(f"{path}: [{cloud}] must be a table")
+        if raw_data is None and not live:
+            raise t.error("data", "is required unless the file has an [aws], [gcp] or [azure] table (a live scan)")
+        if raw_data is not None and live:
+            raise t.error("data", f"and [{'], ['.join(live)}] are all set: serve scans one target, pick one")
+        _live_configs(live, path=path)  # fail at start-up, not at the first run
         from .store import state_location
 
         raw_state = t.string("state", None)
         interval = t.number("interval_s", 900.0, minimum=1.0)
         settings = cls(
             data=Path(raw_data).expanduser() if raw_data else None,
-            aws=dict(aws) if aws is not None else None,
+            aws=dict(live["aws"]) if "aws" in live else None,
+            gcp=dict(live["gcp"]) if "gcp" in live else None,
+            azure=dict(live["azure"]) if "azure" in live else None,
+            source=str(path) if path is not None else None,
             state=state_location(raw_state) if raw_state else None,
             interval_s=interval,
             jitter_s=t.number("jitter_s", min(30.0, interval / 10)),
@@ -172,8 +203,13 @@ class ServeSettings:
             shutdown_grace_s=t.number("shutdown_grace_s", 20.0),
             overdue_s=t.number("overdue_s", None, minimum=1.0),
             approval_sweep_s=t.number("approval_sweep_s", 300.0, minimum=1.0),
+            denied_launch_hours=t.number("denied_launch_hours", 4.0, minimum=0.0, above=True),
         )
         t.done()
+        from .approvals import MAX_HOURS
+
+        if settings.denied_launch_hours > MAX_HOURS:  # the bound of every approval request
+            raise t.error("denied_launch_hours", f"must be at most {MAX_HOURS:g}")
         slack = _slack_settings(data.get("slack"), path=path, environ=env)
         sinks = data.get("sinks")
         if sinks is not None:
@@ -184,6 +220,25 @@ class ServeSettings:
             except ConfigError as exc:
                 raise ConfigError(f"{path}: {exc}") from exc
         return _replace(settings, slack=slack, sinks=dict(sinks) if sinks is not None else None)
+
+
+def _live_configs(tables: dict[str, Any], *, path: Path | str | None) -> dict[str, Any]:
+    """The live clouds' tables ({"aws": {...}, ...}) as their connectors' settings (as `scan --config` reads
+    them); ConfigError for a bad table. Each connector is imported only when its cloud is configured."""
+    configs: dict[str, Any] = {}
+    if "aws" in tables:
+        from .connectors.aws import AwsConfig
+
+        configs["aws"] = AwsConfig.from_dict(tables["aws"])
+    if "gcp" in tables:
+        from .connectors.gcp import GcpConfig
+
+        configs["gcp"] = GcpConfig.from_dict(tables["gcp"], path=path)
+    if "azure" in tables:
+        from .connectors.azure import AzureConfig
+
+        configs["azure"] = AzureConfig.from_dict(tables["azure"], path=path)
+    return configs
 
 
 def _env_host(env: dict[str, str], configured: str) -> str:
@@ -348,7 +403,7 @@ class Service:
         from .store import default_path
 
         self.settings = settings
-        self.state = state or settings.state or default_path()
+        self.state: Path | str = state or settings.state or default_path()
         self._slack_client = slack_client
         self._stop = threading.Event()
         self._idle = threading.Event()
@@ -360,7 +415,7 @@ class Service:
         self._interaction: InteractionApp | None = None
         self._http: WSGIServer | None = None
         self._scheduler: Any = None
-        self._scheduled = True  # False under --no-schedule: the Slack endpoint and /healthz only
+        self._scheduled = True  # False under --no-schedule: no scans here, so /healthz checks the state
 
     # -- the scan job ----------------------------------------------------------------------------------
 
@@ -382,6 +437,7 @@ class Service:
                 state.gaps = [{"source": g.source, "reason": g.reason} for g in result.report.gaps]
                 state.store_run_id = result.run_id
                 state.alerted = self._alert(store, result, run)
+                self._request_denied(store, result, run)
                 self._deliver(store, result, run)
             state.status = "ok"
         except Exception as exc:
@@ -400,30 +456,52 @@ class Service:
         return state
 
     def _scan(self, store: Store) -> ScanResult:
-        keep = self.settings.slack is not None and self.settings.charts
+        """One scan of the target: a data directory, `[aws]` alone (`scan_aws`, as always), or several live
+        clouds including GCP or Azure (`scan_live`: one report and one detection over all of them)."""
+        keep = self.settings.slack is not None  # for the charts, and the denied launches' approval requests
         if self.settings.data is not None:
             from .pipeline import scan_directory
 
             return scan_directory(self.settings.data, store=store, keep_tables=keep)
-        from .connectors.aws import AwsConfig
-        from .pipeline import scan_aws
+        if self.settings.clouds == ("aws",):
+            from .connectors.aws import AwsConfig
+            from .pipeline import scan_aws
 
-        return scan_aws(AwsConfig.from_dict(self.settings.aws or {}), store=store, keep_tables=keep)
+            return scan_aws(AwsConfig.from_dict(self.settings.aws or {}), store=store, keep_tables=keep)
+        from .pipeline import scan_live
+
+        return scan_live(self.settings.live_configs(), store=store, keep_tables=keep)
 
     def retrain_model(self) -> bool:
-        """Retrain the organisation's baseline model from the live accounts' trailing window and save it beside the
-        state (spendwatch.model_cli.retrain): incremental scans hold too little history to retrain it themselves.
+        """Retrain the organisation's baseline model from the live clouds' history and keep it with the state
+        (spendwatch.model_cli.retrain): incremental scans hold too little history to retrain it themselves.
         Never raises: a failure is logged and the scans keep the last model. True when a model was saved."""
         try:
             from .model_cli import retrain
 
-            trained = retrain(state=self.state, aws=self.settings.aws)
+            trained = retrain(state=self.state, live=self.settings.live_configs())
         except Exception:
             log.exception("model retrain failed", extra={"event": "model.error", "fields": {}})
             return False
         emit("model.trained" if trained is not None else "model.skipped",
              rows=trained.rows if trained is not None else 0)
         return trained is not None
+
+    def _request_denied(self, store: Store, result: ScanResult, run: str) -> None:
+        """Approval requests for the agents' launches the guardrail denied in this scan's activity
+        (spendwatch.denied_launches). Never raises: a failure is logged (see that module on catching up)."""
+        if self.settings.slack is None or result.tables is None:
+            return
+        from .denied_launches import request_denied
+
+        try:
+            done = request_denied(store, result.tables.activity, client=self._alerter_client(),
+                                  channel=self.settings.slack.channel, hours=self.settings.denied_launch_hours)
+        except Exception as exc:
+            emit("approvals.from_activity_failed", logging.ERROR, run=run, error=f"{type(exc).__name__}: {exc}")
+            return
+        if done.posted or done.failed:
+            emit("approvals.requested", logging.WARNING if done.failed else logging.INFO, run=run, **done.to_json())
 
     def sweep_approvals(self) -> int:
         """Revoke the GPU-launch approvals whose time is up (`approvals.expire_due`: policy and tags removed in
@@ -593,7 +671,9 @@ class Service:
             signal.signal(sig, self.request_stop)
 
     def once(self) -> int:
-        """One scan with its alerts, then exit: 0 when it succeeded, 1 when it failed."""
+        """One scan with its alerts, then one approval sweep, then exit: 0 when the scan succeeded, 1 when it
+        failed. The sweep runs whatever the scan's outcome (revoking expired access must not wait for a healthy
+        scan); it never raises, and a failed sweep is logged and retried by the next run."""
         self._install_signals()
         emit("serve.once", target=self.settings.target, state=_shown(self.state))
         worker = threading.Thread(target=self.run_scan, name="spendwatch-scan", daemon=True)
@@ -602,6 +682,8 @@ class Service:
             worker.join(0.2)
         if worker.is_alive():
             return self._abandon_or_wait()
+        if not self._stop.is_set():
+            self.sweep_approvals()
         last = self._last
         return 0 if last is not None and last.status == "ok" else 1
 
@@ -613,28 +695,31 @@ class Service:
 
         self._install_signals()
         s = self.settings
+        self._scheduled = schedule  # before the HTTP server starts: /healthz answers by the mode from the start
         if s.slack is not None:
             from .slack_app import make_app
 
             self._interaction = make_app(s.slack, self.state)
         self._http = self._start_http()
-        if not schedule:
-            return self._serve_only()
         # One worker: together with max_instances=1 a second run can never start beside the first.
         # The approval sweep has its own worker: a long scan must not hold back revoking an expired exception.
         scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(1),
                                                    "approvals": ThreadPoolExecutor(1)}, timezone=UTC)
         self._scheduler = scheduler
+        # --no-schedule keeps the sweep (module doc: it is not a scan, and it is what revokes access on time).
+        scheduler.add_job(self.sweep_approvals, IntervalTrigger(seconds=s.approval_sweep_s), id="approvals",
+                          name="approvals", executor="approvals", max_instances=1, coalesce=True,
+                          next_run_time=datetime.now(UTC) + timedelta(seconds=0.1))
+        if not schedule:
+            scheduler.start()
+            return self._serve_only()
         first = datetime.now(UTC) + (timedelta(seconds=0.1) if s.run_on_start else timedelta(seconds=s.interval_s))
         scheduler.add_job(self.run_scan, IntervalTrigger(seconds=s.interval_s, jitter=s.jitter_s or None),
                           id="scan", name="scan", max_instances=1, coalesce=True,
                           misfire_grace_time=int(max(1, s.misfire_grace_s)), next_run_time=first)
-        if s.aws is not None:  # a data directory's scans retrain the model themselves (models/model_store.py)
+        if s.clouds:  # a data directory's scans retrain the model themselves (models/model_store.py)
             scheduler.add_job(self.retrain_model, IntervalTrigger(hours=24), id="model", name="model",
                               max_instances=1, coalesce=True, next_run_time=first + timedelta(seconds=1))
-        scheduler.add_job(self.sweep_approvals, IntervalTrigger(seconds=s.approval_sweep_s), id="approvals",
-                          name="approvals", executor="approvals", max_instances=1, coalesce=True,
-                          next_run_time=datetime.now(UTC) + timedelta(seconds=0.1))
         self._watch_scheduler(scheduler)
         scheduler.start()
         host, port = self._http.server_address[:2]
@@ -646,12 +731,12 @@ class Service:
         return self._shutdown()
 
     def _serve_only(self) -> int:
-        """--no-schedule: the Slack endpoint and /healthz until SIGTERM/SIGINT, no scheduled work at all."""
-        self._scheduled = False
+        """--no-schedule: the Slack endpoint, /healthz and the approval sweep until SIGTERM/SIGINT; no scans."""
         assert self._http is not None
         host, port = self._http.server_address[:2]
         emit("serve.started", target=self.settings.target, state=_shown(self.state), host=str(host),
-             port=port, scheduled=False, slack=self.settings.slack is not None, pid=os.getpid())
+             port=port, scheduled=False, approval_sweep_s=self.settings.approval_sweep_s,
+             slack=self.settings.slack is not None, pid=os.getpid())
         while not self._stop.wait(0.5):
             pass
         return self._shutdown()
@@ -735,11 +820,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def add_commands(sub: Any) -> None:
     p = sub.add_parser("serve", help="run scans on a schedule, alert Slack, serve the Slack endpoint and /healthz")
-    p.add_argument("--config", metavar="FILE", required=True, help="TOML file with [serve] (and [slack], [aws])")
+    p.add_argument("--config", metavar="FILE", required=True,
+                   help="TOML file with [serve] (and [slack], [aws], [gcp], [azure])")
     p.add_argument("--once", action="store_true",
-                   help="run one scan with its alerts and exit (for the cloud's own scheduler); exit 1 if it failed")
+                   help="run one scan with its alerts, then one approval sweep, and exit (for the cloud's own "
+                        "scheduler); exit 1 if the scan failed")
     p.add_argument("--no-schedule", action="store_true",
-                   help="serve the Slack endpoint and /healthz only; scans run elsewhere (a scheduled job)")
+                   help="serve the Slack endpoint and /healthz, and sweep expired approvals; no scans (they run "
+                        "elsewhere, as a scheduled job)")
     p.add_argument("--state", metavar="PATH|URL",
                    help="state: a file or a postgresql:// URL (default: $SPENDWATCH_STATE, $SPENDWATCH_DATABASE_URL, "
                         "[serve] state, then $SPENDWATCH_HOME/state.db)")

@@ -1,11 +1,14 @@
 """CloudTrail log files as delivered to S3 (`{"Records": [...]}`, gzip JSON). Produces `activity`, and the
 launches and state changes the connector turns into `inventory` and the interface/IP maps.
 
-Events taken: ec2 RunInstances, RequestSpotInstances, CreateFleet, StartInstances, StopInstances,
-TerminateInstances; servicequotas GetServiceQuota, ListServiceQuotas, GetAWSDefaultServiceQuota,
+Events taken: ec2 RunInstances, RequestSpotInstances, RequestSpotFleet, CreateFleet, StartInstances,
+StopInstances, TerminateInstances; servicequotas GetServiceQuota, ListServiceQuotas, GetAWSDefaultServiceQuota,
 RequestServiceQuotaIncrease; iam CreateAccessKey. Every other event is counted and left out: a trail holds
 mostly read-only calls that say nothing about spend. Failed calls are kept with their `error`: a burst of
-denied GPU launches is itself a signal.
+denied GPU launches is itself a signal, and a launch the guardrail denied becomes an approval request
+(`spendwatch.denied_launches`), which needs `requested_count`: how many instances a launch call asked for
+(RunInstances maxCount, RequestSpotInstances instanceCount, CreateFleet TotalTargetCapacity, RequestSpotFleet
+targetCapacity), null for other events.
 
 Who: `principal` is the stable identity (an assumed role's issuer role ARN, with the session name kept in
 `session_name`; an IAM user's ARN; the AWS service's name), and `principal_type` is one of human, role,
@@ -53,7 +56,8 @@ STATE_ACTIONS: Final[dict[str, str]] = {
     "StartInstances": "start", "StopInstances": "stop", "TerminateInstances": "terminate",
 }
 
-EXTRA: dict[str, pa.DataType] = {"target": STR, "desired_value": pa.float64(), "event_id": STR}
+EXTRA: dict[str, pa.DataType] = {"target": STR, "desired_value": pa.float64(), "event_id": STR,
+                                  "requested_count": pa.int64()}
 SCHEMA = schema("activity", EXTRA)
 
 _MARKERS = re.compile(
@@ -207,7 +211,7 @@ def _event(event: dict[str, Any], line: int, ctx: FileContext, result: FileResul
     name = event.get("eventName")
     source = event.get("eventSource") or ""
     wanted = (source == "ec2.amazonaws.com" and (name in STATE_ACTIONS or name in (
-        "RunInstances", "RequestSpotInstances", "CreateFleet")))
+        "RunInstances", "RequestSpotInstances", "RequestSpotFleet", "CreateFleet")))
     wanted |= source == "servicequotas.amazonaws.com" and name in QUOTA_ACTIONS
     wanted |= source == "iam.amazonaws.com" and name == "CreateAccessKey"
     if not wanted:
@@ -234,6 +238,7 @@ def _event(event: dict[str, Any], line: int, ctx: FileContext, result: FileResul
     }
     request = event.get("requestParameters") or {}
     response = event.get("responseElements") or {}
+    base["requested_count"] = _requested_count(name, request)
     if name == "RunInstances":
         return _run_instances(base, request, response, result)
     if name == "RequestSpotInstances":
@@ -246,6 +251,9 @@ def _event(event: dict[str, Any], line: int, ctx: FileContext, result: FileResul
                 for it in items]
     if name == "CreateFleet":
         return _create_fleet(base, request, response, result)
+    if name == "RequestSpotFleet":
+        config = _key(request, "spotFleetRequestConfig") or {}
+        return [_row(base, "launch_request", _key(response, "spotFleetRequestId"), _spot_fleet_type(config), True)]
     if name in STATE_ACTIONS:
         action = STATE_ACTIONS[name]
         ids = [it.get("instanceId") for it in _items(request.get("instancesSet")) if it.get("instanceId")]
@@ -329,6 +337,57 @@ def _create_fleet(base: dict[str, Any], request: dict[str, Any], response: dict[
         rows.append(_row(base, "launch", resp.get("fleetId"), fallback_type,
                          (req.get("Type") or "").lower() == "spot" or None))
     return rows
+
+
+def _key(obj: Any, name: str) -> Any:
+    """`obj[name]` matched without regard to case. The casing of RequestSpotFleet's parameters in CloudTrail is
+    not pinned by a recorded sample here (the query API spells `SpotFleetRequestConfig`, CloudTrail's EC2
+    events mostly camel-case), so either is read."""
+    if not isinstance(obj, dict):
+        return None
+    if name in obj:
+        return obj[name]
+    low = name.lower()
+    return next((v for k, v in obj.items() if isinstance(k, str) and k.lower() == low), None)
+
+
+def _spot_fleet_type(config: dict[str, Any]) -> str | None:
+    """The first instance type a Spot Fleet request names (launch specifications, else template overrides)."""
+    for spec in _as_list(_key(config, "launchSpecifications")):
+        if _key(spec, "instanceType"):
+            return str(_key(spec, "instanceType"))
+    for template in _as_list(_key(config, "launchTemplateConfigs")):
+        for override in _as_list(_key(template, "overrides")):
+            if _key(override, "instanceType"):
+                return str(_key(override, "instanceType"))
+    return None
+
+
+def _count(value: Any) -> int | None:
+    """A positive instance count (CloudTrail writes numbers, sometimes as strings); None otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def _requested_count(name: str | None, request: dict[str, Any]) -> int | None:
+    """How many instances a launch call asked for; None for other events or when the event does not say.
+    RunInstances: maxCount (the most it would launch; minCount when maxCount is missing), summed over items."""
+    if name == "RunInstances":
+        counts = [_count(it.get("maxCount", it.get("minCount")))
+                  for it in _items(request.get("instancesSet")) if isinstance(it, dict)]
+        known = [c for c in counts if c is not None]
+        return sum(known) if known else None
+    if name == "RequestSpotInstances":
+        return _count(request.get("instanceCount"))
+    if name == "CreateFleet":
+        spec = (request.get("CreateFleetRequest") or request).get("TargetCapacitySpecification") or {}
+        return _count(_key(spec, "TotalTargetCapacity"))
+    if name == "RequestSpotFleet":
+        return _count(_key(_key(request, "spotFleetRequestConfig"), "targetCapacity"))
+    return None
 
 
 def _tags(container: Any) -> dict[str, str]:

@@ -1,7 +1,7 @@
-"""`spendwatch serve --no-schedule`: the Slack endpoint and /healthz only, the service half of a deployment whose
+"""`spendwatch serve --no-schedule`: the Slack endpoint and /healthz, no scans: the service half of a deployment whose
 scans run as a separate job. Two such processes share one PostgreSQL state (as two Cloud Run instances would,
-the URL arriving in $SPENDWATCH_DATABASE_URL): a double click sent to both quarantines once, and no scheduled
-work runs in either."""
+the URL arriving in $SPENDWATCH_DATABASE_URL): a double click sent to both quarantines once, and no scan runs in
+either."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def test_two_endpoint_processes_on_postgres_quarantine_once(tmp_path: Path, aws:
         for p in procs:
             rc, _ = p.terminate()
             assert rc == 0, "".join(p.raw[-10:])
-        for p in procs:  # nothing scheduled ran: no scan, no model, no approval sweep
+        for p in procs:  # no scan and no model ran; the approval sweep did, with nothing due (test_sweep_modes.py)
             assert not [e for e in p.events if str(e.get("event", "")).startswith(("scan.", "model.", "approvals."))]
             assert p.of("shutdown.done")
     finally:
