@@ -41,7 +41,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from .connectors.files import read_directory
     from .replay import replay
     from .report import RunReport
-    from .store import Store
+    from .store import Store, state_location
 
     root = Path(args.data)
     if not root.is_dir():
@@ -49,7 +49,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return EXIT_FATAL
     tables = read_directory(root, RunReport())
     with (tempfile.TemporaryDirectory(prefix="sw-replay-") as tmp,
-          Store(Path(args.store) if args.store else Path(tmp) / "replay.db") as store):
+          Store(state_location(args.store) if args.store else Path(tmp) / "replay.db") as store):
         result = replay(tables, every=args.every, start=args.start, end=args.end, store=store,
                         landing=not args.no_landing)
     if args.json:
@@ -68,7 +68,8 @@ def add_commands(sub: Any) -> None:
                     help="scan interval: 15m (default), 1h, ...")
     rp.add_argument("--start", type=_when, help="first tick at or after this time (default: first delivery)")
     rp.add_argument("--end", type=_when, help="last tick at or before this time (default: after the last delivery)")
-    rp.add_argument("--store", metavar="PATH", help="SQLite store to fill (default: a temporary one)")
+    rp.add_argument("--store", metavar="PATH|URL", help="state to fill: an SQLite file or a postgresql:// URL "
+                    "(default: a temporary SQLite file; never the live state)")
     rp.add_argument("--no-landing", action="store_true",
                     help="skip the bisection that finds when each finding's evidence landed (faster)")
     rp.add_argument("--json", action="store_true", help="print the result as one JSON object")
