@@ -146,6 +146,7 @@ def scan_live(
 
     `credentials` maps a cloud to a credential its connector takes instead of the default (Azure: a token
     credential). Each connector reports its own gaps; a cloud's connector is imported only when configured.
+    `now` (default: the clock) also ends the window of the API sources that read "up to now" (metrics).
     """
     from importlib import import_module
 
@@ -162,7 +163,7 @@ def scan_live(
             connector = import_module(f".connectors.{cloud}", __package__)
             extra = {"credential": credentials[cloud]} if credentials and cloud in credentials else {}
             got = connector.scan(config, report, marks=Watermarks(store).load(cloud) if store is not None else {},
-                                 now=started, **extra)
+                                 now=now or started, **extra)
             for name, frame in got.tables.items():
                 parts.setdefault(name, []).append(frame)
             marks.extend(got.marks)

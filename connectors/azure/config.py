@@ -6,13 +6,22 @@ Example::
     subscriptions = ["5b1c7e2a-9d4f-4e3b-8a61-2f0c9d7e4b18"]
     logs = ["https://acmelogs.blob.core.windows.net/"]       # storage accounts diagnostic settings write to
     cost = ["https://acmecost.blob.core.windows.net/exports/daily/acme-actual/"]  # Cost Management exports
+    metrics_api = true                                       # Percentage CPU from Azure Monitor, per VM
+    cost_api = true                                          # daily cost per resource from Cost Management
 
 A `logs` account is one that diagnostic settings send to: the Activity Log (container
 `insights-activity-logs`), VNet flow logs (`insights-logs-flowlogflowevent`; flow logs must go to an account in
 the VNet's region, so list one account per region) and VM platform metrics (`insights-metrics-pt1m`). A `cost`
-location is the container and folder of a Cost Management export. Credentials are DefaultAzureCredential (a
-managed identity, workload identity, or the Azure CLI's login). `arm_endpoint`, `allow_http` (ARM only) and
-`ca_bundle` (a CA file to trust, for Blob and ARM) are for local fakes and private endpoints.
+location is the container and folder of a Cost Management export. Utilisation comes from one of two places:
+`metrics_api = true` asks Azure Monitor (`metrics:getBatch`, 50 VMs a call, at most `metrics_max_calls` calls a
+run) for the Percentage CPU of every VM the inventory lists (so it needs `inventory = true`); otherwise the
+`insights-metrics-pt1m` container of the `logs` accounts is read. With `metrics_api = true` that container is
+not read (the run report says so): one source, never the same minute twice. Spend likewise:
+`cost_api = true` asks the Cost Management query API (daily cost per resource, per subscription) and the
+`cost` exports are then not read. Credentials are
+DefaultAzureCredential (a managed identity, workload identity, or the Azure CLI's login). `arm_endpoint`,
+`metrics_endpoint` (a template with `{region}`), `allow_http` (ARM and metrics) and `ca_bundle` (a CA file to
+trust, for Blob, ARM and metrics) are for local fakes and private endpoints.
 """
 
 from __future__ import annotations
@@ -78,8 +87,13 @@ class AzureConfig:
     logs: tuple[BlobLocation, ...] = ()
     cost: tuple[BlobLocation, ...] = ()
     inventory: bool = True  # VMs and NICs through Azure Resource Manager, per subscription
+    metrics_api: bool = False  # Percentage CPU of every inventoried VM from Azure Monitor (`metrics.py`)
+    metrics_max_calls: int = 100  # metrics:getBatch calls per run (50 VMs each); VMs past the cap are a gap
+    cost_api: bool = False  # daily cost per resource from the Cost Management query API (`costs.py`)
+    initial_hours: int = 24  # how far back an API source starts on its first run
     lookback_days: int = 2  # blobs modified this many days before the newest one are still compared
     arm_endpoint: str | None = None
+    metrics_endpoint: str = "https://{region}.metrics.monitor.azure.com"  # the regional metrics endpoints
     allow_http: bool = False  # bearer tokens over plain http to `arm_endpoint`: local fakes only
     ca_bundle: str | None = None
     retry_total: int = 6
@@ -99,12 +113,18 @@ class AzureConfig:
             if not loc.container:
                 raise t.error("cost", f"{loc} names no container: give the export's container and folder")
         config = cls(subscriptions=subscriptions, logs=logs, cost=cost, inventory=t.boolean("inventory", True),
+                     metrics_api=t.boolean("metrics_api", False), cost_api=t.boolean("cost_api", False),
+                     metrics_max_calls=t.integer("metrics_max_calls", 100, minimum=1),
+                     initial_hours=t.integer("initial_hours", 24, minimum=1, maximum=24 * 30),
+                     metrics_endpoint=t.string("metrics_endpoint", "https://{region}.metrics.monitor.azure.com"),
                      lookback_days=t.integer("lookback_days", 2), arm_endpoint=t.string("arm_endpoint", None),
                      allow_http=t.boolean("allow_http", False), ca_bundle=t.string("ca_bundle", None),
                      retry_total=t.integer("retry_total", 6, maximum=20),
                      backoff_s=t.number("backoff_s", 2.0, minimum=0.0),
                      backoff_base=t.number("backoff_base", 3.0, minimum=0.0))
         t.done()
+        if config.metrics_api and not config.inventory:
+            raise t.error("metrics_api", "needs inventory = true: the metrics are asked for per VM of the inventory")
         return config
 
 

@@ -6,7 +6,10 @@ folder. Blob names put the resource before the date, so scopes are listed by mod
 (`spendwatch.connectors.live.plan_by_time`): an hour's `PT1H.json` that diagnostic settings appended to since
 the last run has a new ETag and is read again. New blobs are fetched and parsed by the files connector's readers
 (`read_objects`), so a storage account and a local copy of it give the same tables. VMs and NICs come from ARM
-(`inventory.py`): sizes, state, and the private addresses that VNet flow logs are joined on.
+(`inventory.py`): sizes, state, and the private addresses that VNet flow logs are joined on. With
+`metrics_api = true` utilisation comes from Azure Monitor for those VMs (`metrics.py`), and the
+`insights-metrics-pt1m` container is not read. With `cost_api = true` spend comes from the Cost Management
+query API (`costs.py`) and the cost exports are not read.
 
 Gaps are named `azure/<subscription or *>/<source>`. A 403 names the account, the container and the data
 action; a source for which no configured account holds a single blob of the subscription is a gap that lists
@@ -19,7 +22,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -30,7 +33,7 @@ from spendwatch.records import Tables
 from spendwatch.report import RunReport, StrictError
 from spendwatch.store import Watermark
 
-from . import blobs
+from . import blobs, costs, metrics
 from .config import AzureConfig, BlobLocation
 from .inventory import AzureOptions, list_inventory
 from .permissions import permission
@@ -53,18 +56,19 @@ def scan(config: AzureConfig, report: RunReport, *, marks: Mapping[MarkKey, Wate
 
     `credential` is an azure-core token credential (default: DefaultAzureCredential). Raises StrictError on
     the first bad record when `report.strict`; any other failure of a source is a gap for that source.
+    `now` ends the window of the metrics API (default: the clock).
     """
     if credential is None:
         from azure.identity import DefaultAzureCredential
 
         credential = DefaultAzureCredential()
-    return _Scan(config, report, marks or {}, credential).run(progress)
+    return _Scan(config, report, marks or {}, credential, now or datetime.now(UTC)).run(progress)
 
 
 class _Scan:
     def __init__(self, config: AzureConfig, report: RunReport, marks: Mapping[MarkKey, Watermark],
-                 credential: Any) -> None:
-        self.config, self.report, self.old, self.credential = config, report, marks, credential
+                 credential: Any, now: datetime) -> None:
+        self.config, self.report, self.old, self.credential, self.now = config, report, marks, credential, now
         self.services: dict[str, Any] = {}
         self.blobs: list[Blob] = []
         self.plans: list[tuple[str, ScopePlan]] = []  # (container URL, plan)
@@ -122,8 +126,12 @@ class _Scan:
         found: set[tuple[str, str]] = set()
         denied: set[tuple[str, str]] = set()
         looked: dict[tuple[str, str], list[str]] = {}
+        containers = [c for c in CONTAINERS if not (cfg.metrics_api and c[2] == "utilization")]
+        if cfg.metrics_api and cfg.logs:
+            self.report.notes.append("azure: utilisation from the Azure Monitor metrics API (metrics_api = true); "
+                                     "the insights-metrics-pt1m containers are not read")
         for loc in cfg.logs:
-            for container, marker, source in CONTAINERS:
+            for container, marker, source in containers:
                 for sub in cfg.subscriptions:
                     prefix = f"{marker}=/SUBSCRIPTIONS/{sub.upper()}/"
                     where = f"{loc.account_url}/{container}/{prefix}"
@@ -146,16 +154,22 @@ class _Scan:
                     else:
                         looked.setdefault((sub, source), []).append(f"no blobs under {where}")
         for sub in cfg.subscriptions:
-            for container, _, source in CONTAINERS:
+            for container, _, source in containers:
                 if (sub, source) in found or (sub, source) in denied:
                     continue
                 if not cfg.logs:
                     self.gap(sub, source, f"not configured: set [azure] logs to the storage accounts diagnostic "
-                                          f"settings write to (container {container})")
+                                          f"settings write to (container {container})"
+                                          + (" or metrics_api = true" if source == "utilization" else ""))
                 else:
                     self.gap(sub, source, "; ".join(looked.get((sub, source), [])))
 
     def cost(self) -> None:
+        if self.config.cost_api:
+            if self.config.cost:
+                self.report.notes.append("azure: spend from the Cost Management query API (cost_api = true); "
+                                         "[azure] cost exports are not read")
+            return
         for loc in self.config.cost:
             where = f"{loc.account_url}/{loc.container}/{loc.prefix}"
             try:
@@ -169,7 +183,34 @@ class _Scan:
                 self.gap(ANY, "billing", f"no blobs under {where}: is the cost export writing there?")
         if not self.config.cost:
             self.gap(ANY, "billing", "not configured: set [azure] cost to a Cost Management export's container "
-                                     "and folder")
+                                     "and folder, or cost_api = true")
+
+    def metrics(self, inventory: pd.DataFrame | None) -> metrics.MetricsRead:
+        """Percentage CPU of every VM ARM listed, from Azure Monitor. A subscription whose VM list could not be
+        read has no VMs to ask about: a gap of its own, so its utilisation is not taken for "nothing ran"."""
+        cfg = self.config
+        vms = metrics.vms_of(inventory) if inventory is not None and len(inventory) else []
+        unlisted = {g.source.split("/")[1] for g in self.report.gaps if g.source.endswith("/inventory")}
+        subs = [s for s in cfg.subscriptions if s not in unlisted]
+        for sub in sorted(unlisted & set(cfg.subscriptions)):
+            self.gap(sub, "utilization", "no VM list (the inventory could not be read), so no VM's metrics were "
+                                         "asked for")
+        options = metrics.MetricsOptions(
+            self.credential, cfg.metrics_endpoint, cfg.metrics_max_calls, cfg.initial_hours, cfg.retry_total,
+            cfg.backoff_s, connection_verify=cfg.ca_bundle, allow_http=cfg.allow_http)
+        read = metrics.read_utilization(vms, subs, self.report, options, marks=self.old, now=self.now)
+        self.report.notes.append(metrics.summary(read))
+        return read
+
+    def spend(self) -> costs.CostRead:
+        """Daily cost per resource of every subscription from the Cost Management query API."""
+        cfg = self.config
+        options = AzureOptions(self.credential, cfg.arm_endpoint, cfg.allow_http, cfg.retry_total, cfg.backoff_s,
+                               connection_verify=cfg.ca_bundle)
+        read = costs.read_spend(cfg.subscriptions, self.report, options, marks=self.old, now=self.now,
+                                initial_hours=cfg.initial_hours)
+        self.report.notes.append(costs.summary(read))
+        return read
 
     # -- the run ---------------------------------------------------------------------------------------
 
@@ -184,14 +225,21 @@ class _Scan:
                 api = list_inventory(cfg.subscriptions, report, AzureOptions(
                     self.credential, cfg.arm_endpoint, cfg.allow_http, cfg.retry_total, cfg.backoff_s,
                     connection_verify=cfg.ca_bundle))
+            util = self.metrics(api) if cfg.metrics_api else None
+            spent = self.spend() if cfg.cost_api else None
         tables = read_objects(self.blobs, report, progress=progress)
+        extra: dict[str, list[pd.DataFrame]] = {}
         if api is not None and len(api):
             from spendwatch.connectors.aws.sources import merge_inventory
 
-            parts: dict[str, list[pd.DataFrame]] = {name: [frame] for name, frame in tables.items()}
-            parts["inventory"] = [merge_inventory(api, tables.inventory)]
-            tables = Tables.concat(parts)
-        marks = []
+            extra["inventory"] = [merge_inventory(api, tables.inventory)]
+        if util is not None and len(util.utilization):
+            extra["utilization"] = [tables.utilization, util.utilization]
+        if spent is not None and len(spent.spend):
+            extra["spend"] = [tables.spend, spent.spend]
+        if extra:
+            tables = Tables.concat({name: [frame] for name, frame in tables.items()} | extra)
+        marks = [*(util.marks if util is not None else []), *(spent.marks if spent is not None else [])]
         for url, plan in self.plans:
             plan.new = [replace(o, version=self.fetched.get(f"{url}/{o.name}", o.version)) for o in plan.new]
             failed = {f[len(url) + 1:] for f in self.failed if f.startswith(url + "/")}

@@ -14,6 +14,10 @@ from typing import Any
 CALLS: dict[str, str] = {
     "virtual_machines.list_all": "Microsoft.Compute/virtualMachines/read",
     "network_interfaces.list_all": "Microsoft.Network/networkInterfaces/read",
+    # Percentage CPU per VM from Azure Monitor (azure-monitor-querymetrics), with `metrics_api = true`.
+    "MetricsClient.query_resources": "Microsoft.Insights/Metrics/Read",
+    # Daily cost per resource from Cost Management (azure-mgmt-costmanagement), with `cost_api = true`.
+    "query.usage": "Microsoft.CostManagement/query/read",
 }
 DATA_CALLS: dict[str, str] = {
     "ContainerClient.list_blobs": "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read",
@@ -43,7 +47,8 @@ def role(scopes: list[str] | None = None) -> dict[str, Any]:
     return {
         "Name": "spendwatch reader",
         "IsCustom": True,
-        "Description": "Read-only: virtual machines, network interfaces, and the export blobs spendwatch scans.",
+        "Description": "Read-only: virtual machines, network interfaces, their metrics and costs, and the export "
+                       "blobs spendwatch scans.",
         "Actions": permissions(),
         "NotActions": [],
         "DataActions": sorted(set(DATA_CALLS.values())),

@@ -6,12 +6,20 @@ Example::
     projects = ["acme-ml-prod", "acme-web-prod"]      # inventory through the Compute API, one call per project
     logs = ["gs://acme-gcp-logs/"]                    # Cloud Logging sink buckets: audit, VPC flow and DNS logs
     billing = ["gs://acme-gcp-billing/billing_export/"]  # detailed billing export files (JSON lines, CSV, Parquet)
-    monitoring = ["gs://acme-gcp-monitoring/timeseries/"]  # Monitoring time series saved as JSON lines
+    monitoring_api = true                             # utilisation from Cloud Monitoring, per project
+    billing_table = "acme-billing.billing_export.gcp_billing_export_resource_v1_01A2B3_C4D5E6_F7A8B9"
 
 A `logs` location is where a sink writes: the folders `cloudaudit.googleapis.com/activity/`,
 `compute.googleapis.com/vpc_flows/` and `dns.googleapis.com/dns_queries/` under it (an organisation-level
-aggregated sink puts every project's entries there). Credentials are Application Default Credentials.
-`compute_endpoint`, `storage_endpoint` and `anonymous` are for local fakes and private endpoints.
+aggregated sink puts every project's entries there). Utilisation comes from one of two places:
+`monitoring_api = true` reads it from the Cloud Monitoring API for every project in `projects` (the Ops
+Agent's GPU and CPU metrics and the hypervisor's CPU metric, `monitoring_period_s` means); `monitoring` reads
+time series a job of yours saved to a bucket as JSON lines. When both are set the API is used and the bucket
+is not read for utilisation (the run report says so): one source, never the same series twice. Spend
+likewise: `billing_table` (the detailed usage cost export table, `project.dataset.table`) is queried in
+BigQuery and the `billing` files are then not read. Credentials
+are Application Default Credentials. `compute_endpoint`, `storage_endpoint`, `monitoring_endpoint`,
+`bigquery_endpoint` and `anonymous` are for local fakes and private endpoints.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from typing import Any
 from spendwatch.config import ConfigError, Table
 
 _PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+TABLE = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]\.[A-Za-z0-9_]{1,1024}\.[A-Za-z0-9_$-]{1,1024}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 
 
@@ -58,10 +67,16 @@ class GcpConfig:
     logs: tuple[GcsLocation, ...] = ()
     billing: tuple[GcsLocation, ...] = ()
     monitoring: tuple[GcsLocation, ...] = ()
+    monitoring_api: bool = False  # utilisation from the Cloud Monitoring API (`monitoring.py`), per project
+    billing_table: str | None = None  # spend from this BigQuery billing export table (`billing.py`)
+    monitoring_period_s: int = 60  # the API's points are means over this many seconds: 60 or 300
+    initial_hours: int = 24  # how far back an API source starts on its first run
     inventory: bool = True  # the Compute API's instance list per project (GPUs, state, addresses)
     lookback_days: int = 2  # objects that land late are still read this many days behind the newest one
     compute_endpoint: str | None = None
     storage_endpoint: str | None = None
+    monitoring_endpoint: str | None = None  # host:port of the Monitoring gRPC API (with `anonymous`: plain text)
+    bigquery_endpoint: str | None = None
     anonymous: bool = False  # no credentials at all: local fakes only
     backoff_s: float = 1.0  # first wait before retrying a throttled (429) or unavailable (5xx) call
     retry_deadline_s: float = 60.0
@@ -75,15 +90,27 @@ class GcpConfig:
             if not _PROJECT.match(project):
                 raise t.error("projects", f"{project!r} is not a project id (6-30 lower-case letters, digits, -)")
         locations = {key: _locations(t, key) for key in ("logs", "billing", "monitoring")}
+        period = t.integer("monitoring_period_s", 60)
+        if period not in (60, 300):
+            raise t.error("monitoring_period_s", f"must be 60 or 300 (1- or 5-minute means), not {period}")
         config = cls(projects=projects, **locations, inventory=t.boolean("inventory", True),
+                     monitoring_api=t.boolean("monitoring_api", False), monitoring_period_s=period,
+                     billing_table=t.string("billing_table", None),
+                     bigquery_endpoint=t.string("bigquery_endpoint", None),
+                     initial_hours=t.integer("initial_hours", 24, minimum=1, maximum=24 * 42),
                      lookback_days=t.integer("lookback_days", 2), compute_endpoint=t.string("compute_endpoint", None),
-                     storage_endpoint=t.string("storage_endpoint", None), anonymous=t.boolean("anonymous", False),
+                     storage_endpoint=t.string("storage_endpoint", None),
+                     monitoring_endpoint=t.string("monitoring_endpoint", None), anonymous=t.boolean("anonymous", False),
                      backoff_s=t.number("backoff_s", 1.0, minimum=0.0, above=True),
                      retry_deadline_s=t.number("retry_deadline_s", 60.0, minimum=0.0, above=True))
         t.done()
-        if not (config.projects or config.logs or config.billing or config.monitoring):
-            raise ConfigError(f"{f'{path}: ' if path else ''}[gcp]: nothing to scan: set projects, logs, billing "
-                              "or monitoring")
+        if config.billing_table and not TABLE.match(config.billing_table):
+            raise t.error("billing_table", f"{config.billing_table!r} is not a table (project.dataset.table)")
+        if config.monitoring_api and not config.projects:
+            raise t.error("monitoring_api", "needs projects: the Monitoring API is read per project")
+        if not (config.projects or config.logs or config.billing or config.monitoring or config.billing_table):
+            raise ConfigError(f"{f'{path}: ' if path else ''}[gcp]: nothing to scan: set projects, logs, billing, "
+                              "billing_table or monitoring")
         return config
 
 

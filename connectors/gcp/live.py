@@ -4,7 +4,9 @@
 by name: sink and Monitoring objects sit under `YYYY/MM/DD/` folders), fetches the new objects and parses them
 with the files connector's readers (`read_objects`), so a bucket and a local copy of it give the same tables.
 The Compute API adds what the logs cannot know: instances launched before the logs begin, their state now,
-their GPUs (`inventory.py`).
+their GPUs (`inventory.py`). With `monitoring_api = true`, utilisation comes from Cloud Monitoring
+(`monitoring.py`) instead of a bucket of saved series; with `billing_table`, spend comes from a BigQuery query
+of the billing export table (`billing.py`) instead of export files.
 
 What could not be read is a gap named `gcp/<project or *>/<source>`: a bucket that answers 403 names the
 bucket and the permission; a sink folder with no objects at all says so; a source not configured says which
@@ -17,7 +19,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -28,7 +30,7 @@ from spendwatch.records import Tables
 from spendwatch.report import RunReport, StrictError
 from spendwatch.store import Watermark
 
-from . import gcs
+from . import billing, gcs, monitoring
 from .config import GcpConfig, GcsLocation
 from .inventory import GcpOptions, list_inventory
 from .permissions import permission
@@ -48,13 +50,15 @@ def scan(config: GcpConfig, report: RunReport, *, marks: Mapping[MarkKey, Waterm
 
     `marks` are the watermarks earlier runs saved (`Watermarks(store).load("gcp")`). Raises StrictError on
     the first bad record when `report.strict`; any other failure of a source is a gap for that source.
+    `now` ends the window of the API sources (default: the clock).
     """
-    return _Scan(config, report, marks or {}).run(progress)
+    return _Scan(config, report, marks or {}, now or datetime.now(UTC)).run(progress)
 
 
 class _Scan:
-    def __init__(self, config: GcpConfig, report: RunReport, marks: Mapping[MarkKey, Watermark]) -> None:
-        self.config, self.report, self.old = config, report, marks
+    def __init__(self, config: GcpConfig, report: RunReport, marks: Mapping[MarkKey, Watermark],
+                 now: datetime) -> None:
+        self.config, self.report, self.old, self.now = config, report, marks, now
         self.retry = None
         self.client: Any = None
         self.blobs: list[Blob] = []
@@ -114,6 +118,27 @@ class _Scan:
                 raise OSError(gcs.describe(exc, f"gs://{bucket}/{obj.name}", "storage.objects.get")) from exc
         return load
 
+    def monitoring(self) -> monitoring.MonitoringRead:
+        """Utilisation of every project from the Cloud Monitoring API; a project that fails is a gap."""
+        cfg = self.config
+        options = monitoring.MonitoringOptions(
+            endpoint=cfg.monitoring_endpoint, anonymous=cfg.anonymous, period_s=cfg.monitoring_period_s,
+            initial_hours=cfg.initial_hours, backoff_s=cfg.backoff_s, retry_deadline_s=cfg.retry_deadline_s)
+        read = monitoring.read_utilization(cfg.projects, self.report, options, marks=self.old, now=self.now)
+        self.report.notes.append(monitoring.summary(read))
+        return read
+
+    def billing_table(self) -> billing.BillingRead:
+        """Spend since the watermark from the BigQuery billing export table; a failed query is a gap."""
+        cfg = self.config
+        assert cfg.billing_table is not None
+        options = billing.BillingOptions(cfg.billing_table, endpoint=cfg.bigquery_endpoint, anonymous=cfg.anonymous,
+                                         initial_hours=cfg.initial_hours, backoff_s=cfg.backoff_s,
+                                         retry_deadline_s=cfg.retry_deadline_s)
+        read = billing.read_spend(self.report, options, marks=self.old, now=self.now)
+        self.report.notes.append(billing.summary(read))
+        return read
+
     # -- the run -------------------------------------------------------------------------------------------
 
     def run(self, progress: Callable[[int], None] | None) -> LiveScan:
@@ -126,15 +151,22 @@ class _Scan:
                 for _, source in SINK_LOGS:
                     self.gap(source, "not configured: set [gcp] logs to the bucket of a Cloud Logging sink "
                                      "(audit, VPC flow and DNS logs)")
-            for loc in cfg.billing:
+            if cfg.billing_table and cfg.billing:
+                report.notes.append("gcp: spend from the BigQuery billing export table (billing_table); [gcp] "
+                                    "billing is not read")
+            for loc in () if cfg.billing_table else cfg.billing:
                 self.plan(loc, loc.prefix, "billing")
-            if not cfg.billing:
-                self.gap("billing", "not configured: set [gcp] billing to where the billing export's files land")
-            for loc in cfg.monitoring:
+            if not (cfg.billing or cfg.billing_table):
+                self.gap("billing", "not configured: set [gcp] billing_table to the BigQuery billing export table, "
+                                    "or billing to where the billing export's files land")
+            if cfg.monitoring_api and cfg.monitoring:
+                report.notes.append("gcp: utilisation from the Cloud Monitoring API (monitoring_api = true); "
+                                    "[gcp] monitoring is not read")
+            for loc in () if cfg.monitoring_api else cfg.monitoring:
                 self.plan(loc, loc.prefix, "utilization")
-            if not cfg.monitoring:
-                self.gap("utilization", "not configured: set [gcp] monitoring to where Monitoring time series "
-                                        "are saved")
+            if not (cfg.monitoring or cfg.monitoring_api):
+                self.gap("utilization", "not configured: set [gcp] monitoring_api = true (Cloud Monitoring, per "
+                                        "project) or monitoring to where Monitoring time series are saved")
         api = None
         with report.timed("read: gcp api"):
             if cfg.projects and cfg.inventory:
@@ -143,15 +175,23 @@ class _Scan:
                     retry_deadline_s=cfg.retry_deadline_s))
             elif cfg.inventory:
                 self.gap("inventory", "not configured: set [gcp] projects to read instances from the Compute API")
+            util = self.monitoring() if cfg.monitoring_api else None
+            spent = self.billing_table() if cfg.billing_table else None
         tables = read_objects(self.blobs, report, progress=progress)
+        extra: dict[str, list[pd.DataFrame]] = {}
         if api is not None and len(api):
             from spendwatch.connectors.aws.sources import merge_inventory
 
-            parts: dict[str, list[pd.DataFrame]] = {name: [frame] for name, frame in tables.items()}
-            parts["inventory"] = [merge_inventory(api, tables.inventory)]
-            tables = Tables.concat(parts)
+            extra["inventory"] = [merge_inventory(api, tables.inventory)]
+        if util is not None and len(util.utilization):
+            extra["utilization"] = [tables.utilization, util.utilization]
+        if spent is not None and len(spent.spend):
+            extra["spend"] = [tables.spend, spent.spend]
+        if extra:
+            tables = Tables.concat({name: [frame] for name, frame in tables.items()} | extra)
         marks = [plan.advanced({name for b, name in self.failed if b == bucket}, cfg.lookback_days)
                  for bucket, plan in self.plans]
+        marks += [*(util.marks if util is not None else []), *(spent.marks if spent is not None else [])]
         report.notes.append("gcp storage calls: " + ", ".join(f"{k} {v}" for k, v in sorted(self.calls.items())))
         return LiveScan(tables, marks, list(cfg.projects))
 

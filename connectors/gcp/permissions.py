@@ -3,6 +3,8 @@
 `CALLS` maps the client method to its permission; the connector looks each call up here before making it
 (`permission()` raises for an undeclared call), so `spendwatch iam-policy gcp` never falls behind the code.
 Reading the sinks' exports needs only `storage.objects.list` and `storage.objects.get` on their buckets.
+The role lists every permission any configured source may use; a source left out of the configuration
+never makes its calls.
 """
 
 from __future__ import annotations
@@ -13,6 +15,12 @@ from typing import Any
 CALLS: dict[str, str] = {
     "InstancesClient.aggregated_list": "compute.instances.list",
     "MachineTypesClient.get": "compute.machineTypes.get",
+    # Utilisation from Cloud Monitoring (google-cloud-monitoring), with `monitoring_api = true`.
+    "MetricServiceClient.list_time_series": "monitoring.timeSeries.list",
+    # Spend from the BigQuery billing export table (google-cloud-bigquery), with `billing_table`: the query job
+    # runs in the table's project and reads the table.
+    "Client.query_and_wait": "bigquery.jobs.create",
+    "Client.query_and_wait/table": "bigquery.tables.getData",
     # The sinks' and exports' objects in Cloud Storage (google-cloud-storage).
     "Client.list_blobs": "storage.objects.list",
     "Blob.download_as_bytes": "storage.objects.get",
@@ -39,7 +47,8 @@ def role() -> dict[str, Any]:
     """A least-privilege custom role (the body of `gcloud iam roles create --file`, as JSON)."""
     return {
         "title": "spendwatch reader",
-        "description": "Read-only: instances, machine types, and the log/billing export objects.",
+        "description": "Read-only: instances, machine types, Monitoring time series, the billing export table, "
+                       "and the log/billing export objects.",
         "stage": "GA",
         "includedPermissions": permissions(),
     }

@@ -18,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from fakes.azure_arm import arm_handler, nic, vm
 from fakes.azure_blob import FakeBlobStorage
-from fakes.http import serve as serve_json
+from fakes.azure_cost import FakeCostManagement, beside_arm
+from fakes.azure_metrics import FakeAzureMetrics
 from fakes.raw_http import serve
 from fakes.tls import LocalTls, local_tls
 
@@ -181,13 +182,22 @@ def test_listing_pages_past_5000_blobs(fake: Blobs) -> None:
     assert len(plan.new) == 5003 and len(fake.store.log) - before == 2  # two pages
 
 
-def test_inventory_and_the_role_cover_exactly_the_calls_made(sim: Sim, fake: Blobs) -> None:
+def test_inventory_and_the_role_cover_exactly_the_calls_made(sim: Sim, fake: Blobs, tls: LocalTls) -> None:
     nic_id = f"/subscriptions/{SUB}/resourceGroups/RG/providers/Microsoft.Network/networkInterfaces/idle-nic"
     base: dict[str, str] = {}
-    with serve_json(arm_handler(base, {SUB: [[vm(SUB, "idle-nd", "Standard_ND96asr_v4", nic_id)]]},
-                                {SUB: [nic(nic_id, "10.9.0.4")]})) as (arm_url, arm_log):
-        base["url"] = arm_url
-        config = replace(fake.config, inventory=True, arm_endpoint=arm_url, allow_http=True)
+    metrics, cost = FakeAzureMetrics(), FakeCostManagement()
+    arm = arm_handler(base, {SUB: [[vm(SUB, "idle-nd", "Standard_ND96asr_v4", nic_id)]]},
+                      {SUB: [nic(nic_id, "10.9.0.4")]})
+    arm_log: list[str] = []
+
+    def logged_arm(method: str, path: str, query: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+        arm_log.append(path)
+        return arm(method, path, query)
+
+    with serve(beside_arm(logged_arm, cost)) as arm_url, serve(metrics, tls.context) as metrics_url:
+        base["url"] = cost.base_url = arm_url
+        config = replace(fake.config, inventory=True, arm_endpoint=arm_url, allow_http=True, metrics_api=True,
+                         metrics_endpoint=metrics_url + "/{region}", cost_api=True)
         result = _live(config)
     assert result.tables is not None
     inv = result.tables.inventory.set_index("resource")
@@ -197,7 +207,11 @@ def test_inventory_and_the_role_cover_exactly_the_calls_made(sim: Sim, fake: Blo
     used = {DATA_CALLS["ContainerClient.list_blobs"] if q.get("comp") == "list" else
             DATA_CALLS["ContainerClient.download_blob"] for _, _, q in fake.store.log}
     used |= {CALLS["virtual_machines.list_all"] if p.endswith("virtualMachines") else
-             CALLS["network_interfaces.list_all"] for _, p, _ in arm_log}
+             CALLS["network_interfaces.list_all"] for p in arm_log}
+    assert [(region, len(ids)) for region, _, ids, _ in metrics.calls] == [("eastus", 1)]
+    used.add(CALLS["MetricsClient.query_resources"])  # the metrics fake serves metrics:getBatch only
+    assert [sub for sub, _, _ in cost.calls] == [SUB]
+    used.add(CALLS["query.usage"])  # and the cost fake the query API only
     body = role()
     assert sorted(used) == sorted([*body["Actions"], *body["DataActions"]])
 

@@ -15,7 +15,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from fakes.bigquery import FakeBigQuery
 from fakes.gcp_compute import compute_handler, instance
+from fakes.gcp_monitoring import FakeMonitoring, serve_monitoring
 from fakes.gcs import FakeGcs
 from fakes.http import serve as serve_json
 from fakes.raw_http import serve
@@ -195,20 +197,34 @@ def test_inventory_and_the_role_cover_exactly_the_calls_made(sim: Sim, fake: tup
     store, url = fake
     pages = {ML: [{"us-central1-a": [instance("idle-a2", "us-central1-a", "a2-highgpu-1g", ip="10.128.0.99")]}],
              WEB: [{}]}
-    with serve_json(compute_handler(pages, denied=frozenset({"acme-locked-prod"}))) as (compute_url, compute_log):
-        config = replace(_config(url), projects=(ML, WEB, "acme-locked-prod"), compute_endpoint=compute_url)
-        result = scan_live({"gcp": config}, store=None, keep_tables=True)
+    metrics = FakeMonitoring(denied={"acme-locked-prod"})
+    metrics.add_simulated(sim.root / MONITORING)
+    table = "acme-billing.billing_export.gcp_billing_export_resource_v1_01A2B3_C4D5E6_F7A8B9"
+    bigquery = FakeBigQuery(table)
+    with serve_json(compute_handler(pages, denied=frozenset({"acme-locked-prod"}))) as (compute_url, compute_log), \
+            serve_monitoring(metrics) as monitoring_target, serve(bigquery) as bigquery_url:
+        config = replace(_config(url), projects=(ML, WEB, "acme-locked-prod"), compute_endpoint=compute_url,
+                         monitoring_api=True, monitoring_endpoint=monitoring_target, billing_table=table,
+                         bigquery_endpoint=bigquery_url)
+        result = scan_live({"gcp": config}, store=None, keep_tables=True, now=sim.truth.end)
     assert result.tables is not None
     inv = result.tables.inventory.set_index("resource")
     idle = inv.loc[f"projects/{ML}/zones/us-central1-a/instances/idle-a2"]
     assert (idle["gpus"], idle["state"], idle["private_ips"]) == (1, "running", "10.128.0.99")
     assert len(inv) == len(sim.reference.tables.inventory) + 1  # the API adds what the logs cannot know of
-    assert [g.source for g in result.report.gaps] == ["gcp/acme-locked-prod/inventory"]
+    assert [g.source for g in result.report.gaps] == ["gcp/acme-locked-prod/inventory",
+                                                      "gcp/acme-locked-prod/utilization"]
+    assert set(result.tables.utilization["account"]) == {ML, WEB}  # from the API: the bucket is not read
     used = set()
     for _, path, _ in store.log:
         used.add("storage.objects.get" if path.startswith("/download/") else "storage.objects.list")
     for _, path, _ in compute_log:
         used.add("compute.machineTypes.get" if "/machineTypes/" in path else "compute.instances.list")
+    if metrics.calls:  # the Monitoring fake serves ListTimeSeries only
+        used.add("monitoring.timeSeries.list")
+    if any(method == "POST" and path.endswith("/queries") for method, path, _ in bigquery.calls):
+        # A query job (its results and status are the caller's own job: no further permission) on the table.
+        used |= {"bigquery.jobs.create", "bigquery.tables.getData"}
     assert sorted(used) == permissions()
     assert main(["iam-policy", "gcp"]) == 0
     printed = capsys.readouterr().out
