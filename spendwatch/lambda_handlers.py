@@ -4,7 +4,10 @@
   Event"). Runs one scan with its Slack alerts, then one approval sweep (expired GPU-launch exceptions revoked),
   exactly as `spendwatch serve --once` does, and returns the run's summary with `approvals_expired`. A failed
   scan raises, so the invocation counts in the function's `Errors` metric (alarm on it); a failed sweep is
-  logged (`approvals.sweep_failed`) and retried by the next invocation.
+  logged (`approvals.sweep_failed`) and retried by the next invocation. With `{"action": "retrain"}` in the
+  event (the module's daily retraining schedule) it scans nothing and retrains the baseline model instead
+  (`model_cli.retrain` over the live clouds' history, kept with the state): incremental scans hold too little
+  history to retrain it, as `spendwatch serve`'s daily model job does. A failed retrain raises.
 - `slack_handler(event, context)`: for a Lambda Function URL (payload format 2.0: `rawPath`, `headers`, `body`,
   `isBase64Encoded`, `requestContext.http.method`). Slack wants an answer within three seconds and Lambda
   freezes the sandbox as soon as the handler returns, so the work cannot run in a thread after the ack. Bolt's
@@ -119,6 +122,11 @@ def scan_handler(event: dict[str, Any] | None, context: Any, *, environ: dict[st
     from .store import resolve_state
 
     state = resolve_state(None, environ=env, configured=settings.state, default=DEFAULT_STATE)
+    action = event.get("action")
+    if action == "retrain":
+        return _retrain(settings, state, request_id=getattr(context, "aws_request_id", None))
+    if action not in (None, "scan"):
+        raise ValueError(f"event field 'action': {action!r} is not 'scan' or 'retrain'")
     emit("lambda.scan", trigger=event.get("detail-type") or "EventBridge Scheduler", scheduled_time=event.get("time"),
          event_id=event.get("id"), request_id=getattr(context, "aws_request_id", None))
     service = Service(settings, state=state)
@@ -127,6 +135,26 @@ def scan_handler(event: dict[str, Any] | None, context: Any, *, environ: dict[st
     if result.status != "ok":
         raise RuntimeError(f"scan {result.run} failed: {result.error}")
     return {**result.to_json(), "approvals_expired": expired}
+
+
+def _retrain(settings: Any, state: Path | str, *, request_id: str | None) -> dict[str, Any]:
+    """The daily model retraining (`spendwatch model train --config`): the live clouds of the configuration,
+    the model kept with `state`. Unlike serve's hook it raises on failure, so the invocation counts in the
+    function's `Errors` metric; too little history is no error (the scans keep the last model, if any)."""
+    from .config import ConfigError
+    from .model_cli import retrain
+    from .serve import emit
+
+    if not settings.live_configs():
+        raise ConfigError(f"{settings.source}: retraining needs a live cloud ([aws], [gcp] or [azure] table)")
+    emit("lambda.retrain", request_id=request_id)
+    trained = retrain(state=state, live=settings.live_configs())
+    if trained is None:
+        emit("model.skipped", logging.WARNING, reason="too little history for a baseline")
+        return {"action": "retrain", "trained": False, "rows": 0}
+    emit("model.trained", rows=trained.rows)
+    return {"action": "retrain", "trained": True, "rows": trained.rows, "resources": trained.resources,
+            "trained_at": trained.trained_at.isoformat() if trained.trained_at else None}
 
 
 # -- Slack interactions behind a Function URL -------------------------------------------------------------

@@ -6,6 +6,8 @@ action's `permissions`, and commit the result; `tests/deploy/test_policies.py` f
 
 - aws/policies/read.json        `connectors.aws.permissions.policy()` verbatim (`spendwatch iam-policy aws`)
 - aws/policies/quarantine.json  one Allow statement per service: the union of every AWS action's `permissions`
+- aws/policies/approvals.json   `spendwatch.approvals.PERMISSIONS` (GPU-launch exceptions), one statement per
+                                principal kind and step (apply, revoke); the module narrows the resources
 - gcp/roles/reader.json         `connectors.gcp.permissions.role()`
 - gcp/roles/quarantine.json     a custom role: the union of every GCP action's `permissions`
 - azure/roles/reader.json       `connectors.azure.permissions.role()` without AssignableScopes (the module sets them)
@@ -86,6 +88,29 @@ def quarantine_policy() -> dict[str, Any]:
     return {"Version": "2012-10-17", "Statement": statements}
 
 
+def approvals_policy() -> dict[str, Any]:
+    """Exactly `spendwatch.approvals.PERMISSIONS`, split so the module can grant each role only what it does:
+    `SpendwatchApprovalsApply<Kind>` (put the policy, tag: the Slack function on Approve) and
+    `SpendwatchApprovalsRevoke<Kind>` (delete, untag: the sweep, and the Slack function's rollback), for
+    Kind Role and User. Tag changes are held to the two tags `apply_exception` writes (aws:TagKeys; a request
+    without tag keys, Put/DeletePolicy, passes ForAllValues). Resource "*": the module narrows it to this
+    account's roles and users, the only ones `approvals.iam_client` (the function's own credentials) reaches."""
+    from spendwatch import approvals
+
+    tag_keys = [approvals.APPROVAL_TAG, approvals.UNTIL_TAG]
+    groups: dict[str, list[str]] = {}
+    for action in sorted(approvals.PERMISSIONS):
+        name = action.split(":", 1)[1]
+        kind = "Role" if name.endswith(("Role", "RolePolicy")) else "User"
+        step = "Revoke" if name.startswith(("Delete", "Untag")) else "Apply"
+        groups.setdefault(f"SpendwatchApprovals{step}{kind}", []).append(action)
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": "*",
+         "Condition": {"ForAllValues:StringEquals": {"aws:TagKeys": tag_keys}}}
+        for sid, actions in sorted(groups.items())
+    ]}
+
+
 def documents() -> dict[str, Any]:
     # import_module: the packages re-export a `permissions` function that shadows the submodule.
     aws = import_module("spendwatch.connectors.aws.permissions")
@@ -97,6 +122,7 @@ def documents() -> dict[str, Any]:
     return {
         "aws/policies/read.json": aws.policy(),
         "aws/policies/quarantine.json": quarantine_policy(),
+        "aws/policies/approvals.json": approvals_policy(),
         "gcp/roles/reader.json": gcp.role(),
         "gcp/roles/quarantine.json": gcp_quarantine_role(),
         "azure/roles/reader.json": azure_role,

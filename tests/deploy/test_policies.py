@@ -128,3 +128,30 @@ def test_azure_reader_role_is_exactly_the_connectors_actions() -> None:
     assert role["NotActions"] == [] and role["NotDataActions"] == []
     assert "AssignableScopes" not in role  # the module sets them from subscription_ids
     assert {k: v for k, v in azure_permissions.role().items() if k != "AssignableScopes"} == role
+
+
+def test_approvals_policy_is_exactly_the_approvals_declared_permissions() -> None:
+    from spendwatch import approvals
+
+    document = _load("approvals")
+    assert _allowed(document) == set(approvals.PERMISSIONS)
+    assert document == gen_policies().approvals_policy()
+    # Apply (put, tag) and revoke (delete, untag) apart, per principal kind, so the sweep gets only revoke.
+    by_sid = {s["Sid"]: set(s["Action"]) for s in document["Statement"]}
+    assert by_sid == {
+        "SpendwatchApprovalsApplyRole": {"iam:PutRolePolicy", "iam:TagRole"},
+        "SpendwatchApprovalsApplyUser": {"iam:PutUserPolicy", "iam:TagUser"},
+        "SpendwatchApprovalsRevokeRole": {"iam:DeleteRolePolicy", "iam:UntagRole"},
+        "SpendwatchApprovalsRevokeUser": {"iam:DeleteUserPolicy", "iam:UntagUser"},
+    }
+
+
+def test_approvals_policy_has_no_wildcard_actions_and_only_the_approval_tags() -> None:
+    from spendwatch import approvals
+
+    for statement in _load("approvals")["Statement"]:
+        for action in statement["Action"]:
+            assert "*" not in action and "?" not in action and action.startswith("iam:"), action
+        # Tag changes are held to the two tags apply_exception writes and revoke_exception removes.
+        assert statement["Condition"] == {"ForAllValues:StringEquals": {
+            "aws:TagKeys": [approvals.APPROVAL_TAG, approvals.UNTIL_TAG]}}, statement

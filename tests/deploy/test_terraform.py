@@ -273,12 +273,119 @@ def test_entry_points_exist_in_the_code() -> None:
 
 
 @pytest.mark.parametrize("module", ["gcp", "azure"])
-def test_containers_run_serve_once_and_serve_no_schedule(module: str) -> None:
+def test_containers_run_serve_once_model_train_and_serve_no_schedule(module: str) -> None:
     # The job scans (--once); the Slack service must not: with scans of its own its /healthz turns 503 when
-    # they are overdue, and an instance scaled to zero runs none.
+    # they are overdue, and an instance scaled to zero runs none. The retrain job trains the model daily.
     args = [json.loads(a) for a in re.findall(r"args\s+= (\[.*\])", (TF / module / "main.tf").read_text())]
-    assert [a[:2] for a in args] == [["serve", "--once"], ["serve", "--no-schedule"]], args
+    assert [a[:2] for a in args] == [["serve", "--once"], ["model", "train"], ["serve", "--no-schedule"]], args
     assert all("--config" in a for a in args), args
+
+
+# Daily model retraining outside the long-running serve (spendwatch/model_cli.py).
+
+def test_aws_retrain_schedule_invokes_the_scan_function_with_the_retrain_event() -> None:
+    resources = blocks(load(AWS / "main.tf"), "resource")
+    scan, retrain = resources["aws_scheduler_schedule.scan"], resources["aws_scheduler_schedule.retrain"]
+    (target,) = retrain["target"]
+    assert target["arn"] == "${aws_lambda_function.scan.arn}"
+    assert target["role_arn"] == scan["target"][0]["role_arn"] == "${aws_iam_role.scheduler.arn}"
+    assert target["input"] == '${jsonencode({source = "spendwatch.schedule", action = "retrain"})}'
+    assert target["dead_letter_config"] == scan["target"][0]["dead_letter_config"]
+    assert "action" not in scan["target"][0]["input"]  # the scan schedule still scans
+    assert retrain["schedule_expression"] == "${var.retrain_schedule_expression}"
+    assert retrain["count"] == "${var.retrain_schedule_expression == null ? 0 : 1}"
+    variable = blocks(load(AWS / "variables.tf"), "variable")["retrain_schedule_expression"]
+    assert variable["default"] == "cron(30 3 * * ? *)"  # daily
+    # The handler the schedule invokes dispatches on that field (tests/serve/test_lambda_retrain.py runs it).
+    import inspect
+
+    from spendwatch import lambda_handlers
+
+    assert 'action == "retrain"' in inspect.getsource(lambda_handlers.scan_handler)
+
+
+def test_gcp_retrain_job_and_its_trigger() -> None:
+    main = blocks(load(TF / "gcp" / "main.tf"), "resource")
+    scan, retrain = main["google_cloud_run_v2_job.scan"], main["google_cloud_run_v2_job.retrain"]
+    (scan_task,), (task,) = scan["template"][0]["template"], retrain["template"][0]["template"]
+    (container,) = task["containers"]
+    assert container["args"] == ["model", "train", "--config", "/etc/spendwatch/spendwatch.toml"]
+    # Same identity, configuration and secrets as the scan job; its own timeout.
+    assert task["service_account"] == scan_task["service_account"] == "${google_service_account.scanner.email}"
+    assert task["volumes"] == scan_task["volumes"]
+    assert container["dynamic"] == scan_task["containers"][0]["dynamic"]  # plain and secret env
+    assert task["timeout"] == "${var.retrain_timeout_seconds}s"
+    trigger = main["google_cloud_scheduler_job.retrain"]
+    assert trigger["schedule"] == "${var.retrain_schedule}"
+    assert trigger["http_target"][0]["uri"].endswith("/jobs/${google_cloud_run_v2_job.retrain.name}:run")
+    gcp_iam = blocks(load(TF / "gcp" / "iam.tf"), "resource")
+    invoker = gcp_iam["google_cloud_run_v2_job_iam_member.scheduler_runs_retrain"]
+    assert invoker["name"] == "${google_cloud_run_v2_job.retrain.name}" and invoker["role"] == "roles/run.invoker"
+    assert invoker["member"] == "serviceAccount:${google_service_account.scheduler.email}"
+    assert blocks(load(TF / "gcp" / "variables.tf"), "variable")["retrain_schedule"]["default"] == "30 3 * * *"
+
+
+def test_azure_retrain_job_is_scheduled_daily_like_the_scan_job() -> None:
+    main = blocks(load(TF / "azure" / "main.tf"), "resource")
+    scan, retrain = main["azurerm_container_app_job.scan"], main["azurerm_container_app_job.retrain"]
+    (container,) = retrain["template"][0]["container"]
+    assert container["args"] == ["model", "train", "--config", "/etc/spendwatch/spendwatch-toml"]
+    assert retrain["schedule_trigger_config"][0]["cron_expression"] == "${var.retrain_schedule}"
+    assert retrain["replica_timeout_in_seconds"] == "${var.retrain_timeout_seconds}"
+    for key in ("identity", "dynamic", "container_app_environment_id"):  # dynamic: the secrets
+        assert retrain[key] == scan[key], key
+    assert container["dynamic"] == scan["template"][0]["container"][0]["dynamic"]  # plain and secret env
+    assert blocks(load(TF / "azure" / "variables.tf"), "variable")["retrain_schedule"]["default"] == "30 3 * * *"
+
+
+# GPU-launch approvals (spendwatch/approvals.py): the Slack function applies, the scan function's sweep revokes.
+
+def test_approvals_policy_is_loaded_and_narrowed_to_this_accounts_principals() -> None:
+    iam = load(AWS / "iam.tf")
+    local = locals_of(iam)
+    assert local["approvals_declared"] == '${jsondecode(file("${path.module}/policies/approvals.json"))}'
+    # Every generated statement gets resources by Sid: this account's roles or users, never "*".
+    sids = {s["Sid"] for s in json.loads(GENERATED["approvals"].read_text())["Statement"]}
+    resources = local["approvals_resources"]
+    assert set(resources) == sids
+    for sid, arn in resources.items():
+        kind = "role" if sid.endswith("Role") else "user"
+        assert arn == f"arn:${{local.partition}}:iam::${{local.account_id}}:{kind}/*", (sid, arn)
+    # Only the declared Allow statements plus one Deny keeping approvals off spendwatch's own roles.
+    deny = local["approvals_deny_own_roles"]
+    assert deny["Effect"] == "Deny" and deny["Resource"] == "${local.approvals_protected_role_arns}"
+    protected = local["approvals_protected_role_arns"]
+    for role in ("aws_iam_role.scan.arn", "aws_iam_role.slack.arn", "aws_iam_role.scheduler.arn",
+                 "var.read_role_name", "var.quarantine_role_name"):
+        assert role in protected, role
+    narrowed = "[for s in local.approvals_declared.Statement : merge(s, {Resource = local.approvals_resources[s.Sid]})"
+    slack, scan = local["approvals_slack_document"]["Statement"], local["approvals_scan_document"]["Statement"]
+    assert slack == "${concat(" + narrowed + "], [local.approvals_deny_own_roles])}"
+    # The sweep (approvals.expire_due) only deletes the policy and removes the tags.
+    assert scan == "${concat(" + narrowed + ' if startswith(s.Sid, "SpendwatchApprovalsRevoke")], ' \
+        "[local.approvals_deny_own_roles])}"
+    assert {s for s in sids if s.startswith("SpendwatchApprovalsRevoke")} == {
+        "SpendwatchApprovalsRevokeRole", "SpendwatchApprovalsRevokeUser"}
+
+
+def test_approvals_policy_goes_to_the_slack_and_scan_roles_behind_enable_approvals() -> None:
+    resources = {k: v for p in AWS.glob("*.tf") for k, v in blocks(load(p), "resource").items()}
+    slack, scan = resources["aws_iam_role_policy.slack_approvals"], resources["aws_iam_role_policy.scan_approvals"]
+    assert slack["role"] == "${aws_iam_role.slack.id}"
+    assert slack["policy"] == "${jsonencode(local.approvals_slack_document)}"
+    assert scan["role"] == "${aws_iam_role.scan.id}"
+    assert scan["policy"] == "${jsonencode(local.approvals_scan_document)}"
+    assert slack["count"] == scan["count"] == "${var.enable_approvals ? 1 : 0}"
+    attaching = sorted(k for k, v in resources.items() if "approvals_" in json.dumps(v.get("policy", "")))
+    assert attaching == ["aws_iam_role_policy.scan_approvals", "aws_iam_role_policy.slack_approvals"]
+    variable = blocks(load(AWS / "variables.tf"), "variable")["enable_approvals"]
+    assert variable["type"] == "bool" and variable["default"] is True
+    # approvals.iam_client uses the function's own credentials: no member-account role is involved.
+    import inspect
+
+    from spendwatch import approvals
+
+    assert "assume_role" not in inspect.getsource(approvals.iam_client)
 
 
 def test_aws_database_url_secret_and_its_parameter_only_with_use_database_url() -> None:

@@ -17,6 +17,7 @@ MODULES = ("aws", "gcp", "azure")
 GENERATED = {
     "read": TF / "aws" / "policies" / "read.json",
     "quarantine": TF / "aws" / "policies" / "quarantine.json",
+    "approvals": TF / "aws" / "policies" / "approvals.json",
     "gcp_reader": TF / "gcp" / "roles" / "reader.json",
     "gcp_quarantine": TF / "gcp" / "roles" / "quarantine.json",
     "azure_reader": TF / "azure" / "roles" / "reader.json",

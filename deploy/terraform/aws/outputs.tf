@@ -42,3 +42,8 @@ output "read_policy_json" {
   description = "The read policy as attached (the code's declared set, S3 narrowed to the given buckets)."
   value       = module.read_policy.json
 }
+
+output "approver_role_arns" {
+  description = "The roles that change the spendwatch:gpu-approval tags (Slack applies, the scan's sweep removes): with the AWS guardrail (spendwatch guardrail aws), its approver ARN pattern must match both, or its tag Deny refuses them."
+  value       = var.enable_approvals ? [aws_iam_role.slack.arn, aws_iam_role.scan.arn] : []
+}

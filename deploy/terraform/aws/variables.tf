@@ -76,6 +76,17 @@ variable "schedule_expression" {
   }
 }
 
+variable "retrain_schedule_expression" {
+  description = "EventBridge Scheduler expression for the daily model retraining (the scan function with {\"action\": \"retrain\"}), in UTC. Null: no retraining schedule (the scans keep the last model)."
+  type        = string
+  default     = "cron(30 3 * * ? *)"
+
+  validation {
+    condition     = var.retrain_schedule_expression == null || can(regex("^(rate\\([0-9]+ (hour|hours|day|days)\\)|cron\\(.+\\))$", var.retrain_schedule_expression))
+    error_message = "retrain_schedule_expression must be rate(N hours|days), cron(...) or null."
+  }
+}
+
 variable "schedule_interval_minutes" {
   description = "The schedule's interval in minutes, for the missing-heartbeat alarm (no successful run in two intervals alarms)."
   type        = number
@@ -223,6 +234,12 @@ variable "scan_this_account" {
 
 variable "enable_quarantine" {
   description = "Let the Slack function assume the quarantine roles (and create one here when scan_this_account). False: alerts only."
+  type        = bool
+  default     = true
+}
+
+variable "enable_approvals" {
+  description = "GPU-launch approvals from Slack (spendwatch/approvals.py): the Slack function may put the approval policy and tags on this account's IAM users and roles, the scan function's sweep may remove them (never on spendwatch's own roles). False: approvals fail with an audited error."
   type        = bool
   default     = true
 }

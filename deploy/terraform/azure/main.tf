@@ -2,7 +2,8 @@
 # in secrets.tf, alerting in alerts.tf. The same image runs `spendwatch serve --once` (one scan, then exit) in
 # the job and `spendwatch serve --no-schedule` (Slack endpoint, /healthz and the approval sweep; no scans) in
 # the app. Without --no-schedule the app would scan too, and its /healthz would turn 503 once its own scans were
-# overdue (a replica scaled to zero runs none).
+# overdue (a replica scaled to zero runs none). A second job, `spendwatch model train --config`, retrains the
+# baseline model daily.
 
 locals {
   tags = merge({ "spendwatch-managed" = "true" }, var.tags)
@@ -80,6 +81,82 @@ resource "azurerm_container_app_job" "scan" {
       memory  = var.job_memory
       command = ["spendwatch"]
       args    = ["serve", "--once", "--config", "/etc/spendwatch/spendwatch-toml"]
+
+      volume_mounts {
+        name = "config"
+        path = "/etc/spendwatch"
+      }
+
+      dynamic "env" {
+        for_each = merge(local.plain_environment, {
+          AZURE_CLIENT_ID = azurerm_user_assigned_identity.scanner.client_id
+        })
+        content {
+          name  = env.key
+          value = env.value
+        }
+      }
+
+      dynamic "env" {
+        for_each = { for k, s in local.job_secrets : k => s if s.env != null }
+        content {
+          name        = env.value.env
+          secret_name = env.key
+        }
+      }
+    }
+  }
+
+  depends_on = [azurerm_role_assignment.secret_reader]
+}
+
+# Daily model retraining: `spendwatch model train --config` reads the live clouds' history (the scans read
+# incrementally and hold too little of it) and keeps the model with the state (the database-url secret's
+# PostgreSQL, `models` table). Same image, identity, configuration and secrets as the scan job.
+resource "azurerm_container_app_job" "retrain" {
+  name                         = "${var.name}-retrain"
+  location                     = azurerm_resource_group.this.location
+  resource_group_name          = azurerm_resource_group.this.name
+  container_app_environment_id = azurerm_container_app_environment.this.id
+  replica_timeout_in_seconds   = var.retrain_timeout_seconds
+  # No retries: the scans keep the last model until the next day's run.
+  replica_retry_limit = 0
+  tags                = local.tags
+
+  schedule_trigger_config {
+    cron_expression          = var.retrain_schedule
+    parallelism              = 1
+    replica_completion_count = 1
+  }
+
+  identity {
+    type         = "UserAssigned"
+    identity_ids = [azurerm_user_assigned_identity.scanner.id]
+  }
+
+  dynamic "secret" {
+    for_each = local.job_secrets
+    content {
+      name                = secret.key
+      key_vault_secret_id = azurerm_key_vault_secret.this[secret.key].versionless_id
+      identity            = azurerm_user_assigned_identity.scanner.id
+    }
+  }
+
+  template {
+    # Every secret of the job as a file; the configuration is /etc/spendwatch/spendwatch-toml.
+    volume {
+      name         = "config"
+      storage_type = "Secret"
+    }
+
+    container {
+      name    = "retrain"
+      image   = var.image
+      cpu     = var.job_cpu
+      memory  = var.job_memory
+      command = ["spendwatch"]
+      args    = ["model", "train", "--config", "/etc/spendwatch/spendwatch-toml"]
 
       volume_mounts {
         name = "config"

@@ -137,6 +137,14 @@ resource "google_cloud_run_v2_job_iam_member" "scheduler_runs_job" {
   member   = "serviceAccount:${google_service_account.scheduler.email}"
 }
 
+resource "google_cloud_run_v2_job_iam_member" "scheduler_runs_retrain" {
+  project  = var.project_id
+  location = var.region
+  name     = google_cloud_run_v2_job.retrain.name
+  role     = "roles/run.invoker"
+  member   = "serviceAccount:${google_service_account.scheduler.email}"
+}
+
 # Slack cannot present Google credentials; it signs each request and the service verifies the signature.
 resource "google_cloud_run_v2_service_iam_member" "public" {
   project  = var.project_id

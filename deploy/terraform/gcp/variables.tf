@@ -51,6 +51,28 @@ variable "schedule" {
   }
 }
 
+variable "retrain_schedule" {
+  description = "Cloud Scheduler cron expression (UTC) for the daily model retraining job (spendwatch model train --config)."
+  type        = string
+  default     = "30 3 * * *"
+
+  validation {
+    condition     = length(split(" ", var.retrain_schedule)) == 5
+    error_message = "retrain_schedule must be a five-field cron expression."
+  }
+}
+
+variable "retrain_timeout_seconds" {
+  description = "Timeout of the retraining job: it reads the baseline window's history (about 15 days), more than a scan."
+  type        = number
+  default     = 3600
+
+  validation {
+    condition     = var.retrain_timeout_seconds >= 60 && var.retrain_timeout_seconds <= 86400
+    error_message = "retrain_timeout_seconds must be between 60 and 86400 (Cloud Run jobs' limit is 24 h)."
+  }
+}
+
 variable "schedule_interval_minutes" {
   description = "The schedule's interval in minutes, for the no-successful-scan alert (alerts after two intervals)."
   type        = number
