@@ -121,3 +121,58 @@ def test_loading_refuses_files_that_are_not_spendwatch_models(tmp_path: Path) ->
         load_model(forged)
     with pytest.raises(ModelFileError):
         load_model(tmp_path / "missing.skops")
+
+
+# ---- hits against the baseline: how far beyond it, for how long --------------------------------------------------
+def scored_rows(model, resource: str, kinds: list[str]) -> pd.DataFrame:
+    """Hours after the baseline window for `resource`, one per entry of `kinds`: "extreme" (CPU std 30 units past
+    anything in the baseline, a bill 2.5 units past it) or "marginal" (an ordinary hour but for the bill)."""
+    start = pd.Timestamp(model.window_end) + pd.Timedelta(hours=1)
+    typical = {"cpu_mean": 35.0, "cpu_std": 8.0, "gpu_mean": 0.0, "gpu_std": 0.0, "flatness": 0.5,
+               "bytes_in": 3e6, "bytes_out": 1e6, "bytes_per_packet": 700.0, "peers": 20.0, "top_peer_share": 0.2}
+    spend = float(np.expm1(np.log1p(0.5) + 1.25))  # 2.5 units of 0.5 (log1p dollars) past the baseline's highest
+    rows = [{**typical, "cloud": "aws", "account": "012345678901", "resource": resource,
+             "window": start + pd.Timedelta(hours=i), "spend_rate": spend,
+             **({"cpu_std": 75.0} if kind == "extreme" else {})} for i, kind in enumerate(kinds)]
+    return pd.DataFrame(rows)
+
+
+def test_one_extreme_hour_among_marginal_ones_stays_below_full_strength(trained) -> None:
+    """Full strength (medium alone) takes full_windows hours far beyond the threshold. A legitimate training job
+    paged in the demo replay that way: 25 hours just past the threshold (its bill, new to the baseline) and one
+    12-minute window far past it used to give the peak's level times the 25 hours' persistence."""
+    from spendwatch.models.iforest import IForestConfig, baseline_hits
+
+    model = trained[0]
+    cfg = IForestConfig()
+    odd = scored_rows(model, "i-odd", ["extreme"] + ["marginal"] * 8)
+    steady = scored_rows(model, "i-steady", ["extreme"] * 3)
+    alert = model.estimator.alert_score(to_matrix(odd, model.features))
+    assert alert[0] >= cfg.full_alert_score and (alert[1:] >= 0.5).all()  # one far beyond, the rest just past
+    assert (alert[1:] < 0.5 + (cfg.full_alert_score - 0.5) / 3).all()
+    hits = {h.resource: h for h in baseline_hits(pd.concat([odd, steady], ignore_index=True), model, cfg)}
+    assert hits["i-steady"].belief == pytest.approx(cfg.baseline_belief_max)
+    one_third = cfg.belief_min + (cfg.baseline_belief_max - cfg.belief_min) / 3
+    assert hits["i-odd"].facts["hours"] == 9 and hits["i-odd"].belief == pytest.approx(one_third, abs=1e-4)
+    assert hits["i-odd"].facts["alert_score"] == pytest.approx(alert.max(), abs=1e-4)
+    assert hits["i-odd"].facts["held_score"] == pytest.approx(np.sort(alert)[-3], abs=1e-4)
+
+
+def test_the_hour_a_scan_ends_in_is_scored_once_mostly_seen(trained) -> None:
+    """Two extreme hours and a third still being filled: 12 minutes of it are not scored against whole hours of
+    the baseline (two hours' strength), three quarters of it are (full strength)."""
+    from spendwatch.models.iforest import IForestConfig, baseline_hits, open_windows
+
+    model = trained[0]
+    cfg = IForestConfig()
+    rows = scored_rows(model, "i-new", ["extreme"] * 3)
+    third = rows["window"].iloc[-1]
+    early = baseline_hits(rows, model, cfg, now=(third + pd.Timedelta(minutes=12)).to_pydatetime())
+    later = baseline_hits(rows, model, cfg, now=(third + pd.Timedelta(minutes=45)).to_pydatetime())
+    assert early[0].facts["hours"] == 2 and early[0].belief < cfg.baseline_belief_max
+    assert early[0].end == third.to_pydatetime()
+    assert later[0].facts["hours"] == 3 and later[0].belief == pytest.approx(cfg.baseline_belief_max)
+    windows = pd.Series(pd.to_datetime(["2026-03-02T10:00Z", "2026-03-02T11:00Z", "2026-03-02T12:00Z"]))
+    now = datetime(2026, 3, 2, 12, 20, tzinfo=UTC)
+    assert open_windows(windows, now, 0.5).tolist() == [False, False, True]
+    assert open_windows(windows, now, 0.3).tolist() == [False, False, False]
