@@ -28,8 +28,11 @@ def test_scan_finds_the_same_incidents_as_the_files_connector(org: Org) -> None:
     for incident in org.truth.incidents:
         assert set(incident.resources) <= flagged, incident.name
     assert ref.tables is not None and files.tables is not None
-    for name in ("spend", "activity", "flows", "dns", "utilization"):
+    for name in ("spend", "activity", "dns", "utilization"):
         assert len(getattr(ref.tables, name)) == len(getattr(files.tables, name)), name
+    # The files scan reduces flow records to per-window aggregates while it reads (spendwatch.engine), so its
+    # table holds fewer rows; both run reports count the records read.
+    assert ref.report.tables["flows"] == files.report.tables["flows"] == len(ref.tables.flows)
     # Every simulated account was reached by assume-role; the EC2 API added what CloudTrail cannot know of.
     assert org.calls.count("sts:AssumeRole") == len(org.truth.accounts)
     inv = ref.tables.inventory.set_index("resource")
