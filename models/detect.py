@@ -36,7 +36,7 @@ def run_detectors(tables: Tables, *, config: DetectionConfig | None = None, feat
 
 
 def detect(tables: Tables, *, config: DetectionConfig | None = None, now: datetime | None = None,
-           model: Any = None) -> list[Finding]:
+           model: Any = None, flow_summary: Any = None) -> list[Finding]:
     """Run every detector over `tables` and fuse their hits into findings, most severe first.
 
     `now` is the scan time (each finding's `detected_at`); by default the latest timestamp in the data.
@@ -44,9 +44,11 @@ def detect(tables: Tables, *, config: DetectionConfig | None = None, now: dateti
     (loaded when fresh, retrained and saved when absent or stale), or None (a baseline trained in memory from
     these tables' history; see model_store). Only findings at or above `config.fusion.min_severity` (default
     low) are returned: info-level ones are single weak indicators and stay out of alerts.
+    `flow_summary`: the scan's flows as `spendwatch.engine` summarised them (see `Features`), when `tables.flows`
+    holds only the rows the rules read one by one.
     """
     cfg = config or DetectionConfig()
-    features = Features(tables)
+    features = Features(tables, flow_summary=flow_summary)
     scan_time = now or latest_time(tables) or datetime.now(UTC)
     hits = run_detectors(tables, config=cfg, features=features, model=model, now=scan_time)
     return fuse(hits, features, now=scan_time, config=cfg.fusion)

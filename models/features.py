@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -65,8 +66,12 @@ def latest_time(tables: Tables) -> datetime | None:
 class Features:
     """Lazily computed shared views of one set of canonical tables."""
 
-    def __init__(self, tables: Tables) -> None:
+    def __init__(self, tables: Tables, flow_summary: Any = None) -> None:
         self.tables = tables
+        # A scan's flows summarised by spendwatch.engine (a FlowSummary): the per-window flow features and the
+        # ingress come from it, computed in SQL from every record; `tables.flows` then holds only the rows the
+        # rules read one by one (pairs with a public peer where the resource is the client, DNS-named peers).
+        self.flow_summary = flow_summary
 
     # ---- inventory ------------------------------------------------------------------------------------
     @cached_property
@@ -172,6 +177,8 @@ class Features:
     @cached_property
     def ingress_bytes(self) -> pd.Series:
         """Bytes received from public peers per (cloud, account, resource)."""
+        if self.flow_summary is not None:
+            return self.flow_summary.ingress_bytes()
         fl = self.flows
         if not len(fl):
             return pd.Series(dtype="float64")
@@ -295,6 +302,8 @@ def _named(features: Features, fl: pd.DataFrame) -> np.ndarray:
 
 def _window_flows(features: Features, seconds: int, extended: bool) -> pd.DataFrame:
     """Per (resource, window): traffic with public peers (see RESOURCE_HOUR_FEATURES / WINDOW_FEATURES)."""
+    if features.flow_summary is not None:
+        return features.flow_summary.window_flows(seconds, extended)
     fl = features.flows
     if len(fl):
         fl = fl[fl["remote_public"].to_numpy(dtype=bool) & fl["resource"].notna().to_numpy(dtype=bool)]

@@ -51,7 +51,7 @@ def scan_directory(
     is not a directory.
     """
     from .connectors.files import read_directory
-    from .engine.flows import FlowReducer
+    from .engine.flows import FlowEngine
 
     if not data.is_dir():
         raise FileNotFoundError(f"{data}: no such directory")
@@ -59,25 +59,27 @@ def scan_directory(
     models = _import_in_background(f"{__package__}.models")
     started = datetime.now(UTC)
     report = RunReport(strict=strict)
-    # Flow records are reduced while they are read (spendwatch.engine.flows): memory stays flat with volume.
-    reducer = FlowReducer()
-    with report.timed("read"):
-        try:
-            tables = read_directory(data, report, progress=progress, flows=reducer)
-        finally:
-            reducer.close()
-    report.tables = tables.counts()
-    if reducer.records:
-        report.tables["flows"] = reducer.records
-        report.notes.append(f"flows: {reducer.records:,} records reduced to {len(tables.flows):,} per-window "
-                            "aggregates for detection")
-    if not report.sources:
-        report.gap(str(data), "no export files found: nothing was scanned")
-    models.join()
-    from .models import detect
+    # Flow records are reduced into DuckDB while they are read, then summarised there for detection
+    # (spendwatch.engine): memory stays flat with volume, and detection gets small tables.
+    with FlowEngine() as engine:
+        with report.timed("read"):
+            tables = read_directory(data, report, progress=progress, flows=engine)
+            summary = engine.summary(tables) if engine.records else None
+        if summary is not None:
+            tables.flows = summary.rows
+        report.tables = tables.counts()
+        if summary is not None:
+            report.tables["flows"] = summary.records
+            report.notes.append(f"flows: {summary.records:,} records reduced to {summary.aggregates:,} per-window "
+                                f"aggregates; features per window computed in DuckDB, {len(tables.flows):,} "
+                                "rows kept for the rules that read flows one by one")
+        if not report.sources:
+            report.gap(str(data), "no export files found: nothing was scanned")
+        models.join()
+        from .models import detect
 
-    with report.timed("detect"):
-        found = detect(tables, now=now or started, model=_org_model(store))
+        with report.timed("detect"):
+            found = detect(tables, now=now or started, model=_org_model(store), flow_summary=summary)
     return _finish(found, report, tables if keep_tables else None, store, str(data), started)
 
 

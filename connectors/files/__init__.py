@@ -41,7 +41,7 @@ from spendwatch.records import Tables
 from spendwatch.report import RunReport, StrictError
 
 if TYPE_CHECKING:
-    from spendwatch.engine.flows import FlowReducer
+    from spendwatch.engine.flows import FlowEngine
 
 from . import azure, cloudtrail, cur, enrich, gcp, metrics, route53, vpcflow
 from ._common import FileContext, FileResult, to_pandas
@@ -161,12 +161,12 @@ _Job = tuple[str, PurePosixPath, bool, Callable[[], bytes]]
 
 
 def read_directory(root: Path, report: RunReport, *, progress: Callable[[int], None] | None = None,
-                   flows: FlowReducer | None = None) -> Tables:
+                   flows: FlowEngine | None = None) -> Tables:
     """Read every file under `root` into canonical tables; what could not be read goes to `report`.
 
     `progress(n)` is called (from the calling thread) with the size in bytes of each file once it is read.
-    With `flows`, flow records are handed to that reducer batch by batch as they are read, and `flows` in
-    the tables is its per-window aggregate (spendwatch.engine.flows), not the records.
+    With `flows`, flow records are handed to that engine batch by batch as they are read (spendwatch.engine.flows)
+    and `flows` in the tables is left empty: `flows.summary(tables)` gives what detection reads of them.
     Raises StrictError on the first problem when `report.strict`.
     """
     root = Path(root)
@@ -188,7 +188,7 @@ def read_objects(objects: Collection[Blob], report: RunReport, *,
 
 
 def _read_jobs(files: list[tuple[_Job, int]], report: RunReport,
-               progress: Callable[[int], None] | None, flows: FlowReducer | None = None) -> Tables:
+               progress: Callable[[int], None] | None, flows: FlowEngine | None = None) -> Tables:
     outcomes: list[_Outcome] = []
     with report.timed("read: files"), ThreadPoolExecutor(max_workers=WORKERS) as pool:
         futures: dict[Future[list[_Outcome]], list[int]] = {
@@ -251,9 +251,10 @@ def _layout_base(root: Path) -> PurePosixPath:
     return PurePosixPath()
 
 
-def _read_batch(job: list[_Job], report: RunReport, flows: FlowReducer | None = None) -> list[_Outcome]:
+def _read_batch(job: list[_Job], report: RunReport, flows: FlowEngine | None = None) -> list[_Outcome]:
     """Read a group of files; those of a kind in MANY_READERS are read together. With `flows`, their flow
-    records go to that reducer here, in the reader thread, so no batch's records outlive the batch."""
+    records go to that engine here, in the reader thread, so no batch's records outlive the batch (text flow
+    logs arrive already reduced, see vpcflow.read_text_many)."""
     outcomes: list[_Outcome] = []
     deferred: dict[str, list[tuple[_Outcome, PurePosixPath, bytes]]] = {}
     for name, layout, truth, load in job:
@@ -263,7 +264,9 @@ def _read_batch(job: list[_Job], report: RunReport, flows: FlowReducer | None = 
         outcomes.append(outcome)
     for kind, files in deferred.items():
         try:
-            results = MANY_READERS[kind]([(layout, raw, o.ctx) for o, layout, raw in files])
+            items = [(layout, raw, o.ctx) for o, layout, raw in files]
+            results = (vpcflow.read_text_many(items, flows.reduce) if kind == FLOW_TEXT and flows is not None
+                       else MANY_READERS[kind](items))
         except StrictError:
             raise
         except Exception:  # a many-file path bug must not cost data: fall back to the one-file reader
@@ -317,7 +320,7 @@ def _guarded(kind: str, layout: PurePosixPath, raw: bytes, ctx: _Buffered) -> Fi
         return FileResult()
 
 
-def _assemble(outcomes: list[_Outcome], report: RunReport, reducer: FlowReducer | None = None) -> Tables:
+def _assemble(outcomes: list[_Outcome], report: RunReport, reducer: FlowEngine | None = None) -> Tables:
     counts: Counter[str] = Counter()
     parts: dict[str, list[pa.Table]] = {}
     launches = []
@@ -342,7 +345,9 @@ def _assemble(outcomes: list[_Outcome], report: RunReport, reducer: FlowReducer 
     enrich.attach_addresses(launches, addresses)
     first = enrich.first_launches(launches)
     frames: dict[str, list[pd.DataFrame]] = {}
-    flows = reducer.result() if reducer is not None else _concat(parts.get("flows"))
+    if reducer is not None:  # the engine joins interfaces to instances itself, in SQL (enrich.fill_flow_resources)
+        reducer.owners = {eni: launch.resource for launch in first.values() for eni in launch.interfaces}
+    flows = _concat(parts.get("flows")) if reducer is None else None
     if flows is not None:
         frames["flows"] = [to_pandas(enrich.fill_flow_resources(flows, first))]
     activity = _concat(parts.get("activity"))

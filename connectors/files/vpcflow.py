@@ -5,6 +5,8 @@ Fast path: pyarrow.csv parses a whole file with typed columns (it releases the G
 parallel threads), then one vectorised pass checks every record (missing fields, ports, protocol, negative
 counts, implausible times, addresses). Only a file whose typed parse fails is read again with every column
 as text, and then only its bad lines are looked at one by one. No Python object is built per record.
+Read for `spendwatch.engine` (`read_text_many(..., reduce)`), a clean batch is reduced in the reader thread
+and its addresses are checked on that aggregate's distinct values instead of on every record.
 
 NODATA and SKIPDATA records say something about the capture window, not about traffic: they are counted
 (the connector turns the counts into a note), never turned into flows and never reported as problems.
@@ -84,6 +86,7 @@ _INT_TEXT = r"^-?\d{1,18}$"
 _IP = r"^(\d{1,3}(\.\d{1,3}){3}|[0-9A-Fa-f]{0,4}(:[0-9A-Fa-f]{0,4}){2,7}(:\d{1,3}(\.\d{1,3}){3})?)$"
 
 LineMap = Callable[[np.ndarray], np.ndarray]  # table row indices -> 1-based line (or record) numbers
+Reduce = Callable[[pa.Table], pa.Table | None]  # canonical flow records -> per-window aggregate (or None)
 
 
 def _inflate(raw: bytes) -> tuple[bytes, str | None]:
@@ -174,15 +177,18 @@ class _Probe(FileContext):
 
 # Files parsed in one pyarrow call, at most this many bytes of text: the simulator's and AWS's hourly files
 # are a few kilobytes each, and per-call overhead, not parsing, would otherwise dominate.
-BATCH_BYTES = 8 << 20
+BATCH_BYTES = 16 << 20
 
 
-def read_text_many(items: list[tuple[PurePath, bytes, FileContext]]) -> list[FileResult]:
+def read_text_many(items: list[tuple[PurePath, bytes, FileContext]],
+                   reduce: Reduce | None = None) -> list[FileResult]:
     """Read several text flow logs, parsing those with the same header and key account/region in one go.
 
     Results are exactly those of `read_text` on each file: a group whose parse or checks meet any problem
     (or a blank line, or damaged gzip) is read again file by file, so every problem keeps its own file and
     line. A clean group's flows travel in its first file's result; every file still reports its own rows.
+    With `reduce` (`spendwatch.engine.flows.FlowEngine.reduce`), a clean group's flows travel as the per-window
+    aggregate it returns, made here in the reader thread; files read one by one still give their records.
     """
     results: list[FileResult | None] = [None] * len(items)
     groups: dict[tuple[str, str | None, str | None], list[tuple[int, bytes]]] = {}
@@ -211,7 +217,8 @@ def read_text_many(items: list[tuple[PurePath, bytes, FileContext]]) -> list[Fil
             batch = members[start:end]
             start = end
             try:
-                shares = _batch(header.split(), KeyInfo(account, region), [b for _, b in batch], items[batch[0][0]][2])
+                shares = _batch(header.split(), KeyInfo(account, region), [b for _, b in batch], items[batch[0][0]][2],
+                                reduce)
             except _Dirty:
                 continue
             for (i, _), result in zip(batch, shares, strict=True):
@@ -219,8 +226,12 @@ def read_text_many(items: list[tuple[PurePath, bytes, FileContext]]) -> list[Fil
     return [r if r is not None else read_text(*items[i]) for i, r in enumerate(results)]
 
 
-def _batch(fields: list[str], key: KeyInfo, bodies: list[bytes], ctx: FileContext) -> list[FileResult]:
-    """One parse and one check for several clean files; raises _Dirty at the first sign of trouble."""
+def _batch(fields: list[str], key: KeyInfo, bodies: list[bytes], ctx: FileContext,
+           reduce: Reduce | None = None) -> list[FileResult]:
+    """One parse and one check for several clean files; raises _Dirty at the first sign of trouble.
+
+    With `reduce`, the addresses are checked on its aggregate (one row per peer and window, several times
+    fewer than the records, and only the distinct values there), not on the records."""
     joined = b"".join(bodies)
     if b"\n\n" in joined or joined.startswith(b"\n"):
         raise _Dirty("blank line")  # pyarrow skips blank lines, which would shift the files' row counts
@@ -234,7 +245,13 @@ def _batch(fields: list[str], key: KeyInfo, bodies: list[bytes], ctx: FileContex
     counts = np.array([b.count(b"\n") for b in bodies], dtype=np.int64)
     if invalid or table.num_rows != int(counts.sum()):
         raise _Dirty("rows")
-    merged = _finish(table, _Probe(ctx.path, ctx.report), key, lambda rows: rows + 1, [])
+    merged = _finish(table, _Probe(ctx.path, ctx.report), key, lambda rows: rows + 1, [],
+                     addresses=reduce is None)
+    if reduce is not None:
+        flows = reduce(merged.tables["flows"])
+        if flows is not None and not _addresses_ok(flows, ("src", "dst")):
+            raise _Dirty("address")
+        merged.tables = {"flows": flows} if flows is not None else {}
     kept = counts.copy()
     if "log-status" in table.column_names:
         owner = np.repeat(np.arange(len(bodies)), counts)
@@ -314,6 +331,15 @@ def _shift(lines: np.ndarray, blanks: list[int]) -> np.ndarray:
     return lines
 
 
+def _addresses_ok(table: pa.Table, columns: tuple[str, ...]) -> bool:
+    """Whether every non-null value of `columns` is an IP address (checked once per distinct value)."""
+    for name in columns:
+        distinct = pc.drop_null(pc.unique(table[name]))
+        if len(distinct) and not pc.all(pc.match_substring_regex(distinct, _IP)).as_py():
+            return False
+    return True
+
+
 def _np(mask: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), dtype=bool)
 
@@ -327,16 +353,23 @@ def _outside(col: pa.ChunkedArray, low: int, high: int | None) -> bool:
     return bool(lowest < low or (high is not None and highest > high))
 
 
-def _finish(table: pa.Table, ctx: FileContext, key: KeyInfo, lines: LineMap, text_ints: list[str]) -> FileResult:
-    """Check every record at once, count NODATA/SKIPDATA, report bad lines, build canonical flows."""
+def _finish(table: pa.Table, ctx: FileContext, key: KeyInfo, lines: LineMap, text_ints: list[str], *,
+            addresses: bool = True) -> FileResult:
+    """Check every record at once, count NODATA/SKIPDATA, report bad lines, build canonical flows.
+
+    `addresses=False` leaves the address check to the caller (`_batch` checks the distinct addresses of the
+    batch's aggregate instead, which are far fewer)."""
     n = table.num_rows
     result = FileResult()
     names = set(table.column_names)
-    if "log-status" in names:
-        status = table["log-status"]
+    statuses: dict[str | None, int] = {}
+    if "log-status" in names:  # one pass counts every status; the masks below are built only where needed
+        counted = pc.value_counts(table["log-status"])
+        statuses = dict(zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True))
         for s in NOT_DATA:
-            result.counts[f"flow {s}"] += int(pc.sum(pc.equal(status, s)).as_py() or 0)
-        not_data = _np(pc.is_in(status, pa.array(NOT_DATA)))
+            result.counts[f"flow {s}"] += statuses.get(s, 0)
+    if any(statuses.get(s) for s in NOT_DATA):
+        not_data = _np(pc.is_in(table["log-status"], pa.array(NOT_DATA)))
     else:
         not_data = np.zeros(n, dtype=bool)
     bad = not_data.copy()  # rows already accounted for; a record gets one problem, its first
@@ -369,7 +402,7 @@ def _finish(table: pa.Table, ctx: FileContext, key: KeyInfo, lines: LineMap, tex
     for f in (*REQUIRED, *(["account-id"] if account_missing else [])):
         if table[f].null_count:
             check(_np(pc.is_null(table[f])), f"{f} is missing")
-    for f in ("srcaddr", "dstaddr"):
+    for f in ("srcaddr", "dstaddr") if addresses else ():
         distinct = pc.drop_null(pc.unique(table[f]))
         not_ip = pc.filter(distinct, pc.invert(pc.match_substring_regex(distinct, _IP)))
         if len(not_ip):
@@ -393,7 +426,7 @@ def _finish(table: pa.Table, ctx: FileContext, key: KeyInfo, lines: LineMap, tex
     backwards = pc.less(table["end"], table["start"])
     if pc.any(backwards).as_py():
         check(_np(backwards), "end is before start")
-    if "log-status" in names:
+    if any(v is not None and v not in STATUSES for v in statuses):
         unexpected = pc.invert(pc.is_in(table["log-status"], pa.array(STATUSES)))
         if pc.any(unexpected).as_py():
             check(_np(unexpected), "log-status {value} is not OK, NODATA or SKIPDATA", "log-status")

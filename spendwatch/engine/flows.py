@@ -1,39 +1,56 @@
-"""Stream flow records into the per-window aggregates detection needs, in bounded memory.
+"""Flow records in, in bounded memory: per-window aggregates in DuckDB, and the two small things detection reads.
 
-A flow log holds one record per capture window and 5-tuple; most of what distinguishes one record from
-the next is the client's ephemeral port, which no detector reads. `FlowReducer` takes batches of canonical
-`flows` records (Arrow tables, from any connector and any thread) and keeps, per
+A flow log holds one record per capture window and 5-tuple; most of what tells one record from the next is
+the client's ephemeral port, which no detector reads. `FlowEngine` takes batches of canonical `flows`
+records (Arrow tables, from any reader thread) and reduces each batch at once (`reduce_records`, Arrow's
+own hash aggregation, no Python per record) to one row per
 
     cloud, account, region, resource, interface, src, dst, src_port, dst_port, protocol, action, direction,
     window (the ten-minute interval, from the Unix epoch, in which the record started)
 
-the first start, the last end, summed packets and bytes, the number of records (`records`) and the bytes of
-records that lasted `long_lived_s` or more (`long_bytes`). Before grouping, the port of the side that is the
-client of the connection is set to null: the port that is >= 1024 and above the other (or >= 32768) while the
-other is not, both being known. Which is exactly what the rules read: a resource is "the client" when its
-local port looks ephemeral relative to the remote's, and a null local port counts as a client's, so every
-rule, feature and window of ten minutes or a multiple of it (hours) sees the same sums, counts, first and
-last seen, distinct peers and client-side flags as on the records; rules count `records`, not rows.
-Connector-specific extra columns (vpc, subnet, tcp_flags, ...) are dropped: no detector reads them.
+with the first start, the last end, summed packets and bytes, the number of records (`records`) and the bytes
+of records that lasted `long_lived_s` or more (`long_bytes`). Before grouping, the port of the side that is
+the client of the connection (>= 1024 and above the other port, or >= 32768, while the other is not; both
+known) is set to null. The partial aggregates go into a DuckDB table that spills to disk past its memory
+limit, so memory follows neither the records nor the aggregate.
 
-Each batch is reduced at once in the calling thread (DuckDB releases the GIL, so the reader threads keep
-parsing), and the partial aggregates are merged whenever they outnumber the rows merged so far. Memory
-therefore follows the size of the aggregate, not the number of records: it grows with distinct
-(interface, peer, server port, window) combinations, which is what detection is handed at the end.
+After the read, `summary(tables)` (SQL on DuckDB, once the inventory and the DNS answers are known) hands
+detection two small things instead of one fat table:
+
+- `window_flows(seconds)`: the flow features per (cloud, account, resource, 10-minute or 1-hour window) that
+  `models.features` would compute from every record (bytes in and out, bytes per packet, distinct public
+  peers, the top peer's share and persistence, long-lived and unnamed shares), and `ingress_bytes()`;
+- `rows`: canonical flow rows (aggregates, with `records` and `long_bytes`) only for what rules read row by
+  row: every (resource, remote) pair with a public peer where the resource is the client, or a peer that a
+  DNS answer in the account named, plus the row holding the latest end (so the table spans the scan's time).
+  Inbound internet scans and web clients (ever-new source addresses) are counted in the features and never
+  handed over one row per peer.
+
+Both are computed exactly as `models.features.Features` computes them from the records (resources resolved
+from interfaces and private addresses, the remote end and its publicness, the client side); tests/engine
+checks it rule by rule and feature by feature.
 """
 
 from __future__ import annotations
 
 import tempfile
 import threading
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from spendwatch.records import FLOWS
 
-WINDOW_S = 600  # VPC flow logs' default aggregation interval; hours are whole multiples of it
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from spendwatch.records import Tables
+
+# VPC flow logs' default aggregation interval (hours are whole multiples of it) and what counts as long-lived:
+# models.features' INTERVAL_S and LONG_LIVED_S, which the summary reproduces (tests/engine checks they agree).
+WINDOW_S = 600
 LONG_LIVED_S = 300
 _NS = 1_000_000_000
 
@@ -41,9 +58,13 @@ _NS = 1_000_000_000
 KEYS = ("cloud", "account", "region", "resource", "interface", "src", "dst", "src_port", "dst_port", "protocol",
         "action", "direction")
 STRINGS = tuple(c.name for c in FLOWS.columns if c.kind == "str")
-INTS = ("src_port", "dst_port", "protocol", "packets", "bytes")
-_LAYOUT = [*KEYS, "window", "start_ns", "end_ns", "packets", "bytes", "records", "long_bytes"]
-_SCHEMA = pa.schema([(c, pa.large_string() if c in STRINGS else pa.int64()) for c in _LAYOUT])
+SUMS = ("start_ns", "end_ns", "packets", "bytes", "records", "long_bytes")
+LAYOUT = (*KEYS, "window", *SUMS)
+SCHEMA = pa.schema([(c, pa.large_string() if c in STRINGS else pa.int64()) for c in LAYOUT])
+DEFAULT_MEMORY = "512MB"
+BASIC_FEATURES = ("bytes_in", "bytes_out", "bytes_per_packet", "peers", "top_peer_share")  # resource_hours' flows
+FLUSH_ROWS = 250_000  # reduced rows buffered before one insert into DuckDB (about 40 MB)
+CHECKPOINT_ROWS = 500_000  # rows inserted between checkpoints, which compress them (about 100 MB to 17 MB)
 
 # The side of a connection that is its client: its port is ephemeral relative to the other's.
 _CLIENT = "({a} IS NOT NULL AND {b} IS NOT NULL AND {a} >= 1024 AND ({a} > {b} OR {a} >= 32768))"
@@ -57,14 +78,6 @@ FROM (SELECT *, {src_client} AS src_client, {dst_client} AS dst_client FROM {sou
 GROUP BY {group}
 """.strip()
 
-MERGE_SQL = """
-SELECT {keys}, "window", min(start_ns) AS start_ns, max(end_ns) AS end_ns,
-       CAST(sum(packets) AS BIGINT) AS packets, CAST(sum(bytes) AS BIGINT) AS bytes,
-       CAST(sum(records) AS BIGINT) AS records, CAST(sum(long_bytes) AS BIGINT) AS long_bytes
-FROM {source}
-GROUP BY ALL
-""".strip()
-
 _PORTS = {
     "src_port": "CASE WHEN src_client AND NOT dst_client THEN NULL ELSE src_port END AS src_port",
     "dst_port": "CASE WHEN dst_client AND NOT src_client THEN NULL ELSE dst_port END AS dst_port",
@@ -73,8 +86,8 @@ _PORTS = {
 
 def reduce_sql(source: str, *, keys: tuple[str, ...] | list[str] = KEYS, window_s: int = WINDOW_S,
                long_lived_s: int = LONG_LIVED_S) -> str:
-    """The reduction of flow records in `source` (canonical columns, times as integer start_ns/end_ns) to
-    one row per `keys` and window, as SQL (DuckDB's dialect; `spendwatch.engine.sql` translates it)."""
+    """The reduction `reduce_records` performs, as SQL over `source` (canonical columns, times as integer
+    start_ns/end_ns) in DuckDB's dialect: what `spendwatch.engine.sql` runs where the data lives."""
     select = ", ".join(_PORTS.get(k, k) for k in keys)
     group = ", ".join(str(i) for i in range(1, len(keys) + 2))  # ordinals: Trino has no GROUP BY ALL
     return REDUCE_SQL.format(select=select, group=group, source=source, window_ns=window_s * _NS,
@@ -83,129 +96,180 @@ def reduce_sql(source: str, *, keys: tuple[str, ...] | list[str] = KEYS, window_
                              dst_client=_CLIENT.format(a="dst_port", b="src_port"))
 
 
-def _constants(batch: pa.Table) -> dict[str, str | None]:
-    """String key columns with one value (or only nulls) in this batch: grouping by them costs time for
-    nothing (a flow log file has one account and region, v2 records no instance or direction)."""
-    out: dict[str, str | None] = {}
+def _ns(col: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """Integer nanoseconds of a time column (timestamps of any unit), or the integers as they are."""
+    if pa.types.is_timestamp(col.type):
+        return pc.cast(pc.cast(col, pa.timestamp("ns", tz=col.type.tz)), pa.int64())
+    return pc.cast(col, pa.int64())
+
+
+def _client(port: Any, other: Any) -> Any:
+    """Where `port` is the client's (as _CLIENT); False where either port is unknown."""
+    ephemeral = pc.or_(pc.greater(port, other), pc.greater_equal(port, 32768))
+    return pc.fill_null(pc.and_(pc.greater_equal(port, 1024), ephemeral), False)
+
+
+def reduce_records(table: pa.Table, *, window_s: int = WINDOW_S, long_lived_s: int = LONG_LIVED_S) -> pa.Table | None:
+    """One batch of canonical flow records reduced to aggregate rows (SCHEMA); None for an empty batch.
+
+    Runs Arrow's hash aggregation in the calling thread (it releases the GIL). String key columns with a
+    single value in the batch (a flow log file has one cloud, account and region; version 2 records name no
+    instance or direction) are left out of the grouping and put back after it: hashing them costs for nothing.
+    """
+    n = table.num_rows
+    if n == 0:
+        return None
+    names = set(table.column_names)
+
+    def column(name: str, typ: pa.DataType) -> Any:
+        return pc.cast(table[name], typ) if name in names else pa.nulls(n, typ)
+
+    src_port, dst_port = column("src_port", pa.int64()), column("dst_port", pa.int64())
+    src_client, dst_client = _client(src_port, dst_port), _client(dst_port, src_port)
+    none = pa.scalar(None, pa.int64())
+    start_ns, end_ns = _ns(table["start"]), _ns(table["end"])
+    bytes_ = column("bytes", pa.int64())
+    long_ns = pa.scalar(long_lived_s * _NS, pa.int64())
+    cols: dict[str, Any] = {
+        "src_port": pc.if_else(pc.and_(src_client, pc.invert(dst_client)), none, src_port),
+        "dst_port": pc.if_else(pc.and_(dst_client, pc.invert(src_client)), none, dst_port),
+        "protocol": column("protocol", pa.int64()),
+        "window": pc.divide(start_ns, pa.scalar(window_s * _NS, pa.int64())),
+    }
+    constants: dict[str, str | None] = {}
     for name in KEYS:
         if name not in STRINGS:
             continue
-        col = batch[name]
-        if col.null_count == len(col):
-            out[name] = None
-        elif col.null_count == 0:
+        col = table[name] if name in names else None
+        if col is None or col.null_count == n:
+            constants[name] = None
+            continue
+        if col.null_count == 0 and col[0] == col[n - 1]:  # a cheap test first: most key columns vary
             mm = pc.min_max(col)
             if mm["min"] == mm["max"]:
-                out[name] = mm["min"].as_py()
-    return out
+                constants[name] = mm["min"].as_py()
+                continue
+        cols[name] = col
+    keys = [k for k in (*KEYS, "window") if k in cols]
+    data = pa.table({**cols, "start_ns": start_ns, "end_ns": end_ns, "packets": column("packets", pa.int64()),
+                     "bytes": bytes_,
+                     "long_bytes": pc.if_else(pc.greater_equal(pc.subtract(end_ns, start_ns), long_ns), bytes_, 0)})
+    grouped = data.group_by(keys, use_threads=False).aggregate([
+        ("start_ns", "min"), ("end_ns", "max"), ("packets", "sum"), ("bytes", "sum"), ([], "count_all"),
+        ("long_bytes", "sum")])
+    m = grouped.num_rows
+    out: dict[str, Any] = {}
+    for name in LAYOUT:
+        if name in constants:
+            value = constants[name]
+            out[name] = pa.nulls(m, pa.large_string()) if value is None else pa.array([value] * m, pa.large_string())
+        elif name in keys:
+            out[name] = grouped[name]
+        else:
+            source = {"start_ns": "start_ns_min", "end_ns": "end_ns_max", "records": "count_all"}.get(name,
+                                                                                                   f"{name}_sum")
+            out[name] = grouped[source]
+    return pa.table(out).cast(SCHEMA)
 
 
-def _input(table: pa.Table) -> pa.Table:
-    """The canonical columns the reduction reads, typed alike whatever connector made them."""
-    n = table.num_rows
-    cols: dict[str, Any] = {}
-    for name in STRINGS:
-        present = name in table.column_names
-        cols[name] = pc.cast(table[name], pa.large_string()) if present else pa.nulls(n, pa.large_string())
-    for name in INTS:
-        cols[name] = pc.cast(table[name], pa.int64()) if name in table.column_names else pa.nulls(n, pa.int64())
-    for name in ("start", "end"):
-        col = table[name]
-        if pa.types.is_timestamp(col.type):
-            col = pc.cast(pc.cast(col, pa.timestamp("ns", tz=col.type.tz)), pa.int64())
-        cols[f"{name}_ns"] = col
-    return pa.table(cols)
+class FlowEngine:
+    """Flow records reduced into a DuckDB table as they are read (`add`, from any thread), then summarised for
+    detection once the read is done (`summary`). Close it (or use it as a context manager) to free DuckDB and
+    its spill directory.
 
-
-class FlowReducer:
-    """Per-window flow aggregates from record batches; `add` from any thread, `result` once at the end.
-
-    Each batch is reduced where it was read; the partial aggregates are merged (re-aggregated together)
-    whenever the rows waiting to be merged outnumber those already merged, so merging costs a constant
-    factor and the partials never hold more than about twice the final aggregate. `threads` and
-    `memory_limit` are DuckDB's; DuckDB spills a merge larger than its limit to `spill_dir`.
+    `memory_limit` and `threads` are DuckDB's; past the limit DuckDB spills to `spill_dir` (a temporary
+    directory by default) instead of growing.
     """
 
-    def __init__(self, *, window_s: int = WINDOW_S, long_lived_s: int = LONG_LIVED_S,
-                 memory_limit: str = "512MB", threads: int | None = None, spill_dir: str | None = None,
-                 merge_rows: int = 500_000) -> None:
+    def __init__(self, *, memory_limit: str = DEFAULT_MEMORY, threads: int | None = None,
+                 spill_dir: str | None = None) -> None:
         import duckdb
 
-        self.window_s = window_s
-        self.long_lived_s = long_lived_s
-        self.merge_rows = merge_rows
         self._spill = tempfile.TemporaryDirectory(prefix="spendwatch-flows-") if spill_dir is None else None
         self._con = duckdb.connect(config={"memory_limit": memory_limit,
                                            "temp_directory": spill_dir or self._spill.name,  # type: ignore[union-attr]
                                            "preserve_insertion_order": False,
                                            **({"threads": threads} if threads else {})})
-        self._lock = threading.Lock()
-        self._local = threading.local()
-        self._merged: pa.Table | None = None  # the aggregate so far
-        self._pending: list[pa.Table] = []  # partial aggregates not yet merged into it
-        self._pending_rows = 0
+        self._table = "agg"  # as cursors (other connections to the same database) name it
+        try:  # DuckDB >= 1.3 compresses an in-memory database: the aggregate takes about a sixth of the memory
+            self._con.execute("ATTACH ':memory:' AS flows (COMPRESS)")
+            self._con.execute("USE flows")
+            self._table = "flows.agg"
+        except duckdb.Error:  # an older DuckDB: uncompressed, it spills sooner
+            pass
+        columns = ", ".join(f'"{c}" {"VARCHAR" if c in STRINGS else "BIGINT"}' for c in LAYOUT)
+        self._con.execute(f"CREATE TABLE agg ({columns})")
+        self._unchecked = 0  # rows inserted since the last checkpoint (which compresses them)
+        self._lock = threading.Lock()  # guards the buffer and the counts
+        self._writing = threading.Lock()  # one insert (or checkpoint) at a time
+        self._buffer: list[pa.Table] = []  # reduced batches not yet inserted
+        self._buffered = 0
         self.records = 0  # records taken in
+        self.owners: dict[str, str] = {}  # interface -> instance, from the launches the connector read
         self._closed = False
 
-    def _cursor(self) -> Any:
-        cur = getattr(self._local, "cursor", None)
-        if cur is None:
-            cur = self._local.cursor = self._con.cursor()
-        return cur
+    def __enter__(self) -> FlowEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def reduce(self, table: pa.Table) -> pa.Table | None:
+        """`reduce_records` (no DuckDB; any thread)."""
+        return reduce_records(table)
+
+    def append(self, partial: pa.Table | None) -> None:
+        """Store aggregate rows made by `reduce` (rows of one key may come in several batches: every later
+        step sums them). They wait in a buffer of at most FLUSH_ROWS rows: one insert into DuckDB costs tens of
+        milliseconds whatever its size, so inserting each small batch would cost more than reducing it."""
+        if partial is None or not partial.num_rows:
+            return
+        with self._lock:
+            self.records += int(pc.sum(partial["records"]).as_py() or 0)
+            self._buffer.append(partial)
+            self._buffered += partial.num_rows
+            if self._buffered < FLUSH_ROWS:
+                return
+            parts, self._buffer, self._buffered = self._buffer, [], 0
+        self._insert(parts)
+
+    def _insert(self, parts: list[pa.Table]) -> None:
+        if not parts:
+            return
+        rows = pa.concat_tables(parts)
+        # One writer at a time: a checkpoint refuses to run beside another thread's open insert.
+        with self._writing:
+            cur = self._con.cursor()
+            try:
+                cur.register("partial", rows)
+                cur.execute(f"INSERT INTO {self._table} SELECT {', '.join(_q(c) for c in LAYOUT)} FROM partial")
+                self._unchecked += rows.num_rows
+                if self._unchecked >= CHECKPOINT_ROWS:
+                    self._unchecked = 0
+                    cur.execute("CHECKPOINT")
+            finally:
+                cur.close()
+
+    def flush(self) -> None:
+        """Insert what waits in the buffer (the summary does it first)."""
+        with self._lock:
+            parts, self._buffer, self._buffered = self._buffer, [], 0
+        self._insert(parts)
 
     def add(self, table: pa.Table) -> None:
-        """Reduce one batch of canonical flow records and fold it into the aggregate."""
-        if table.num_rows == 0:
-            return
-        cur = self._cursor()
-        batch = _input(table)
-        consts = _constants(batch)
-        keys = [k for k in KEYS if k not in consts]
-        cur.register("batch", batch.drop_columns(list(consts)))
-        try:
-            partial = cur.sql(reduce_sql("batch", keys=keys, window_s=self.window_s,
-                                         long_lived_s=self.long_lived_s)).to_arrow_table()
-        finally:
-            cur.unregister("batch")
-        for name, value in consts.items():
-            partial = partial.append_column(name, pa.array([value] * partial.num_rows, pa.large_string()))
-        partial = partial.select(_LAYOUT).cast(_SCHEMA)
-        with self._lock:
-            self.records += table.num_rows
-            self._pending.append(partial)
-            self._pending_rows += partial.num_rows
-            merged = self._merged.num_rows if self._merged is not None else 0
-            if self._pending_rows > max(merged, self.merge_rows):
-                self._merge(cur)
+        """Store one batch: canonical flow records (reduced here) or an aggregate `reduce` already made."""
+        self.append(table if table.schema.equals(SCHEMA) else self.reduce(table))
 
-    def _merge(self, cur: Any) -> None:
-        parts = ([self._merged] if self._merged is not None else []) + self._pending
-        both = pa.concat_tables(parts)
-        cur.register("merging", both)
-        try:
-            self._merged = cur.sql(MERGE_SQL.format(keys=", ".join(KEYS), source="merging")).to_arrow_table().select(
-                _LAYOUT).cast(_SCHEMA)
-        finally:
-            cur.unregister("merging")
-        self._pending, self._pending_rows = [], 0
+    def summary(self, tables: Tables) -> FlowSummary:
+        """What detection reads of the flows, once `tables` holds the scan's inventory and DNS (module doc).
 
-    def result(self) -> pa.Table | None:
-        """The aggregate as canonical flows (plus `records`, `long_bytes`, `window`), in a stable order; None
-        when nothing was added. The reducer is closed afterwards."""
+        The engine must stay open while the summary is used: its window features are computed on demand.
+        """
+        from .summary import summarise
+
+        self.flush()
         with self._lock:
-            if self._merged is None and not self._pending:
-                self.close()
-                return None
-            cur = self._cursor()
-            self._merge(cur)
-            cur.register("agg", self._merged)
-            table = cur.sql(
-                "SELECT * FROM agg ORDER BY \"window\", cloud, account, interface, resource, src, dst, src_port, "
-                "dst_port, protocol, action, direction, region").to_arrow_table()
-            cur.unregister("agg")
-            self._merged = None
-        self.close()
-        return canonical(table)
+            return summarise(self._con, tables, self.owners, records=self.records)
 
     def close(self) -> None:
         """Free DuckDB and the spill directory (idempotent)."""
@@ -218,18 +282,33 @@ class FlowReducer:
             self._spill = None
 
 
-def canonical(agg: pa.Table) -> pa.Table:
-    """Aggregate rows in the canonical flows shape: times back to UTC timestamps, counts as int64."""
-    ts = pa.timestamp("ns", tz="UTC")
-    cols: dict[str, Any] = {}
-    for col in FLOWS.columns:
-        if col.name in ("start", "end"):
-            cols[col.name] = pc.cast(agg[f"{col.name}_ns"], pa.int64()).cast(ts)
-        elif col.kind == "str":
-            cols[col.name] = pc.cast(agg[col.name], pa.large_string())
-        else:
-            cols[col.name] = pc.cast(agg[col.name], pa.int64())
-    cols["records"] = pc.cast(agg["records"], pa.int64())
-    cols["long_bytes"] = pc.cast(pc.fill_null(agg["long_bytes"], 0), pa.int64())
-    cols["window"] = pc.cast(agg["window"], pa.int64())
-    return pa.table(cols)
+def _q(name: str) -> str:
+    return f'"{name}"'
+
+
+@dataclass
+class FlowSummary:
+    """The flows as detection reads them (module doc): `rows` for row-level rules, features per window.
+
+    `window_flows(seconds, extended)` is `models.features._window_flows` computed in SQL; `ingress_bytes()` is
+    `Features.ingress_bytes`. `records` is the number of flow records behind it, `aggregates` the number of
+    aggregate rows DuckDB held.
+    """
+
+    rows: pd.DataFrame
+    records: int
+    aggregates: int
+    compute: Any = field(repr=False)  # the SQL side: window_flows(seconds, extended), ingress_bytes()
+    _cache: dict[Any, Any] = field(default_factory=dict, repr=False)
+
+    def window_flows(self, seconds: int, extended: bool) -> pd.DataFrame:
+        key = ("windows", seconds)
+        if key not in self._cache:  # every column at once: the basic ones are a subset
+            self._cache[key] = self.compute.window_flows(seconds)
+        frame = self._cache[key]
+        return frame if extended or not len(frame) else frame[list(BASIC_FEATURES)]
+
+    def ingress_bytes(self) -> pd.Series:
+        if "ingress" not in self._cache:
+            self._cache["ingress"] = self.compute.ingress_bytes()
+        return self._cache["ingress"]

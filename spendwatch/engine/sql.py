@@ -6,8 +6,8 @@ One query, three steps, each a common table expression:
    (`start_ns`, `end_ns`). One adapter per source (SOURCES): a canonical table (DuckDB, local), the VPC flow
    logs table of AWS's documented Athena DDL, Amazon Security Lake's OCSF VPC flow table (Athena), and a
    Cloud Logging sink of GCP VPC flow logs (BigQuery).
-2. `flow_agg`: the reduction `spendwatch.engine.flows` runs on each batch (`reduce_sql`): per interface,
-   peer, server port, protocol, action and ten-minute window.
+2. `flow_agg`: the reduction `spendwatch.engine.flows.reduce_records` runs on each batch, as SQL
+   (`reduce_sql`): per interface, peer, server port, protocol, action and ten-minute window.
 3. the per-(cloud, account, entity, hour) flow features of `models.features.resource_hours`: bytes in and
    out, bytes per packet, distinct public peers and the top peer's share of the bytes, seen from the
    resource's side exactly as `Features.flows` sees it (the remote end is dst for egress, src for ingress,

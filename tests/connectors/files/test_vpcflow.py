@@ -192,15 +192,38 @@ def test_files_parsed_together_keep_their_own_counts_and_lines(bucket: Bucket, p
 
 def test_a_streamed_read_reports_bad_lines_and_reduces_the_good_records(bucket: Bucket, problems_of: Problems) -> None:
     from spendwatch.connectors.files import read_directory
-    from spendwatch.engine.flows import FlowReducer
+    from spendwatch.engine.flows import FlowEngine
 
     lines = [HEADER, record(sport=50001), record(sport="x"), record(sport=50002), record(dst="not-an-ip")]
     path = bucket.put(FLOW_V2_KEY, "\n".join(lines) + "\n")
     report = RunReport()
-    tables = read_directory(bucket.root, report, flows=FlowReducer())
+    with FlowEngine() as engine:
+        tables = read_directory(bucket.root, report, flows=engine)
+        assert tables.flows.empty and engine.records == 2  # the records went to the engine
+        flows = engine.summary(tables).rows
     assert problems_of(report, path) == [(3, "srcport 'x' is not a number", 1),
                                          (5, "dstaddr 'not-an-ip' is not an IP address", 1)]
     assert report.sources[0].records == {"flows": 2} and report.sources[0].skipped == 2
-    flows = tables.flows  # the two good records, one connection's client port apart: one aggregate row
+    # the two good records, one connection's client port apart: one aggregate row, kept for the rules (a client
+    # talking to a public address)
     assert len(flows) == 1 and flows["records"].iloc[0] == 2 and flows["bytes"].iloc[0] == 2 * 5200
     assert pd.isna(flows["src_port"].iloc[0]) and flows["dst_port"].iloc[0] == 443
+
+
+def test_a_bad_address_in_a_batch_that_parses_cleanly_is_found_on_its_aggregate(bucket: Bucket,
+                                                                                problems_of: Problems) -> None:
+    """Read through the engine, a batch's addresses are checked on its aggregate, not record by record: a bad one
+    there still sends the batch back to the file-by-file read, which reports the line and keeps the rest."""
+    from spendwatch.connectors.files import read_directory
+    from spendwatch.engine.flows import FlowEngine
+
+    keys = [FLOW_V2_KEY.replace("1a2b3c4d", f"0000000{i}") for i in range(2)]
+    bucket.put(keys[0], "\n".join([HEADER, record(sport=50001), record(sport=50002)]) + "\n")
+    bad = bucket.put(keys[1], "\n".join([HEADER, record(sport=50003), record(src="10.0.1.x", sport=50004)]) + "\n")
+    report = RunReport()
+    with FlowEngine() as engine:
+        tables = read_directory(bucket.root, report, flows=engine)
+        flows = engine.summary(tables).rows
+    assert problems_of(report, bad) == [(3, "srcaddr '10.0.1.x' is not an IP address", 1)]
+    assert [s.records for s in report.sources] == [{"flows": 2}, {"flows": 1}]
+    assert engine.records == 3 and int(flows["records"].sum()) == 3
