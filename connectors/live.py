@@ -27,6 +27,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from spendwatch.records import Tables
 from spendwatch.store import Watermark
@@ -128,3 +129,23 @@ def plan_by_time(listing: Iterable[Listed], prefix: str, mark: Watermark) -> Sco
         if key not in mark.seen:
             plan.new.append(obj)
     return plan
+
+
+def merge_api_sources(tables: Tables, *, inventory: Any = None, utilization: Any = None,
+                      spend: Any = None) -> tuple[Tables, list[Watermark]]:
+    """The export objects' tables with what the clouds' APIs gave added: the API inventory merged into the one
+    the logs imply, API utilisation and spend rows appended. `utilization` and `spend` are the API readers'
+    results (rows plus the watermarks to save once findings are stored); None when not configured."""
+    extra: dict[str, list[Any]] = {}
+    if inventory is not None and len(inventory):
+        from spendwatch.connectors.aws.sources import merge_inventory
+
+        extra["inventory"] = [merge_inventory(inventory, tables.inventory)]
+    if utilization is not None and len(utilization.utilization):
+        extra["utilization"] = [tables.utilization, utilization.utilization]
+    if spend is not None and len(spend.spend):
+        extra["spend"] = [tables.spend, spend.spend]
+    if extra:
+        tables = Tables.concat({name: [frame] for name, frame in tables.items()} | extra)
+    marks = [*(utilization.marks if utilization is not None else []), *(spend.marks if spend is not None else [])]
+    return tables, marks

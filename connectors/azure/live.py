@@ -28,8 +28,7 @@ from typing import Any
 import pandas as pd
 
 from spendwatch.connectors.files import Blob, read_objects
-from spendwatch.connectors.live import Listed, LiveScan, ScopePlan, plan_by_time
-from spendwatch.records import Tables
+from spendwatch.connectors.live import Listed, LiveScan, ScopePlan, merge_api_sources, plan_by_time
 from spendwatch.report import RunReport, StrictError
 from spendwatch.store import Watermark
 
@@ -228,18 +227,8 @@ class _Scan:
             util = self.metrics(api) if cfg.metrics_api else None
             spent = self.spend() if cfg.cost_api else None
         tables = read_objects(self.blobs, report, progress=progress)
-        extra: dict[str, list[pd.DataFrame]] = {}
-        if api is not None and len(api):
-            from spendwatch.connectors.aws.sources import merge_inventory
-
-            extra["inventory"] = [merge_inventory(api, tables.inventory)]
-        if util is not None and len(util.utilization):
-            extra["utilization"] = [tables.utilization, util.utilization]
-        if spent is not None and len(spent.spend):
-            extra["spend"] = [tables.spend, spent.spend]
-        if extra:
-            tables = Tables.concat({name: [frame] for name, frame in tables.items()} | extra)
-        marks = [*(util.marks if util is not None else []), *(spent.marks if spent is not None else [])]
+        tables, api_marks = merge_api_sources(tables, inventory=api, utilization=util, spend=spent)
+        marks = list(api_marks)
         for url, plan in self.plans:
             plan.new = [replace(o, version=self.fetched.get(f"{url}/{o.name}", o.version)) for o in plan.new]
             failed = {f[len(url) + 1:] for f in self.failed if f.startswith(url + "/")}

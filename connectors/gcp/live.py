@@ -22,11 +22,8 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import pandas as pd
-
 from spendwatch.connectors.files import Blob, read_objects
-from spendwatch.connectors.live import Listed, LiveScan, ScopePlan, plan_by_name
-from spendwatch.records import Tables
+from spendwatch.connectors.live import Listed, LiveScan, ScopePlan, merge_api_sources, plan_by_name
 from spendwatch.report import RunReport, StrictError
 from spendwatch.store import Watermark
 
@@ -178,20 +175,10 @@ class _Scan:
             util = self.monitoring() if cfg.monitoring_api else None
             spent = self.billing_table() if cfg.billing_table else None
         tables = read_objects(self.blobs, report, progress=progress)
-        extra: dict[str, list[pd.DataFrame]] = {}
-        if api is not None and len(api):
-            from spendwatch.connectors.aws.sources import merge_inventory
-
-            extra["inventory"] = [merge_inventory(api, tables.inventory)]
-        if util is not None and len(util.utilization):
-            extra["utilization"] = [tables.utilization, util.utilization]
-        if spent is not None and len(spent.spend):
-            extra["spend"] = [tables.spend, spent.spend]
-        if extra:
-            tables = Tables.concat({name: [frame] for name, frame in tables.items()} | extra)
+        tables, api_marks = merge_api_sources(tables, inventory=api, utilization=util, spend=spent)
         marks = [plan.advanced({name for b, name in self.failed if b == bucket}, cfg.lookback_days)
                  for bucket, plan in self.plans]
-        marks += [*(util.marks if util is not None else []), *(spent.marks if spent is not None else [])]
+        marks += api_marks
         report.notes.append("gcp storage calls: " + ", ".join(f"{k} {v}" for k, v in sorted(self.calls.items())))
         return LiveScan(tables, marks, list(cfg.projects))
 
