@@ -100,6 +100,10 @@ SIMULATOR_TRUTH = "TRUTH.json"
 
 BATCH_FILES = 64
 BATCH_BYTES = 4 << 20  # compressed bytes per task
+# Parquet flow logs are read by DuckDB a batch per query (vpcflow.read_parquet_many), and each query costs tens
+# of milliseconds whatever its size: their batches are larger.
+PARQUET_BATCH_FILES = 1024
+PARQUET_BATCH_BYTES = 64 << 20
 
 # Kinds whose files are read several at a time (small files, where per-call overhead would dominate).
 MANY_READERS: dict[str, Callable[[list[tuple[PurePath, bytes, FileContext]]], list[FileResult]]] = {
@@ -219,10 +223,14 @@ def _batches(files: list[tuple[_Job, int]]) -> list[list[tuple[_Job, int]]]:
     small, and one task per file would spend more on scheduling and per-call overhead than on reading."""
     out: list[list[tuple[_Job, int]]] = []
     size = 0
+    parquet = False  # whether the open batch holds Parquet files, whose limits are larger (PARQUET_BATCH_BYTES)
     for job, n in files:
-        if not out or len(out[-1]) >= BATCH_FILES or size + n > BATCH_BYTES:
+        this = job[0].endswith(".parquet")
+        files_max, bytes_max = (PARQUET_BATCH_FILES, PARQUET_BATCH_BYTES) if this else (BATCH_FILES, BATCH_BYTES)
+        if not out or this != parquet or len(out[-1]) >= files_max or size + n > bytes_max:
             out.append([])
             size = 0
+            parquet = this
         out[-1].append((job, n))
         size += n
     return out
@@ -257,16 +265,24 @@ def _read_batch(job: list[_Job], report: RunReport, flows: FlowEngine | None = N
     logs arrive already reduced, see vpcflow.read_text_many)."""
     outcomes: list[_Outcome] = []
     deferred: dict[str, list[tuple[_Outcome, PurePosixPath, bytes]]] = {}
+    local: dict[str, str] = {}  # report name -> file on disk, for Parquet flow logs DuckDB reads itself
     for name, layout, truth, load in job:
-        outcome, raw = _read_one(name, layout, report, truth, load, defer=MANY_READERS)
+        outcome, raw = _read_one(name, layout, report, truth, load,
+                                 defer=[*MANY_READERS, FLOW_PARQUET] if flows is not None else MANY_READERS)
         if raw is not None and outcome.kind is not None:
             deferred.setdefault(outcome.kind, []).append((outcome, layout, raw))
+            if isinstance(getattr(load, "__self__", None), Path):  # read_directory's loads are Path.read_bytes
+                local[name] = str(load.__self__)  # type: ignore[attr-defined]
         outcomes.append(outcome)
     for kind, files in deferred.items():
         try:
             items = [(layout, raw, o.ctx) for o, layout, raw in files]
-            results = (vpcflow.read_text_many(items, flows.reduce) if kind == FLOW_TEXT and flows is not None
-                       else MANY_READERS[kind](items))
+            if kind == FLOW_PARQUET and flows is not None:
+                results = _parquet_flows(files, local, flows)
+            elif kind == FLOW_TEXT and flows is not None:
+                results = vpcflow.read_text_many(items, flows.reduce)
+            else:
+                results = MANY_READERS[kind](items)
         except StrictError:
             raise
         except Exception:  # a many-file path bug must not cost data: fall back to the one-file reader
@@ -283,6 +299,20 @@ def _read_batch(job: list[_Job], report: RunReport, flows: FlowEngine | None = N
                 del outcome.result.tables["flows"]
                 flows.add(table)
     return outcomes
+
+
+def _parquet_flows(files: list[tuple[_Outcome, PurePosixPath, bytes]], local: dict[str, str],
+                   flows: FlowEngine) -> list[FileResult]:
+    """Parquet flow logs: those on disk and clean reduced by DuckDB from the files themselves
+    (vpcflow.read_parquet_many); any other read as one file each, its records handed to `flows` as usual."""
+    on_disk = [i for i, (o, _, _) in enumerate(files) if o.path in local]
+    fast = vpcflow.read_parquet_many([(local[files[i][0].path], files[i][1], files[i][0].ctx) for i in on_disk],
+                                     flows)
+    results: list[FileResult | None] = [None] * len(files)
+    for i, result in zip(on_disk, fast, strict=True):
+        results[i] = result
+    return [r if r is not None else _guarded(FLOW_PARQUET, layout, raw, o.ctx)
+            for r, (o, layout, raw) in zip(results, files, strict=True)]
 
 
 def _read_one(path: str, layout: PurePosixPath, report: RunReport, truth: bool, load: Callable[[], bytes],

@@ -6,7 +6,9 @@ parallel threads), then one vectorised pass checks every record (missing fields,
 counts, implausible times, addresses). Only a file whose typed parse fails is read again with every column
 as text, and then only its bad lines are looked at one by one. No Python object is built per record.
 Read for `spendwatch.engine` (`read_text_many(..., reduce)`), a clean batch is reduced in the reader thread
-and its addresses are checked on that aggregate's distinct values instead of on every record.
+and its addresses are checked on that aggregate's distinct values instead of on every record. Parquet flow
+logs on disk go further (`read_parquet_many`): DuckDB checks and reduces them straight from the files, and only
+a file with something to report is read here, record by record.
 
 NODATA and SKIPDATA records say something about the capture window, not about traffic: they are counted
 (the connector turns the counts into a note), never turned into flows and never reported as problems.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import PurePath
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -286,6 +289,156 @@ def read_parquet(rel: PurePath, raw: bytes, ctx: FileContext) -> FileResult:
             col = pc.cast(col, STR)
         cols[name] = col
     return _finish(pa.table(cols), ctx, key_info(rel), lambda rows: rows.astype(np.int64) + 1, [])
+
+
+# ---- Parquet read by DuckDB itself -------------------------------------------------------------------------------
+# Files whose every record passes these checks are reduced by DuckDB straight from disk; any other file is read by
+# `read_parquet`, which says what is wrong with which record. They are the checks of `_finish`, as SQL.
+_SQL_STATUSES = "('NODATA', 'SKIPDATA')"
+_SQL_INT = frozenset({"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32"})
+
+
+class ParquetEngine(Protocol):
+    """What `read_parquet_many` needs of `spendwatch.engine.flows.FlowEngine`."""
+
+    def query(self, sql: str) -> pa.Table: ...
+
+    def insert_reduced(self, source: str, records: int, *, addresses: str | None = None) -> bool: ...
+
+
+def read_parquet_many(items: list[tuple[str, PurePath, FileContext]],
+                      engine: ParquetEngine) -> list[FileResult | None]:
+    """Parquet flow logs on local disk (path, key layout, context), reduced into `engine` by DuckDB reading the
+    files itself: no record becomes a Python or Arrow object here.
+
+    Files are taken in groups with the same columns and types (one query each). A file that is not plainly
+    readable this way (a column it does not know, a required one missing, a time stored as a timestamp, a
+    footer DuckDB cannot read) or holds any record `_finish` would report gets None: the caller reads it with
+    `read_parquet`, where each problem gets its record number. The rest give their record counts and
+    NODATA/SKIPDATA tallies exactly as `read_parquet` would.
+    """
+    results: list[FileResult | None] = [None] * len(items)
+    groups: dict[tuple[tuple[str, str], ...], list[int]] = {}
+    for i, (path, rel, _) in enumerate(items):
+        try:
+            arrow_schema = pq.read_schema(path)
+        except (pa.ArrowException, OSError):
+            continue
+        columns = tuple((f.name, str(f.type)) for f in arrow_schema)
+        if _parquet_plain(dict(columns), key_info(rel)):
+            groups.setdefault(columns, []).append(i)
+    for columns, members in groups.items():
+        physical = {name.replace("_", "-"): name for name, _ in columns}
+        types = {name.replace("_", "-"): t for name, t in columns}
+        files = {items[i][0]: (i, key_info(items[i][1])) for i in members}
+        try:
+            checked = engine.query(_parquet_checks(files, physical))
+        except Exception:  # a file DuckDB cannot read, or a type it reads differently: the careful path
+            continue
+        clean: dict[str, tuple[int, KeyInfo]] = {}
+        records = 0
+        for row in checked.to_pylist():
+            if row["bad"] or row["filename"] not in files:
+                continue
+            i, key = files[row["filename"]]
+            result = FileResult(records={"flows": row["n"] - row["nodata"] - row["skipdata"]})
+            result.counts["flow NODATA"] += row["nodata"]
+            result.counts["flow SKIPDATA"] += row["skipdata"]
+            results[i] = result
+            clean[row["filename"]] = (i, key)
+            records += row["n"] - row["nodata"] - row["skipdata"]
+        if not clean:
+            continue
+        try:
+            stored = engine.insert_reduced(_parquet_records(clean, physical, types), records, addresses=_IP[1:-1])
+        except Exception:
+            stored = False
+        if not stored:  # some address is not one (or DuckDB failed): each file read again, with its records
+            for i, _ in clean.values():
+                results[i] = None
+    return results
+
+
+def _parquet_plain(types: dict[str, str], key: KeyInfo) -> bool:
+    """Whether a Parquet flow log's columns let DuckDB read it as `read_parquet` would, with nothing to report
+    about the columns themselves (`_header_ok` would say nothing)."""
+    fields = {name.replace("_", "-"): t for name, t in types.items()}
+    if any(f not in FLOW_FIELDS for f in fields) or any(f not in fields for f in REQUIRED):
+        return False
+    if "account-id" not in fields and key.account is None:
+        return False
+    for f in READ & fields.keys():
+        wanted = _SQL_INT if f in INT_FIELDS else {"string", "large_string"}
+        if fields[f] not in wanted and not (f == "account-id" and fields[f] in _SQL_INT):
+            return False
+    return True
+
+
+def _sql_text(value: str | None) -> str:
+    return "NULL" if value is None else "'" + value.replace("'", "''") + "'"
+
+
+def _parquet_scan(files: dict[str, tuple[int, KeyInfo]]) -> str:
+    listed = ", ".join(_sql_text(f) for f in files)
+    return f"read_parquet([{listed}], filename = true)"
+
+
+def _parquet_checks(files: dict[str, tuple[int, KeyInfo]], physical: dict[str, str]) -> str:
+    """Per file: records, NODATA and SKIPDATA records, and records `_finish` would report (the same checks,
+    but for the addresses, which `insert_reduced` checks on the distinct values of the reduced rows)."""
+
+    def col(f: str) -> str:
+        return f'"{physical[f]}"'
+
+    lo, hi = int(EARLIEST.timestamp()), int(latest_time().timestamp())
+    bad = [f"{col(f)} IS NULL" for f in REQUIRED]
+    bad += [f"{col(f)} < 0 OR {col(f)} > 65535" for f in ("srcport", "dstport") if f in physical]
+    bad += [f"{col(f)} < 0 OR {col(f)} > 255" for f in ("protocol",) if f in physical]
+    bad += [f"{col(f)} < 0" for f in ("packets", "bytes") if f in physical]
+    bad += [f"{col(f)} < {lo} OR {col(f)} > {hi}" for f in ("start", "end")]
+    bad.append(f"{col('end')} < {col('start')}")
+    status = col("log-status") if "log-status" in physical else None
+    if status:
+        bad.append(f"{status} IS DISTINCT FROM 'OK'")
+        not_data = f"coalesce({status} IN {_SQL_STATUSES}, false)"
+        tallies = (f"count(*) FILTER (WHERE {status} = 'NODATA') AS nodata, "
+                   f"count(*) FILTER (WHERE {status} = 'SKIPDATA') AS skipdata")
+    else:
+        not_data, tallies = "false", "0 AS nodata, 0 AS skipdata"
+    return (f"SELECT filename, count(*) AS n, {tallies}, "
+            f"count(*) FILTER (WHERE NOT {not_data} AND ({' OR '.join(f'({b})' for b in bad)})) AS bad "
+            f"FROM {_parquet_scan(files)} GROUP BY filename")
+
+
+def _parquet_records(files: dict[str, tuple[int, KeyInfo]], physical: dict[str, str], types: dict[str, str]) -> str:
+    """The files' data records as canonical flow columns (integer nanosecond times), as `_canonical` makes
+    them; the account and region the key names fill in where a record has none."""
+
+    def col(f: str) -> str:
+        return f'p."{physical[f]}"'
+
+    def text(f: str, fallback: str = "NULL") -> str:
+        if f not in physical:
+            return fallback
+        if f == "account-id" and types[f] in _SQL_INT:
+            return f"coalesce(lpad(CAST({col(f)} AS VARCHAR), 12, '0'), {fallback})"  # lost leading zeros
+        return f"coalesce({col(f)}, {fallback})" if fallback != "NULL" else col(f)
+
+    def integer(f: str) -> str:
+        return f"CAST({col(f)} AS BIGINT)" if f in physical else "CAST(NULL AS BIGINT)"
+
+    keys = ", ".join(f"({_sql_text(name)}, {_sql_text(key.account)}, {_sql_text(key.region)})"
+                     for name, (_, key) in files.items())
+    where = f"WHERE {col('log-status')} = 'OK'" if "log-status" in physical else ""
+    return f"""(SELECT {_sql_text(CLOUD)} AS cloud, {text("account-id", "k.k_account")} AS account,
+       {text("region", "k.k_region")} AS region, {text("instance-id")} AS resource,
+       {text("interface-id")} AS interface, {col("srcaddr")} AS src, {col("dstaddr")} AS dst,
+       {integer("srcport")} AS src_port, {integer("dstport")} AS dst_port, {integer("protocol")} AS protocol,
+       {integer("packets")} AS packets, {integer("bytes")} AS bytes, {text("action")} AS action,
+       {text("flow-direction")} AS direction, CAST({col("start")} AS BIGINT) * 1000000000 AS start_ns,
+       CAST({col("end")} AS BIGINT) * 1000000000 AS end_ns
+FROM {_parquet_scan(files)} p JOIN (VALUES {keys}) AS k(k_file, k_account, k_region) ON k.k_file = p.filename
+{where})"""
 
 
 def _header_ok(fields: list[str], key: KeyInfo, ctx: FileContext, count: Callable[[], int],

@@ -256,6 +256,45 @@ class FlowEngine:
             parts, self._buffer, self._buffered = self._buffer, [], 0
         self._insert(parts)
 
+    def query(self, sql: str) -> pa.Table:
+        """A read-only query (e.g. over files DuckDB reads itself) on its own cursor; any thread."""
+        cur = self._con.cursor()
+        try:
+            return cur.sql(sql).to_arrow_table()
+        finally:
+            cur.close()
+
+    def insert_reduced(self, source: str, records: int, *, addresses: str | None = None) -> bool:
+        """Reduce the canonical flow records that the SQL relation `source` yields (integer start_ns/end_ns,
+        as `reduce_sql` reads them) into the aggregate, in DuckDB: for files DuckDB reads itself (Parquet), no
+        record passes through Python. `records` is how many records `source` holds.
+
+        With `addresses` (a regular expression), every distinct src and dst address of the reduced rows must
+        match it in full, or nothing is stored and the answer is False: checking the aggregate's distinct
+        values costs a fraction of checking every record."""
+        columns = ", ".join(_q(c) for c in LAYOUT)
+        cur = self._con.cursor()  # its own connection: the temporary table is this call's alone
+        try:
+            cur.execute(f"CREATE OR REPLACE TEMP TABLE sw_reduced AS SELECT {columns} FROM ({reduce_sql(source)})")
+            if addresses is not None:
+                bad = cur.execute("SELECT count(*) FROM (SELECT src AS a FROM sw_reduced UNION SELECT dst FROM "
+                                  "sw_reduced) WHERE a IS NOT NULL AND NOT regexp_full_match(a, ?)",
+                                  [addresses]).fetchone()
+                if bad and bad[0]:
+                    return False
+            with self._writing:
+                inserted = cur.execute(f"INSERT INTO {self._table} SELECT * FROM sw_reduced").fetchone()
+                self._unchecked += int(inserted[0]) if inserted else 0
+                if self._unchecked >= CHECKPOINT_ROWS:
+                    self._unchecked = 0
+                    cur.execute("CHECKPOINT")
+        finally:
+            cur.execute("DROP TABLE IF EXISTS sw_reduced")
+            cur.close()
+        with self._lock:
+            self.records += records
+        return True
+
     def add(self, table: pa.Table) -> None:
         """Store one batch: canonical flow records (reduced here) or an aggregate `reduce` already made."""
         self.append(table if table.schema.equals(SCHEMA) else self.reduce(table))

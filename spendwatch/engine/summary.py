@@ -242,7 +242,6 @@ def summarise(con: Any, tables: Tables, owners: dict[str, str], *, records: int)
     _run(con, _PEERS)
     _run(con, _PAIRS)
     _run(con, "DROP TABLE sw_grouped")
-    _run(con, "CHECKPOINT")  # compresses what the features read from here on
     aggregates = _run(con, "SELECT count(*) FROM agg")[0][0]
     latest = _run(con, f"SELECT {', '.join(_quote(c) for c in LAYOUT)} FROM agg ORDER BY end_ns DESC, "
                        f"{', '.join(_quote(c) for c in LAYOUT)} LIMIT 1")
