@@ -83,6 +83,21 @@ def scan_directory(
     return _finish(found, report, tables if keep_tables else None, store, str(data), started)
 
 
+def _flow_summary(engine: Any, tables: Tables, report: RunReport) -> Any:
+    """What detection reads of the flows a live scan handed `engine` (a FlowSummary, or None when there were
+    none), with `tables.flows` set to its rule rows and the report's table counts filled in."""
+    summary = engine.summary(tables) if engine.records else None
+    if summary is not None:
+        tables.flows = summary.rows
+    report.tables = tables.counts()
+    if summary is not None:
+        report.tables["flows"] = summary.records
+        report.notes.append(f"flows: {summary.records:,} records reduced to {summary.aggregates:,} per-window "
+                            f"aggregates; features per window computed in DuckDB, {len(tables.flows):,} rows kept "
+                            "for the rules that read flows one by one")
+    return summary
+
+
 def _import_in_background(name: str) -> threading.Thread:
     """Start importing module `name` in a thread; join it before use (an import error then surfaces at the
     ordinary import that follows). The readers release the GIL while parsing, so the two overlap."""
@@ -114,18 +129,21 @@ def scan_aws(
     stable id, so nothing is duplicated). `hooks` go to every boto3 client (tests).
     """
     from .connectors.aws import scan
+    from .engine.flows import FlowEngine
     from .models import detect
     from .store import Watermarks
 
     started = datetime.now(UTC)
     report = RunReport(strict=strict)
     marks = Watermarks(store).load("aws") if store is not None else {}
-    with report.timed("read"):
-        got = scan(config, report, marks=marks, hooks=hooks, now=started, progress=progress)
-    tables = got.tables
-    report.tables = tables.counts()
-    with report.timed("detect"):
-        found = detect(tables, now=now or started, model=_org_model(store)) if any(report.tables.values()) else []
+    with FlowEngine() as engine:  # flow records reduced as they are fetched, as in scan_directory
+        with report.timed("read"):
+            got = scan(config, report, marks=marks, hooks=hooks, now=started, progress=progress, flows=engine)
+            tables = got.tables
+            summary = _flow_summary(engine, tables, report)
+        with report.timed("detect"):
+            found = (detect(tables, now=now or started, model=_org_model(store), flow_summary=summary)
+                     if any(report.tables.values()) else [])
     source = "aws:" + (",".join(got.accounts) if len(got.accounts) <= 5 else f"{len(got.accounts)} accounts")
     result = _finish(found, report, tables if keep_tables else None, store, source, started)
     if store is not None:
@@ -152,6 +170,7 @@ def scan_live(
     """
     from importlib import import_module
 
+    from .engine.flows import FlowEngine
     from .models import detect
     from .store import Watermarks
 
@@ -160,21 +179,25 @@ def scan_live(
     parts: dict[str, list[Any]] = {}
     marks: list[Any] = []
     labels: list[str] = []
-    with report.timed("read"):
-        for cloud, config in configs.items():
-            connector = import_module(f".connectors.{cloud}", __package__)
-            extra = {"credential": credentials[cloud]} if credentials and cloud in credentials else {}
-            got = connector.scan(config, report, marks=Watermarks(store).load(cloud) if store is not None else {},
-                                 now=now or started, **extra)
-            for name, frame in got.tables.items():
-                parts.setdefault(name, []).append(frame)
-            marks.extend(got.marks)
-            accounts = got.accounts
-            labels.append(f"{cloud}:" + (",".join(accounts) if len(accounts) <= 5 else f"{len(accounts)} accounts"))
-    tables = Tables.concat(parts)
-    report.tables = tables.counts()
-    with report.timed("detect"):
-        found = detect(tables, now=now or started, model=_org_model(store)) if any(report.tables.values()) else []
+    with FlowEngine() as engine:  # one engine: every cloud's flow records reduced into it as they are fetched
+        with report.timed("read"):
+            for cloud, config in configs.items():
+                connector = import_module(f".connectors.{cloud}", __package__)
+                extra = {"credential": credentials[cloud]} if credentials and cloud in credentials else {}
+                got = connector.scan(config, report,
+                                     marks=Watermarks(store).load(cloud) if store is not None else {},
+                                     now=now or started, flows=engine, **extra)
+                for name, frame in got.tables.items():
+                    parts.setdefault(name, []).append(frame)
+                marks.extend(got.marks)
+                accounts = got.accounts
+                labels.append(f"{cloud}:" + (",".join(accounts) if len(accounts) <= 5
+                                             else f"{len(accounts)} accounts"))
+            tables = Tables.concat(parts)
+            summary = _flow_summary(engine, tables, report)
+        with report.timed("detect"):
+            found = (detect(tables, now=now or started, model=_org_model(store), flow_summary=summary)
+                     if any(report.tables.values()) else [])
     result = _finish(found, report, tables if keep_tables else None, store, " ".join(labels), started)
     if store is not None:
         Watermarks(store).save(marks, now=datetime.now(UTC))

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -39,6 +39,9 @@ from . import s3, sources
 from .clients import AccountUnreachable, Clients, Hook, describe_error
 from .config import AwsConfig, S3Location
 from .permissions import CALLS, permission, policy, policy_json
+
+if TYPE_CHECKING:
+    from spendwatch.engine.flows import FlowEngine
 
 __all__ = ["CALLS", "AwsConfig", "AwsScan", "S3Location", "policy", "policy_json", "scan"]
 
@@ -64,14 +67,17 @@ class AwsScan:
 
 def scan(config: AwsConfig, report: RunReport, *, marks: Mapping[MarkKey, Watermark] | None = None,
          hooks: Sequence[Hook] = (), session: Any = None, now: datetime | None = None,
-         progress: Callable[[int], None] | None = None) -> AwsScan:
+         progress: Callable[[int], None] | None = None, flows: FlowEngine | None = None) -> AwsScan:
     """Read what is new in every account, region and source of `config`; gaps and problems go to `report`.
 
     `marks` are the watermarks saved by earlier runs (`spendwatch.store.Watermarks(store).load("aws")`);
     `hooks` are extra botocore event handlers put on every client (tests record or fail calls with them).
-    Raises StrictError on the first bad record when `report.strict`; other errors become gaps.
+    Raises StrictError on the first bad record when `report.strict`; other errors become gaps. With `flows`,
+    flow records go to that engine as they are read (`files.read_objects`) and the tables' flows stay empty.
     """
-    return _Scan(config, report, marks or {}, hooks, session, now or datetime.now(UTC)).run(progress)
+    scan = _Scan(config, report, marks or {}, hooks, session, now or datetime.now(UTC))
+    scan.flows = flows
+    return scan.run(progress)
 
 
 class _Scan:
@@ -81,6 +87,7 @@ class _Scan:
         self.calls: Counter[str] = Counter()
         self.clients = Clients(config, hooks=[("before-call.*.*", self._count), *hooks], session=session)
         self.blobs: list[Blob] = []
+        self.flows: FlowEngine | None = None  # where flow records go as they are read (scan's `flows`)
         self.failed: set[str] = set()  # "bucket/key" of objects whose fetch failed: not marked as read
         self.plans: list[s3.ScopePlan] = []
         self.cur_marks: list[tuple[Watermark, list[str]]] = []  # new mark, the data objects it depends on
@@ -375,7 +382,7 @@ class _Scan:
                 else:
                     self.gap(ANY, ANY, "billing", "not configured: set [aws] cur (CUR 2.0 export in S3) or "
                                                   "cost_explorer_max_requests")
-        tables = read_objects(self.blobs, report, progress=progress)
+        tables = read_objects(self.blobs, report, progress=progress, flows=self.flows)
         tables = self._merge(tables, accounts)
         marks = self._advance()
         report.notes.append("aws api calls: " + ", ".join(f"{k} {v}" for k, v in sorted(self.calls.items())))

@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -36,6 +36,9 @@ from . import blobs, costs, metrics
 from .config import AzureConfig, BlobLocation
 from .inventory import AzureOptions, list_inventory
 from .permissions import permission
+
+if TYPE_CHECKING:
+    from spendwatch.engine.flows import FlowEngine
 
 CLOUD = "azure"
 ANY = "*"
@@ -50,18 +53,21 @@ MarkKey = tuple[str, str, str, str, str]
 
 def scan(config: AzureConfig, report: RunReport, *, marks: Mapping[MarkKey, Watermark] | None = None,
          now: datetime | None = None, credential: Any = None,
-         progress: Callable[[int], None] | None = None) -> LiveScan:
+         progress: Callable[[int], None] | None = None, flows: FlowEngine | None = None) -> LiveScan:
     """Read what is new in every configured storage account for every subscription, and their inventory.
 
     `credential` is an azure-core token credential (default: DefaultAzureCredential). Raises StrictError on
     the first bad record when `report.strict`; any other failure of a source is a gap for that source.
-    `now` ends the window of the metrics API (default: the clock).
+    `now` ends the window of the metrics API (default: the clock). With `flows`, flow records go to that
+    engine as they are read (`files.read_objects`) and the tables' flows stay empty.
     """
     if credential is None:
         from azure.identity import DefaultAzureCredential
 
         credential = DefaultAzureCredential()
-    return _Scan(config, report, marks or {}, credential, now or datetime.now(UTC)).run(progress)
+    scan = _Scan(config, report, marks or {}, credential, now or datetime.now(UTC))
+    scan.flows = flows
+    return scan.run(progress)
 
 
 class _Scan:
@@ -70,6 +76,7 @@ class _Scan:
         self.config, self.report, self.old, self.credential, self.now = config, report, marks, credential, now
         self.services: dict[str, Any] = {}
         self.blobs: list[Blob] = []
+        self.flows: FlowEngine | None = None  # where flow records go as they are read (scan's `flows`)
         self.plans: list[tuple[str, ScopePlan]] = []  # (container URL, plan)
         self.failed: set[str] = set()  # full URLs of blobs whose fetch failed
         self.fetched: dict[str, str] = {}  # full URL -> ETag of the content read
@@ -226,7 +233,7 @@ class _Scan:
                     connection_verify=cfg.ca_bundle))
             util = self.metrics(api) if cfg.metrics_api else None
             spent = self.spend() if cfg.cost_api else None
-        tables = read_objects(self.blobs, report, progress=progress)
+        tables = read_objects(self.blobs, report, progress=progress, flows=self.flows)
         tables, api_marks = merge_api_sources(tables, inventory=api, utilization=util, spend=spent)
         marks = list(api_marks)
         for url, plan in self.plans:

@@ -181,14 +181,15 @@ def read_directory(root: Path, report: RunReport, *, progress: Callable[[int], N
 
 
 def read_objects(objects: Collection[Blob], report: RunReport, *,
-                 progress: Callable[[int], None] | None = None) -> Tables:
+                 progress: Callable[[int], None] | None = None, flows: FlowEngine | None = None) -> Tables:
     """Read export files given as `Blob`s (e.g. S3 objects) into canonical tables, exactly as `read_directory`
     reads files: same detection, readers, joins, problems and report entries (named by `Blob.name`).
 
     Blobs are read in the order of their names; `load` is called from the reader threads, so fetches overlap.
+    `flows` as for `read_directory`.
     """
     jobs = [((b.name, PurePosixPath(b.key), False, b.load), b.size) for b in sorted(objects, key=lambda b: b.name)]
-    return _read_jobs(jobs, report, progress)
+    return _read_jobs(jobs, report, progress, flows)
 
 
 def _read_jobs(files: list[tuple[_Job, int]], report: RunReport,
@@ -376,7 +377,8 @@ def _assemble(outcomes: list[_Outcome], report: RunReport, reducer: FlowEngine |
     first = enrich.first_launches(launches)
     frames: dict[str, list[pd.DataFrame]] = {}
     if reducer is not None:  # the engine joins interfaces to instances itself, in SQL (enrich.fill_flow_resources)
-        reducer.owners = {eni: launch.resource for launch in first.values() for eni in launch.interfaces}
+        # update, not replace: one engine may take the reads of several connectors (pipeline.scan_live)
+        reducer.owners.update({eni: launch.resource for launch in first.values() for eni in launch.interfaces})
     flows = _concat(parts.get("flows")) if reducer is None else None
     if flows is not None:
         frames["flows"] = [to_pandas(enrich.fill_flow_resources(flows, first))]

@@ -20,7 +20,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spendwatch.connectors.files import Blob, read_objects
 from spendwatch.connectors.live import Listed, LiveScan, ScopePlan, merge_api_sources, plan_by_name
@@ -32,6 +32,9 @@ from .config import GcpConfig, GcsLocation
 from .inventory import GcpOptions, list_inventory
 from .permissions import permission
 
+if TYPE_CHECKING:
+    from spendwatch.engine.flows import FlowEngine
+
 CLOUD = "gcp"
 ANY = "*"
 # The folders a Cloud Logging sink writes under its bucket (the log id), and the source each one feeds.
@@ -42,14 +45,18 @@ MarkKey = tuple[str, str, str, str, str]
 
 
 def scan(config: GcpConfig, report: RunReport, *, marks: Mapping[MarkKey, Watermark] | None = None,
-         now: datetime | None = None, progress: Callable[[int], None] | None = None) -> LiveScan:
+         now: datetime | None = None, progress: Callable[[int], None] | None = None,
+         flows: FlowEngine | None = None) -> LiveScan:
     """Read what is new in every configured bucket, and the inventory of every project; gaps go to `report`.
 
     `marks` are the watermarks earlier runs saved (`Watermarks(store).load("gcp")`). Raises StrictError on
     the first bad record when `report.strict`; any other failure of a source is a gap for that source.
-    `now` ends the window of the API sources (default: the clock).
+    `now` ends the window of the API sources (default: the clock). With `flows`, flow records go to that
+    engine as they are read (`files.read_objects`) and the tables' flows stay empty.
     """
-    return _Scan(config, report, marks or {}, now or datetime.now(UTC)).run(progress)
+    scan = _Scan(config, report, marks or {}, now or datetime.now(UTC))
+    scan.flows = flows
+    return scan.run(progress)
 
 
 class _Scan:
@@ -59,6 +66,7 @@ class _Scan:
         self.retry = None
         self.client: Any = None
         self.blobs: list[Blob] = []
+        self.flows: FlowEngine | None = None  # where flow records go as they are read (scan's `flows`)
         self.plans: list[tuple[str, ScopePlan]] = []  # (bucket, plan)
         self.failed: set[tuple[str, str]] = set()  # (bucket, name) of objects whose fetch failed
         self.calls: Counter[str] = Counter()
@@ -174,7 +182,7 @@ class _Scan:
                 self.gap("inventory", "not configured: set [gcp] projects to read instances from the Compute API")
             util = self.monitoring() if cfg.monitoring_api else None
             spent = self.billing_table() if cfg.billing_table else None
-        tables = read_objects(self.blobs, report, progress=progress)
+        tables = read_objects(self.blobs, report, progress=progress, flows=self.flows)
         tables, api_marks = merge_api_sources(tables, inventory=api, utilization=util, spend=spent)
         marks = [plan.advanced({name for b, name in self.failed if b == bucket}, cfg.lookback_days)
                  for bucket, plan in self.plans]
