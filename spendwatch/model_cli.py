@@ -26,8 +26,10 @@ from typing import Any
 
 
 def _tables_from(data: Path | None, live: Mapping[str, Any] | None,
-                 credentials: Mapping[str, Any] | None = None) -> Any:
-    """The canonical tables to train on: local exports, or the live clouds over the baseline window."""
+                 credentials: Mapping[str, Any] | None = None, flows: Any = None) -> Any:
+    """The canonical tables to train on: local exports, or the live clouds over the baseline window. With
+    `flows` (a FlowEngine), flow records go to it as they are read: two weeks of an organisation's flow logs
+    would not fit in memory as records."""
     from .report import RunReport
 
     report = RunReport()
@@ -36,11 +38,11 @@ def _tables_from(data: Path | None, live: Mapping[str, Any] | None,
 
         if not data.is_dir():
             raise FileNotFoundError(f"{data}: no such directory")
-        return read_directory(data, report)
-    return _live_tables(live or {}, report, credentials or {})
+        return read_directory(data, report, flows=flows)
+    return _live_tables(live or {}, report, credentials or {}, flows)
 
 
-def _live_tables(live: Mapping[str, Any], report: Any, credentials: Mapping[str, Any]) -> Any:
+def _live_tables(live: Mapping[str, Any], report: Any, credentials: Mapping[str, Any], flows: Any = None) -> Any:
     """Every configured cloud read without watermarks (`live`: "aws"/"gcp"/"azure" -> its connector's settings).
 
     API sources (AWS CloudWatch, cloud monitoring APIs) start `initial_hours` back on a first read, so every
@@ -60,7 +62,7 @@ def _live_tables(live: Mapping[str, Any], report: Any, credentials: Mapping[str,
         if "initial_hours" in {f.name for f in dataclasses.fields(config)}:
             config = dataclasses.replace(config, initial_hours=hours)
         extra = {"credential": credentials[cloud]} if cloud in credentials else {}
-        got = connector.scan(config, report, marks={}, **extra)
+        got = connector.scan(config, report, marks={}, flows=flows, **extra)
         for name, frame in got.tables.items():
             parts.setdefault(name, []).append(frame)
     return Tables.concat(parts)
@@ -98,6 +100,7 @@ def retrain(*, state: Path | str, data: Path | None = None, config: str | None =
     spendwatch.config.ConfigError (a bad file, one without a live cloud, or a state that keeps no model).
     """
     from .config import ConfigError
+    from .engine.flows import FlowEngine
     from .models.features import Features, resource_windows
     from .models.iforest import telemetry_time
     from .models.model_store import StoredModel
@@ -105,7 +108,12 @@ def retrain(*, state: Path | str, data: Path | None = None, config: str | None =
 
     if data is None and live is None:
         live = live_settings(config=config, aws=aws)
-    tables = _tables_from(data, live, credentials)
+    with FlowEngine() as engine:  # the flows of the baseline window, reduced as they are read
+        tables = _tables_from(data, live, credentials, flows=engine)
+        summary = engine.summary(tables) if engine.records else None
+        if summary is not None:
+            tables.flows = summary.rows  # the rule rows, which include the latest record's: telemetry_time holds
+        rows = resource_windows(Features(tables, flow_summary=summary), "1h")
     when = now or datetime.now(UTC)
     newest = telemetry_time(tables)
     when = min(when, newest) if newest is not None else when
@@ -114,7 +122,7 @@ def retrain(*, state: Path | str, data: Path | None = None, config: str | None =
         if model is None:
             raise ConfigError(f"{describe(state)}: an in-memory state keeps no model; give a state file or a "
                               "PostgreSQL URL")
-        return model.retrain(resource_windows(Features(tables), "1h"), now=when)
+        return model.retrain(rows, now=when)
 
 
 def describe(trained: Any, where: Path | str) -> dict[str, Any]:

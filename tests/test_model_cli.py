@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from spendwatch.cli import main
-from spendwatch.models.features import WINDOW_FEATURES
-from spendwatch.models.model_store import MODEL_FILE, load_model
+from spendwatch.connectors.files import read_directory
+from spendwatch.model_cli import retrain
+from spendwatch.models.features import WINDOW_FEATURES, Features, resource_windows
+from spendwatch.models.iforest import telemetry_time
+from spendwatch.models.model_store import MODEL_FILE, baseline_model, load_model
+from spendwatch.report import RunReport
 from spendwatch.simulate import simulate
 
 
@@ -55,3 +61,16 @@ def test_serve_retrain_hook_never_raises(tmp_path: Path) -> None:
     settings = ServeSettings(aws={"accounts": "not a list"}, state=tmp_path / "state.db")
     assert Service(settings).retrain_model() is False  # a bad [aws] table: logged, the scans keep the last model
     assert not (tmp_path / MODEL_FILE).exists()
+
+
+def test_training_reads_the_flows_through_the_engine_and_gets_the_model_the_records_give(data: Path,
+                                                                                        tmp_path: Path) -> None:
+    """Two weeks of flow logs do not fit in memory as records: `retrain` reduces them as it reads, and the
+    resource-hours it trains on (so the model) are those the records themselves give."""
+    when = datetime(2030, 1, 1, tzinfo=UTC)  # later than the data: judged by the newest telemetry, as retrain does
+    trained = retrain(state=tmp_path / "state.db", data=data, now=when)
+    records = read_directory(data, RunReport())
+    direct = baseline_model(resource_windows(Features(records), "1h"), now=min(when, telemetry_time(records)))
+    assert trained is not None and direct is not None
+    assert (trained.rows, trained.resources, trained.window_end) == (direct.rows, direct.resources, direct.window_end)
+    assert np.isclose(trained.estimator.threshold_, direct.estimator.threshold_)
