@@ -24,6 +24,7 @@ from .aws_cli import add_commands as add_aws_commands
 from .delivery import add_commands as add_delivery_commands
 from .engine.cli import add_arguments as add_sql_arguments
 from .engine.cli import add_commands as add_sql_commands
+from .engine.cli import add_warehouse_arguments
 from .eval_cli import add_commands as add_eval_commands
 from .guardrails import add_commands as add_guardrail_commands
 from .model_cli import add_commands as add_model_commands
@@ -89,14 +90,16 @@ def _tree_size(root: Path) -> int:
 
 
 def _run_scan(
-    data: Path, args: argparse.Namespace, *, store: Any, show_progress: bool, keep_tables: bool = False
+    data: Path, args: argparse.Namespace, *, store: Any, show_progress: bool, keep_tables: bool = False,
+    flows_from: Any = None,
 ) -> ScanResult:
     from .pipeline import scan_directory
     from .report import StrictError
 
     update, close = _progress(_tree_size(data) if show_progress else 0, show_progress)
     try:
-        return scan_directory(data, store=store, strict=args.strict, progress=update, keep_tables=keep_tables)
+        return scan_directory(data, store=store, strict=args.strict, progress=update, keep_tables=keep_tables,
+                              flows_from=flows_from)
     except StrictError as exc:
         raise Fatal(f"--strict: {exc}") from exc
     except FileNotFoundError as exc:
@@ -135,14 +138,18 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from .sinks.console import render_findings, render_report
     from .sinks.jsonl import write_findings
 
-    if args.engine != "duckdb":
-        return _remote_scan(args)
+    flows_from = _remote_scan(args) if args.engine != "duckdb" else None
+    if args.engine != "duckdb" and flows_from is None:  # --dry-run: the query was printed
+        return EXIT_OK
     interactive = sys.stderr.isatty() and not args.json and not args.no_progress
     with _open_store(args.state) as store:
         if args.config:  # live clouds
+            if flows_from is not None:
+                raise Fatal(f"--engine {args.engine} reads the other sources from --data DIR; not with --config")
             result = _run_config_scan(args, store=store)
         else:
-            result = _run_scan(Path(args.data).expanduser(), args, store=store, show_progress=interactive)
+            result = _run_scan(Path(args.data).expanduser(), args, store=store, show_progress=interactive,
+                               flows_from=flows_from)
     shown = [f for f in result.findings if f.severity >= _min_severity(args.min_severity)]
     if args.report:
         Path(args.report).write_text(json.dumps(result.report.to_dict(), indent=2) + "\n")
@@ -155,19 +162,18 @@ def cmd_scan(args: argparse.Namespace) -> int:
     return _exit_for(shown, args.fail_on)
 
 
-def _remote_scan(args: argparse.Namespace) -> int:
-    """`scan --engine athena|bigquery`: the flow features are computed where the data lives. Only the query
-    exists so far (--dry-run prints it); submitting it and scanning its result is not built yet."""
-    from .engine.cli import render
+def _remote_scan(args: argparse.Namespace) -> Any:
+    """`scan --engine athena|bigquery`: the flow aggregate is computed where the logs live
+    (spendwatch.engine.remote). Returns the scan's flow source; None with --dry-run, which prints the query."""
+    from .engine.cli import render, warehouse
 
-    if not args.dry_run:
-        raise Fatal(f"--engine {args.engine}: running the query there is not built yet; add --dry-run to print "
-                    f"it (or `spendwatch sql --engine {args.engine}`) and run it in {args.engine}")
     try:
-        print(render(args, args.engine).rstrip() + ";")
+        if args.dry_run:
+            print(render(args, args.engine).rstrip() + ";")
+            return None
+        return warehouse(args, args.engine)
     except ValueError as exc:
         raise Fatal(str(exc)) from exc
-    return EXIT_OK
 
 
 def cmd_findings(args: argparse.Namespace) -> int:
@@ -251,10 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--report", metavar="FILE", help="also write the run report as JSON to FILE")
     scan.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     scan.add_argument("--engine", choices=("duckdb", "athena", "bigquery"), default="duckdb",
-                      help="where flow features are computed: here (duckdb, default) or pushed down to the "
-                           "warehouse holding the logs (athena, bigquery: with --dry-run, prints the query)")
+                      help="where flow records are reduced: here (duckdb, default) or pushed down to the "
+                           "warehouse holding the logs (athena, bigquery; --dry-run prints the features query)")
     scan.add_argument("--dry-run", action="store_true", help="with --engine athena|bigquery: print the query")
     add_sql_arguments(scan)
+    add_warehouse_arguments(scan)
     common(scan)
     scan.set_defaults(func=cmd_scan)
 

@@ -10,16 +10,26 @@ from __future__ import annotations
 import contextlib
 import importlib
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .findings import Finding
 from .records import Tables
 from .report import RunReport
 from .store import Change, Store
+
+
+class FlowSource(Protocol):
+    """Where a scan's flow aggregate comes from when not from the flow log files (scan_directory)."""
+
+    @property
+    def skip(self) -> Collection[str]:  # file kinds left unread
+        ...
+
+    def __call__(self, tables: Tables, flows: Any, report: RunReport) -> None: ...
 
 
 @dataclass
@@ -43,10 +53,14 @@ def scan_directory(
     progress: Callable[[int], None] | None = None,
     now: datetime | None = None,
     keep_tables: bool = False,
+    flows_from: FlowSource | None = None,
 ) -> ScanResult:
     """Scan local copies of cloud exports under `data` and store what is found.
 
-    `now` is the scan time recorded as detected_at; by default the wall clock. Raises
+    `now` is the scan time recorded as detected_at; by default the wall clock. With `flows_from` (e.g.
+    `spendwatch.engine.remote.WarehouseFlows`), files of its `skip` kinds are left unread and the flow
+    aggregate comes from it instead: it is called with the tables the other sources gave, the FlowEngine and
+    the report, once they are read. Raises
     `spendwatch.report.StrictError` on the first bad input when `strict`, FileNotFoundError when `data`
     is not a directory.
     """
@@ -63,16 +77,11 @@ def scan_directory(
     # (spendwatch.engine): memory stays flat with volume, and detection gets small tables.
     with FlowEngine() as engine:
         with report.timed("read"):
-            tables = read_directory(data, report, progress=progress, flows=engine)
-            summary = engine.summary(tables) if engine.records else None
-        if summary is not None:
-            tables.flows = summary.rows
-        report.tables = tables.counts()
-        if summary is not None:
-            report.tables["flows"] = summary.records
-            report.notes.append(f"flows: {summary.records:,} records reduced to {summary.aggregates:,} per-window "
-                                f"aggregates; features per window computed in DuckDB, {len(tables.flows):,} "
-                                "rows kept for the rules that read flows one by one")
+            tables = read_directory(data, report, progress=progress, flows=engine,
+                                    skip=flows_from.skip if flows_from is not None else ())
+            if flows_from is not None:
+                flows_from(tables, engine, report)
+            summary = _flow_summary(engine, tables, report)
         if not report.sources:
             report.gap(str(data), "no export files found: nothing was scanned")
         models.join()
@@ -84,7 +93,7 @@ def scan_directory(
 
 
 def _flow_summary(engine: Any, tables: Tables, report: RunReport) -> Any:
-    """What detection reads of the flows a live scan handed `engine` (a FlowSummary, or None when there were
+    """What detection reads of the flows a scan handed `engine` (a FlowSummary, or None when there were
     none), with `tables.flows` set to its rule rows and the report's table counts filled in."""
     summary = engine.summary(tables) if engine.records else None
     if summary is not None:

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from spendwatch.engine.flows import FlowEngine
 
 from . import azure, cloudtrail, cur, enrich, gcp, metrics, route53, vpcflow
-from ._common import FileContext, FileResult, to_pandas
+from ._common import PARQUET_MAGIC, FileContext, FileResult, to_pandas
 from .detect import (
     AZ_ACTIVITY,
     AZ_COST,
@@ -99,6 +99,7 @@ READERS: dict[str, Reader] = {
 SIMULATOR_TRUTH = "TRUTH.json"
 
 BATCH_FILES = 64
+_SNIFF_BYTES = 65536 + 1  # more than detect.py looks at of a file's content (so it sees an incomplete file)
 BATCH_BYTES = 4 << 20  # compressed bytes per task
 # Parquet flow logs are read by DuckDB a batch per query (vpcflow.read_parquet_many), and each query costs tens
 # of milliseconds whatever its size: their batches are larger.
@@ -165,19 +166,46 @@ _Job = tuple[str, PurePosixPath, bool, Callable[[], bytes]]
 
 
 def read_directory(root: Path, report: RunReport, *, progress: Callable[[int], None] | None = None,
-                   flows: FlowEngine | None = None) -> Tables:
+                   flows: FlowEngine | None = None, skip: Collection[str] = ()) -> Tables:
     """Read every file under `root` into canonical tables; what could not be read goes to `report`.
 
     `progress(n)` is called (from the calling thread) with the size in bytes of each file once it is read.
     With `flows`, flow records are handed to that engine batch by batch as they are read (spendwatch.engine.flows)
     and `flows` in the tables is left empty: `flows.summary(tables)` gives what detection reads of them.
-    Raises StrictError on the first problem when `report.strict`.
+    Files of a kind in `skip` (detect.py's kinds, e.g. FLOW_TEXT when a warehouse reads the flow logs) are
+    left unread, with one note saying how many. Raises StrictError on the first problem when `report.strict`.
     """
     root = Path(root)
     layout_base = _layout_base(root)
     jobs = [((str(path), layout_base / path.relative_to(root), path.parent == root and path.name == SIMULATOR_TRUTH,
               path.read_bytes), size) for path, size in _walk(root)]
+    if skip:
+        jobs = _skip(jobs, skip, report)
     return _read_jobs(jobs, report, progress, flows)
+
+
+def _skip(jobs: list[tuple[_Job, int]], skip: Collection[str], report: RunReport) -> list[tuple[_Job, int]]:
+    """`jobs` less the local files whose kind is in `skip`, decided from their first bytes (gzip text needs
+    no more; Parquet is read whole for its footer). An unreadable file stays, to be reported as usual."""
+    kept, left = [], Counter[str]()
+    for job, size in jobs:
+        name, layout, truth, _ = job
+        try:
+            with open(name, "rb") as handle:
+                head = handle.read(_SNIFF_BYTES)
+                if head.startswith(PARQUET_MAGIC):
+                    head += handle.read()
+        except OSError:
+            head = b""
+        kind = None if truth or not head else detect_kind(layout, head).kind
+        if kind is not None and kind in skip:
+            left[kind] += 1
+        else:
+            kept.append((job, size))
+    if left:
+        report.notes.append("left unread (their records are read elsewhere): "
+                            + ", ".join(f"{n} {kind} files" for kind, n in sorted(left.items())))
+    return kept
 
 
 def read_objects(objects: Collection[Blob], report: RunReport, *,

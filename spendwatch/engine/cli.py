@@ -5,7 +5,14 @@
 
 The query reduces flow records to ten-minute aggregates and returns one row per (cloud, account, entity,
 hour) with the features `models.features.resource_hours` computes from flows (see spendwatch.engine.sql).
-Only the SQL is produced here: submitting it to Athena or BigQuery from spendwatch is not built yet.
+
+`spendwatch scan --engine athena|bigquery` runs the push-down query there instead (spendwatch.engine.remote):
+
+    spendwatch scan --data DIR --engine athena --table vpc_flow_logs --database logs --workgroup primary \
+        --output-location s3://bucket/athena/ --since 2026-11-20T00:00Z --until 2026-11-21T00:00Z
+    spendwatch scan --data DIR --engine bigquery --table proj.logs.compute_googleapis_com_vpc_flows --project proj
+
+The other sources (CloudTrail, DNS, billing, metrics) are read from --data as usual; its flow log files are not.
 """
 
 from __future__ import annotations
@@ -36,9 +43,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--until", type=_when, metavar="TIME", help="read records that started before (default: now)")
 
 
-def render(args: argparse.Namespace, engine: str) -> str:
-    """The query for `engine` from the parsed options; ValueError names a bad option."""
-    from .sql import SOURCES, query
+def add_warehouse_arguments(p: argparse.ArgumentParser) -> None:
+    """`spendwatch scan`'s options for running the flow query in Athena or BigQuery."""
+    p.add_argument("--database", help="with --engine athena: the Glue database of --table")
+    p.add_argument("--catalog", help="with --engine athena: the data catalog (default: AwsDataCatalog)")
+    p.add_argument("--workgroup", help="with --engine athena: the workgroup to run in (default: primary)")
+    p.add_argument("--output-location", metavar="S3_URL",
+                   help="with --engine athena: where Athena writes results (unless the workgroup sets it)")
+    p.add_argument("--region", help="with --engine athena: the AWS region (default: the AWS environment's)")
+    p.add_argument("--project", help="with --engine bigquery: the project the query job runs in "
+                                     "(default: the table's)")
+    p.add_argument("--query-timeout", type=float, default=600.0, metavar="SECONDS",
+                   help="with --engine athena|bigquery: give up on a query after this long (default 600)")
+    p.add_argument("--endpoint-url", help=argparse.SUPPRESS)  # tests: a local fake on 127.0.0.1
+    p.add_argument("--page-rows", type=int, help=argparse.SUPPRESS)  # tests: small pages of results
+
+
+def _resolve(args: argparse.Namespace, engine: str) -> tuple[str, str, int, int]:
+    """(source, table, start_s, end_s) from the parsed options; ValueError names a bad option."""
+    from .sql import SOURCES
 
     source = args.source or DEFAULT_SOURCE[engine]
     if source not in SOURCES:
@@ -50,7 +73,36 @@ def render(args: argparse.Namespace, engine: str) -> str:
     table = args.table or {"canonical": "flows", "vpc_flow_logs": "vpc_flow_logs",
                            "security_lake": "amazon_security_lake_table_us_east_1_vpc_flow_2_0",
                            "gcp_flow_sink": "compute_googleapis_com_vpc_flows"}[source]
-    return query(engine, source, table=table, start_s=int(since.timestamp()), end_s=int(until.timestamp()))
+    return source, table, int(since.timestamp()), int(until.timestamp())
+
+
+def render(args: argparse.Namespace, engine: str) -> str:
+    """The features query for `engine` from the parsed options; ValueError names a bad option."""
+    from .sql import query
+
+    source, table, start_s, end_s = _resolve(args, engine)
+    return query(engine, source, table=table, start_s=start_s, end_s=end_s)
+
+
+def warehouse(args: argparse.Namespace, engine: str) -> Any:
+    """The scan's flow source for `engine` (a `remote.WarehouseFlows`); ValueError names a bad option."""
+    from .remote import AthenaOptions, BigQueryOptions, WarehouseFlows
+    from .sql import SOURCES
+
+    source, table, start_s, end_s = _resolve(args, engine)
+    if SOURCES[source].engine != engine:
+        raise ValueError(f"--source {source} is a {SOURCES[source].engine} table, not one {engine} holds")
+    pages = {"page_rows": args.page_rows} if getattr(args, "page_rows", None) else {}
+    if engine == "athena":
+        options = AthenaOptions(database=args.database, catalog=args.catalog, workgroup=args.workgroup,
+                                output_location=args.output_location, region=args.region,
+                                endpoint_url=args.endpoint_url, timeout_s=args.query_timeout, **pages)
+        if options.page_rows > 1000:
+            raise ValueError("--page-rows: Athena returns at most 1000 rows a page")
+        return WarehouseFlows(engine, source, table, start_s, end_s, athena=options)
+    options_bq = BigQueryOptions(project=args.project, endpoint=args.endpoint_url, timeout_s=args.query_timeout,
+                                 **pages)
+    return WarehouseFlows(engine, source, table, start_s, end_s, bigquery=options_bq)
 
 
 def cmd_sql(args: argparse.Namespace) -> int:

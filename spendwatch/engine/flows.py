@@ -218,14 +218,21 @@ class FlowEngine:
         """`reduce_records` (no DuckDB; any thread)."""
         return reduce_records(table)
 
-    def append(self, partial: pa.Table | None) -> None:
+    def append(self, partial: pa.Table | None, *, records: int | None = None) -> None:
         """Store aggregate rows made by `reduce` (rows of one key may come in several batches: every later
         step sums them). They wait in a buffer of at most FLUSH_ROWS rows: one insert into DuckDB costs tens of
-        milliseconds whatever its size, so inserting each small batch would cost more than reducing it."""
+        milliseconds whatever its size, so inserting each small batch would cost more than reducing it.
+
+        `records`: how many records the rows stand for, where that is not their `records` sum (a warehouse
+        returns only the rows detection reads, of all the records it reduced)."""
+        if records is not None:
+            with self._lock:
+                self.records += records
         if partial is None or not partial.num_rows:
             return
         with self._lock:
-            self.records += int(pc.sum(partial["records"]).as_py() or 0)
+            if records is None:
+                self.records += int(pc.sum(partial["records"]).as_py() or 0)
             self._buffer.append(partial)
             self._buffered += partial.num_rows
             if self._buffered < FLUSH_ROWS:
@@ -295,9 +302,10 @@ class FlowEngine:
             self.records += records
         return True
 
-    def add(self, table: pa.Table) -> None:
-        """Store one batch: canonical flow records (reduced here) or an aggregate `reduce` already made."""
-        self.append(table if table.schema.equals(SCHEMA) else self.reduce(table))
+    def add(self, table: pa.Table, *, records: int | None = None) -> None:
+        """Store one batch: canonical flow records (reduced here) or an aggregate `reduce` already made
+        (`records` as for `append`)."""
+        self.append(table if table.schema.equals(SCHEMA) else self.reduce(table), records=records)
 
     def summary(self, tables: Tables) -> FlowSummary:
         """What detection reads of the flows, once `tables` holds the scan's inventory and DNS (module doc).

@@ -22,9 +22,10 @@ Not translated: DuckDB-only functions (none are used on purpose: `regexp_matches
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .flows import LONG_LIVED_S, WINDOW_S, reduce_sql
+from .flows import LAYOUT, LONG_LIVED_S, WINDOW_S, reduce_sql
 
 ENGINES = {"duckdb": "duckdb", "athena": "athena", "bigquery": "bigquery"}
 
@@ -60,12 +61,13 @@ FROM {table}
 WHERE epoch(start) >= {start_s} AND epoch(start) < {end_s}"""),
     Source("vpc_flow_logs", "athena", "VPC flow logs in S3 as AWS's Athena DDL declares them (version, account_id, "
            "interface_id, srcaddr, dstaddr, srcport, dstport, protocol, packets, bytes, start, end, action, "
-           "log_status; optional region, instance_id, flow_direction)",
-           """SELECT 'aws' AS cloud, account_id AS account, CAST(NULL AS VARCHAR) AS region,
-       CAST(NULL AS VARCHAR) AS resource, interface_id AS interface, srcaddr AS src, dstaddr AS dst,
+           "log_status, and the version 3-5 columns the documented DDL declares: region, instance_id, flow_direction, "
+           "which read as NULL or '-' for a version 2 log)",
+           """SELECT 'aws' AS cloud, account_id AS account, nullif(region, '-') AS region,
+       nullif(instance_id, '-') AS resource, interface_id AS interface, srcaddr AS src, dstaddr AS dst,
        CAST(srcport AS BIGINT) AS src_port, CAST(dstport AS BIGINT) AS dst_port, CAST(protocol AS BIGINT) AS protocol,
        CAST(packets AS BIGINT) AS packets, CAST(bytes AS BIGINT) AS bytes, action,
-       CAST(NULL AS VARCHAR) AS direction, CAST(start AS BIGINT) * 1000000000 AS start_ns,
+       nullif(flow_direction, '-') AS direction, CAST(start AS BIGINT) * 1000000000 AS start_ns,
        CAST("end" AS BIGINT) * 1000000000 AS end_ns
 FROM {table}
 WHERE log_status = 'OK' AND start >= {start_s} AND start < {end_s}"""),
@@ -88,25 +90,27 @@ WHERE start_time >= {start_s} * 1000 AND start_time < {end_s} * 1000"""),
            "jsonPayload.connection, bytes_sent, packets_sent, start_time, end_time, reporter, src_instance / "
            "dest_instance)",
            """SELECT 'gcp' AS cloud,
-       coalesce(CASE WHEN upper(jsonPayload.reporter) = 'DEST' THEN jsonPayload.dest_instance.project_id
-                     ELSE jsonPayload.src_instance.project_id END, resource.labels.project_id) AS account,
-       CASE WHEN upper(jsonPayload.reporter) = 'DEST' THEN jsonPayload.dest_instance.region
-            ELSE jsonPayload.src_instance.region END AS region,
-       CASE WHEN upper(jsonPayload.reporter) = 'DEST' THEN jsonPayload.dest_instance.vm_name
-            ELSE jsonPayload.src_instance.vm_name END AS resource,
-       resource.labels.subnetwork_name AS interface,
-       jsonPayload.connection.src_ip AS src, jsonPayload.connection.dest_ip AS dst,
-       TRY_CAST(jsonPayload.connection.src_port AS BIGINT) AS src_port,
-       TRY_CAST(jsonPayload.connection.dest_port AS BIGINT) AS dst_port,
-       TRY_CAST(jsonPayload.connection.protocol AS BIGINT) AS protocol,
-       TRY_CAST(jsonPayload.packets_sent AS BIGINT) AS packets, TRY_CAST(jsonPayload.bytes_sent AS BIGINT) AS bytes,
-       'ACCEPT' AS action,
-       CASE upper(jsonPayload.reporter) WHEN 'SRC' THEN 'egress' WHEN 'DEST' THEN 'ingress' END AS direction,
-       epoch_ns(CAST(jsonPayload.start_time AS TIMESTAMP)) AS start_ns,
-       epoch_ns(CAST(jsonPayload.end_time AS TIMESTAMP)) AS end_ns
-FROM {table}
-WHERE CAST(jsonPayload.start_time AS TIMESTAMP) >= to_timestamp({start_s})
-  AND CAST(jsonPayload.start_time AS TIMESTAMP) < to_timestamp({end_s})"""),
+       coalesce(CASE WHEN dest AND dest_vm.vm_name IS NOT NULL THEN dest_vm.project_id
+                     WHEN NOT dest AND src_vm.vm_name IS NOT NULL THEN src_vm.project_id END,
+                labels.project_id) AS account,
+       coalesce(CASE WHEN dest THEN dest_vm.region ELSE src_vm.region END, labels.location) AS region,
+       CASE WHEN dest THEN 'projects/' || dest_vm.project_id || '/zones/' || dest_vm.zone || '/instances/'
+                           || dest_vm.vm_name
+            ELSE 'projects/' || src_vm.project_id || '/zones/' || src_vm.zone || '/instances/' || src_vm.vm_name
+       END AS resource,
+       labels.subnetwork_name AS interface, conn.src_ip AS src, conn.dest_ip AS dst,
+       TRY_CAST(conn.src_port AS BIGINT) AS src_port, TRY_CAST(conn.dest_port AS BIGINT) AS dst_port,
+       TRY_CAST(conn.protocol AS BIGINT) AS protocol, TRY_CAST(packets_sent AS BIGINT) AS packets,
+       TRY_CAST(bytes_sent AS BIGINT) AS bytes, 'ACCEPT' AS action,
+       CASE reporter WHEN 'SRC' THEN 'egress' WHEN 'DEST' THEN 'ingress' END AS direction,
+       epoch_us(started) * 1000 AS start_ns, epoch_us(coalesce(ended, started)) * 1000 AS end_ns
+FROM (SELECT upper(jsonPayload.reporter) AS reporter, coalesce(upper(jsonPayload.reporter), '') = 'DEST' AS dest,
+             jsonPayload.src_instance AS src_vm, jsonPayload.dest_instance AS dest_vm,
+             jsonPayload.connection AS conn, jsonPayload.packets_sent AS packets_sent,
+             jsonPayload.bytes_sent AS bytes_sent, resource.labels AS labels,
+             CAST(jsonPayload.start_time AS TIMESTAMPTZ) AS started, CAST(jsonPayload.end_time AS TIMESTAMPTZ) AS ended
+      FROM {table}) AS entries
+WHERE started >= to_timestamp({start_s}) AND started < to_timestamp({end_s})"""),
 )}
 
 FEATURES_SQL = """
@@ -161,7 +165,7 @@ def features_sql(source: str = "canonical", *, table: str = "flows", start_s: in
     adapter = SOURCES[source]
     if 3600 % window_s:
         raise ValueError(f"window_s {window_s} does not divide an hour")
-    records = adapter.sql.format(table=table, start_s=int(start_s), end_s=int(end_s))
+    records = _records(adapter.name, table, start_s, end_s)
     return FEATURES_SQL.format(
         records=records, reduce=reduce_sql("flow_records", window_s=window_s, long_lived_s=long_lived_s),
         src_public=_public("src"), dst_public=_public("dst"), per_hour=3600 // window_s, hour_s=3600)
@@ -175,9 +179,112 @@ def translate(sql: str, engine: str, *, pretty: bool = True) -> str:
     import sqlglot
 
     dialect = ENGINES[engine]
-    return sqlglot.transpile(sql, read="duckdb", write=dialect, pretty=pretty)[0]
+    tree = sqlglot.parse_one(sql, read="duckdb")
+    # DuckDB's epoch_us has no sqlglot mapping (BigQuery's UNIX_MICROS reads back to it, not the other way)
+    tree = tree.transform(lambda node: sqlglot.exp.UnixMicros(this=node.expressions[0])
+                          if isinstance(node, sqlglot.exp.Anonymous) and node.name.lower() == "epoch_us"
+                          and len(node.expressions) == 1 else node)
+    return tree.sql(dialect=dialect, pretty=pretty)
 
 
 def query(engine: str, source: str, *, table: str, start_s: int, end_s: int) -> str:
     """The features query for `source` in `engine`'s dialect, ready to submit."""
     return translate(features_sql(source, table=table, start_s=start_s, end_s=end_s), engine)
+
+
+# --- Push-down: the aggregate rows detection reads, computed where the data lives --------------------------------
+
+# Addresses that local DNS answers named and that the warehouse's public test calls private, listed inline in
+# the query. Past this many, the query keeps every aggregate row instead (a correct superset; the text of an
+# Athena query is limited to 256 KB, and BigQuery's to 1 MB).
+NAMED_LIMIT = 5_000
+
+PUSHDOWN_SQL = """
+WITH flow_records AS (
+{records}
+), flow_agg AS (
+{reduce}
+)
+SELECT {layout}
+FROM flow_agg
+WHERE {keep}
+""".strip()
+
+TOTALS_SQL = """
+SELECT count(*) AS records, max(end_ns) AS latest_end_ns
+FROM (
+{records}
+) AS flow_records
+""".strip()
+
+
+def _table_ref(table: str) -> str:
+    """`table` (dot-separated, e.g. a BigQuery project with hyphens) with each part quoted, unless it already
+    holds quotes: a hyphen or a reserved word would not parse otherwise."""
+    if any(q in table for q in "\"`[") or not table:
+        return table
+    return ".".join('"' + part + '"' for part in table.split("."))
+
+
+def _records(source: str, table: str, start_s: int, end_s: int) -> str:
+    return SOURCES[source].sql.format(table=_table_ref(table), start_s=int(start_s), end_s=int(end_s))
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def public_in_sql(address: str) -> bool:
+    """What the query's public-address test (`_public`) says of `address`: the same regular expressions, run
+    here. Looser than `models.net.is_public` (an octet above 255 or a leading zero passes), never stricter for a
+    real address, so the warehouse keeps every row the local summary could call public."""
+    import re
+
+    return bool(re.search(_ADDRESS, address)) and not re.search(_PRIVATE, address)
+
+
+def named_private(named: Iterable[str]) -> list[str] | None:
+    """The addresses of `named` that the query's public test would drop (sorted, distinct); None past
+    NAMED_LIMIT, where the query keeps every row instead."""
+    out = sorted({a for a in named if a and not public_in_sql(a)})
+    return None if len(out) > NAMED_LIMIT else out
+
+
+def pushdown_sql(source: str, *, table: str, start_s: int, end_s: int, named: Iterable[str] = (),
+                 latest_end_ns: int | None = None, window_s: int = WINDOW_S, long_lived_s: int = LONG_LIVED_S) -> str:
+    """The aggregate rows (columns `flows.LAYOUT`, DuckDB's dialect) that the local summary reads, reduced from
+    `table` of kind `source`: rows with a public source or destination, or an end in `named` (addresses that
+    DNS answers in the scan named), and the rows holding the latest end.
+
+    The summary (spendwatch.engine.summary) groups only rows whose remote end is public or DNS-named, and
+    takes the one row with the latest end; every row it would read is here, so loading these rows into a
+    FlowEngine gives the summary loading every record gives. Public addresses (and the named ones the query
+    would call public) need no list: only named private addresses are inlined, up to NAMED_LIMIT; past it every
+    row is kept. The latest rows: those whose end is `latest_end_ns` (from `totals_sql`, which the warehouse
+    computes in one cheap distributed aggregate), or, without it, the table's maximum end computed here (a
+    second read of the source in engines that do not reuse a common table expression). Every row whose end is
+    the maximum is kept, not one: the summary breaks the tie itself, among the same candidates.
+    """
+    if 3600 % window_s:
+        raise ValueError(f"window_s {window_s} does not divide an hour")
+    listed = named_private(named)
+    if listed is None:
+        keep = "TRUE"
+    else:
+        ends = [_public("src"), _public("dst")]
+        if listed:
+            values = ", ".join(_literal(a) for a in listed)
+            ends += [f"coalesce(src IN ({values}), FALSE)", f"coalesce(dst IN ({values}), FALSE)"]
+        latest = str(int(latest_end_ns)) if latest_end_ns is not None else "(SELECT max(end_ns) FROM flow_agg)"
+        keep = " OR ".join([*ends, f"coalesce(end_ns = {latest}, FALSE)"])
+    layout = ", ".join(f'"{c}"' if c in ("window", "end") else c for c in LAYOUT)
+    return PUSHDOWN_SQL.format(
+        records=_records(source, table, start_s, end_s), layout=layout, keep=keep,
+        reduce=reduce_sql("flow_records", window_s=window_s, long_lived_s=long_lived_s))
+
+
+def totals_sql(source: str, *, table: str, start_s: int, end_s: int) -> str:
+    """One row: how many records of `table` the window holds (`records`) and the latest end among them
+    (`latest_end_ns`, NULL when none), in DuckDB's dialect. A plain aggregate, distributed in every engine; in a
+    columnar table it reads only the columns the source's filter and times name."""
+    return TOTALS_SQL.format(records=_records(source, table, start_s, end_s))

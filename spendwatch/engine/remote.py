@@ -1,0 +1,384 @@
+"""Run the push-down query where the flow logs live (Athena, BigQuery) and bring back the aggregate rows.
+
+`WarehouseFlows` is what `pipeline.scan_directory(flows_from=...)` calls once the other sources are read:
+it asks the warehouse for the number of records in the window and the latest end (`sql.totals_sql`, one
+distributed aggregate), then for the aggregate rows the summary reads (`sql.pushdown_sql`: only rows with a
+public or DNS-named end, and the latest ones), and adds them to the FlowEngine. Detection then runs as on a
+local scan. Only aggregate rows travel back, never records.
+
+- Athena (boto3): start_query_execution, get_query_execution polled with back-off under an overall timeout
+  (a query still running then is stopped), get_query_results paged (the first page starts with the header
+  row; a cell without VarCharValue is NULL; values converted by the result's column types). The totals run
+  first: the rows query takes their latest end as a literal. Bytes scanned: the executions' DataScannedInBytes.
+- BigQuery (google-cloud-bigquery): Client.query_and_wait, pages of rows turned into Arrow by the client;
+  bytes: total_bytes_processed.
+
+A query that fails, is denied or times out is a coverage gap naming the engine, the table and the error, and
+the scan goes on without flows (never an all clear). The SDKs are imported only here, only when used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from .flows import LAYOUT, SCHEMA
+from .sql import NAMED_LIMIT, named_private, pushdown_sql, totals_sql, translate
+
+if TYPE_CHECKING:
+    from spendwatch.records import Tables
+    from spendwatch.report import RunReport
+
+    from .flows import FlowEngine
+
+ATHENA_PAGE_MAX = 1000  # GetQueryResults' MaxResults limit
+
+
+class WarehouseError(Exception):
+    """A query that could not be run or read; the message names the engine, the table and the cause."""
+
+
+@dataclass
+class Fetched:
+    """What one warehouse read gave: aggregate rows in `flows.SCHEMA`, the records they reduce (all records of
+    the window, not only the rows kept), bytes the warehouse scanned (None where it did not say) and the ids
+    of its queries."""
+
+    rows: pa.Table
+    records: int
+    bytes_scanned: int | None
+    queries: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AthenaOptions:
+    database: str | None = None
+    catalog: str | None = None
+    workgroup: str | None = None
+    output_location: str | None = None  # s3://bucket/prefix/ (needed unless the workgroup sets one)
+    region: str | None = None  # default: the usual AWS environment
+    endpoint_url: str | None = None  # default: the usual AWS environment (AWS_ENDPOINT_URL_ATHENA)
+    poll_s: float = 0.5  # first wait between polls; doubles up to max_poll_s
+    max_poll_s: float = 5.0
+    timeout_s: float = 600.0  # overall, per read
+    page_rows: int = ATHENA_PAGE_MAX
+
+
+@dataclass(frozen=True)
+class BigQueryOptions:
+    project: str | None = None  # where the job runs (default: the table's project)
+    location: str | None = None
+    endpoint: str | None = None  # tests: a local fake (anonymous credentials then)
+    page_rows: int | None = None  # rows per page of results (default: the client's)
+    timeout_s: float = 600.0
+
+
+def to_schema(table: pa.Table, where: str) -> pa.Table:
+    """`table` as `flows.SCHEMA` (columns by name, cast); WarehouseError naming a missing column."""
+    missing = [c for c in LAYOUT if c not in table.column_names]
+    if missing:
+        raise WarehouseError(f"{where}: the result has no column {', '.join(missing)} "
+                             f"(columns: {', '.join(table.column_names)})")
+    return pa.table([table[c].cast(SCHEMA.field(c).type) for c in LAYOUT], schema=SCHEMA)
+
+
+# ---- Athena ----------------------------------------------------------------------------------------------------
+
+_ATHENA_INTS = {"tinyint", "smallint", "integer", "int", "bigint"}
+_ATHENA_FLOATS = {"double", "float", "real", "decimal"}
+
+
+def _athena_value(kind: str, text: str | None) -> Any:
+    """One result cell (VarCharValue, None when absent) as a Python value of its column's type."""
+    if text is None:
+        return None
+    if kind in _ATHENA_INTS:
+        return int(text)
+    if kind in _ATHENA_FLOATS:
+        return float(text)
+    if kind == "boolean":
+        return text.lower() == "true"
+    return text
+
+
+class Athena:
+    """Queries through boto3's Athena client (built here from the usual AWS environment and the options)."""
+
+    def __init__(self, options: AthenaOptions, client: Any = None) -> None:
+        self.options = options
+        if client is None:
+            import boto3
+
+            client = boto3.client("athena", region_name=options.region, endpoint_url=options.endpoint_url)
+        self.client = client
+        self.sleep: Callable[[float], None] = time.sleep
+
+    def start(self, sql: str) -> str:
+        o = self.options
+        kwargs: dict[str, Any] = {"QueryString": sql}
+        context = {k: v for k, v in (("Database", o.database), ("Catalog", o.catalog)) if v}
+        if context:
+            kwargs["QueryExecutionContext"] = context
+        if o.workgroup:
+            kwargs["WorkGroup"] = o.workgroup
+        if o.output_location:
+            kwargs["ResultConfiguration"] = {"OutputLocation": o.output_location}
+        return str(self.client.start_query_execution(**kwargs)["QueryExecutionId"])
+
+    def wait(self, query_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Poll until every query has ended; their QueryExecution by id. WarehouseError on FAILED or
+        CANCELLED (with StateChangeReason and the id), or past the timeout (the queries still running are
+        stopped, so they bill no further)."""
+        o = self.options
+        deadline = time.monotonic() + o.timeout_s
+        done: dict[str, dict[str, Any]] = {}
+        delay = o.poll_s
+        while True:
+            for qid in query_ids:
+                if qid in done:
+                    continue
+                execution = self.client.get_query_execution(QueryExecutionId=qid)["QueryExecution"]
+                status = execution.get("Status") or {}
+                state = status.get("State")
+                if state == "SUCCEEDED":
+                    done[qid] = execution
+                elif state in ("FAILED", "CANCELLED"):
+                    reason = status.get("StateChangeReason") or (status.get("AthenaError") or {}).get(
+                        "ErrorMessage") or "no reason given"
+                    self._stop(q for q in query_ids if q not in done and q != qid)
+                    raise WarehouseError(f"query {qid} {state}: {reason}")
+            if len(done) == len(query_ids):
+                return done
+            if time.monotonic() + delay > deadline:
+                self._stop(q for q in query_ids if q not in done)
+                raise WarehouseError(f"queries {', '.join(q for q in query_ids if q not in done)} still running "
+                                     f"after {o.timeout_s:g} s: stopped")
+            self.sleep(delay)
+            delay = min(delay * 2, o.max_poll_s)
+
+    def _stop(self, query_ids: Iterable[str]) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        for qid in query_ids:  # best effort: the error that ended the read is what the report says
+            with contextlib.suppress(BotoCoreError, ClientError):
+                self.client.stop_query_execution(QueryExecutionId=qid)
+
+    def results(self, query_id: str) -> pa.Table:
+        """Every row of a query's result, paged, as an Arrow table typed by the result's column types."""
+        kinds: list[str] = []
+        names: list[str] = []
+        columns: list[list[Any]] = []
+        token: str | None = None
+        first = True
+        while True:
+            kwargs: dict[str, Any] = {"QueryExecutionId": query_id, "MaxResults": self.options.page_rows}
+            if token:
+                kwargs["NextToken"] = token
+            page = self.client.get_query_results(**kwargs)
+            result = page.get("ResultSet") or {}
+            if first:
+                info = (result.get("ResultSetMetadata") or {}).get("ColumnInfo") or []
+                names = [c["Name"] for c in info]
+                kinds = [str(c.get("Type") or "varchar").lower() for c in info]
+                columns = [[] for _ in names]
+            rows = result.get("Rows") or []
+            if first and rows:
+                rows = rows[1:]  # the header row: column labels, not data
+            first = False
+            for row in rows:
+                data = row.get("Data") or []
+                if len(data) != len(names):
+                    raise WarehouseError(f"query {query_id}: a result row has {len(data)} cells, not {len(names)}")
+                for i, cell in enumerate(data):
+                    columns[i].append(_athena_value(kinds[i], cell.get("VarCharValue")))
+            token = page.get("NextToken")
+            if not token:
+                break
+        arrays = [pa.array(values, _arrow_type(kind)) for values, kind in zip(columns, kinds, strict=True)]
+        return pa.table(arrays, names=names)
+
+    def fetch(self, source: str, table: str, start_s: int, end_s: int, named: Iterable[str]) -> Fetched:
+        """The totals, then the aggregate rows (needs the totals' latest end), read from Athena."""
+        totals_id = self.start(translate(totals_sql(source, table=table, start_s=start_s, end_s=end_s), "athena"))
+        executions = self.wait([totals_id])
+        totals = self.results(totals_id).to_pylist()
+        records = int(totals[0]["records"] or 0) if totals else 0
+        latest = totals[0]["latest_end_ns"] if totals else None
+        scanned = _athena_scanned(executions.values())
+        if not records:
+            return Fetched(pa.table({c: pa.array([], SCHEMA.field(c).type) for c in LAYOUT}, schema=SCHEMA), 0,
+                           scanned, [totals_id])
+        rows_id = self.start(translate(pushdown_sql(source, table=table, start_s=start_s, end_s=end_s, named=named,
+                                                    latest_end_ns=latest), "athena"))
+        executions = self.wait([rows_id])
+        rows = to_schema(self.results(rows_id), f"query {rows_id}")
+        more = _athena_scanned(executions.values())
+        return Fetched(rows, records, None if scanned is None or more is None else scanned + more,
+                       [totals_id, rows_id])
+
+
+def _athena_scanned(executions: Iterable[dict[str, Any]]) -> int | None:
+    total = 0
+    for execution in executions:
+        scanned = (execution.get("Statistics") or {}).get("DataScannedInBytes")
+        if scanned is None:
+            return None
+        total += int(scanned)
+    return total
+
+
+def _arrow_type(kind: str) -> pa.DataType:
+    if kind in _ATHENA_INTS:
+        return pa.int64()
+    if kind in _ATHENA_FLOATS:
+        return pa.float64()
+    if kind == "boolean":
+        return pa.bool_()
+    return pa.large_string()
+
+
+# ---- BigQuery --------------------------------------------------------------------------------------------------
+
+class BigQuery:
+    """Queries through google-cloud-bigquery's Client.query_and_wait."""
+
+    def __init__(self, options: BigQueryOptions, table: str, client: Any = None) -> None:
+        self.options = options
+        if client is None:
+            from google.cloud import bigquery
+
+            kwargs: dict[str, Any] = {"project": options.project or table.split(".", 1)[0]}
+            if options.location:
+                kwargs["location"] = options.location
+            if options.endpoint:
+                from google.api_core.client_options import ClientOptions
+                from google.auth.credentials import AnonymousCredentials
+
+                kwargs["client_options"] = ClientOptions(api_endpoint=options.endpoint)
+                kwargs["credentials"] = AnonymousCredentials()
+            client = bigquery.Client(**kwargs)
+        self.client = client
+
+    def run(self, sql: str) -> tuple[pa.Table, int | None, str]:
+        rows = self.client.query_and_wait(sql, page_size=self.options.page_rows, wait_timeout=self.options.timeout_s)
+        table = rows.to_arrow(create_bqstorage_client=False)
+        return table, rows.total_bytes_processed, str(rows.job_id or rows.query_id or "")
+
+    def fetch(self, source: str, table: str, start_s: int, end_s: int, named: Iterable[str]) -> Fetched:
+        totals, scanned, totals_id = self.run(translate(totals_sql(source, table=table, start_s=start_s,
+                                                                   end_s=end_s), "bigquery"))
+        first = totals.to_pylist()[0] if totals.num_rows else {}
+        records = int(first.get("records") or 0)
+        if not records:
+            return Fetched(pa.table({c: pa.array([], SCHEMA.field(c).type) for c in LAYOUT}, schema=SCHEMA), 0,
+                           scanned, [totals_id])
+        got, more, rows_id = self.run(translate(pushdown_sql(
+            source, table=table, start_s=start_s, end_s=end_s, named=named,
+            latest_end_ns=first.get("latest_end_ns")), "bigquery"))
+        rows = to_schema(got, f"job {rows_id}")
+        return Fetched(rows, records, None if scanned is None or more is None else scanned + more,
+                       [totals_id, rows_id])
+
+    def close(self) -> None:
+        self.client.close()
+
+
+# ---- the scan's flow source ------------------------------------------------------------------------------------
+
+FLOW_KINDS = {"athena": ("vpc-flow-logs", "vpc-flow-logs-parquet"), "bigquery": ("gcp-vpc-flow-logs",)}
+
+
+@dataclass
+class WarehouseFlows:
+    """The flows of a scan, read from a warehouse table instead of local files (module doc).
+
+    `skip`: the file kinds (connectors.files.detect) the scan leaves unread, since their records are what the
+    table holds. Called with the tables read from the other sources (the DNS answers decide which private
+    peers the query keeps), the scan's FlowEngine and its report.
+    """
+
+    engine: str  # athena or bigquery
+    source: str  # a key of sql.SOURCES
+    table: str
+    start_s: int
+    end_s: int
+    athena: AthenaOptions = field(default_factory=AthenaOptions)
+    bigquery: BigQueryOptions = field(default_factory=BigQueryOptions)
+    client: Any = None  # an SDK client to use instead of building one (tests)
+    fetched: Fetched | None = None  # what the last call read
+
+    @property
+    def skip(self) -> tuple[str, ...]:
+        return FLOW_KINDS[self.engine]
+
+    @property
+    def label(self) -> str:
+        return f"{self.engine}:{self.table}"
+
+    def __call__(self, tables: Tables, flows: FlowEngine, report: RunReport) -> None:
+        from spendwatch.models.features import Features
+
+        named = Features(tables).dns_answers["address"].tolist()
+        if named_private(named) is None:
+            report.notes.append(f"{self.label}: more than {NAMED_LIMIT:,} DNS-named private addresses: every "
+                                "aggregate row is brought back, not only those with a public or named end")
+        try:
+            fetched = self._fetch(named)
+        except WarehouseError as exc:
+            report.gap(self.label, f"flow query failed, no flows were read: {exc}")
+            return
+        self.fetched = fetched
+        report.read(self.label, f"{self.engine}-flows", {"flows": fetched.records})
+        scanned = (f"{fetched.bytes_scanned:,} bytes scanned" if fetched.bytes_scanned is not None
+                   else "bytes scanned not reported")
+        report.notes.append(f"{self.label}: {fetched.records:,} flow records in "
+                            f"{_utc(self.start_s)}..{_utc(self.end_s)} reduced in {self.engine}, "
+                            f"{fetched.rows.num_rows:,} aggregate rows brought back, {scanned} "
+                            f"(queries {', '.join(fetched.queries)})")
+        # The rows stand for every record of the window, not only for those behind the rows kept.
+        flows.add(fetched.rows, records=fetched.records)
+
+    def _fetch(self, named: list[str]) -> Fetched:
+        """Fetched rows, or WarehouseError naming the engine's error (denied, bad query, no credentials)."""
+        if self.engine == "athena":
+            from botocore.exceptions import BotoCoreError, ClientError
+
+            try:
+                return Athena(self.athena, self.client).fetch(self.source, self.table, self.start_s, self.end_s,
+                                                              named)
+            except ClientError as exc:
+                error = exc.response.get("Error") or {}
+                raise WarehouseError(f"{error.get('Code', 'error')}: {error.get('Message', exc)}") from exc
+            except BotoCoreError as exc:
+                raise WarehouseError(f"{type(exc).__name__}: {exc}") from exc
+        if self.engine == "bigquery":
+            from google.api_core.exceptions import GoogleAPIError
+            from google.auth.exceptions import GoogleAuthError
+
+            try:
+                api = BigQuery(self.bigquery, self.table, self.client)
+            except GoogleAuthError as exc:
+                raise WarehouseError(f"no credentials for BigQuery: {exc}") from exc
+            try:
+                return api.fetch(self.source, self.table, self.start_s, self.end_s, named)
+            except GoogleAPIError as exc:
+                raise WarehouseError(f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}") from exc
+            finally:
+                if self.client is None:
+                    api.close()
+        raise ValueError(f"engine {self.engine!r}: not athena or bigquery")
+
+
+def _utc(seconds: int) -> str:
+    from datetime import UTC, datetime
+
+    return f"{datetime.fromtimestamp(seconds, UTC):%Y-%m-%dT%H:%MZ}"
+
+
+__all__ = ["Athena", "AthenaOptions", "BigQuery", "BigQueryOptions", "Fetched", "WarehouseError", "WarehouseFlows",
+           "to_schema"]

@@ -1,0 +1,247 @@
+"""A fake of Amazon Athena's query API (JSON 1.1, `X-Amz-Target: AmazonAthena.<Operation>`) that runs the SQL.
+
+Operations: StartQueryExecution, GetQueryExecution, GetQueryResults, StopQueryExecution, driven through the
+real boto3 client (`endpoint_url` on 127.0.0.1). A query is parsed as Athena (Trino) SQL with sqlglot, its
+table names mapped to DuckDB tables the test loads, translated to DuckDB's dialect and run there when it is
+started; the execution then answers QUEUED, RUNNING (one poll each, `polls`) and SUCCEEDED, or FAILED with the
+parse, binder or "function not found" error as its StateChangeReason. A function sqlglot does not know as
+Trino's (DuckDB's epoch_ns, say) fails as it would in Athena. Results page at most `page_max` rows, the first
+page starting with the header row, NULL cells without VarCharValue, ColumnInfo typed as Athena types them.
+
+`add_flow_logs(name, root)` loads the gzip text VPC flow logs under `root` as a table with the columns of AWS's
+documented Athena DDL (versions 2-5), string columns as the text has them (`-` included), integer columns NULL
+where the text has `-`, and `region` from the S3 key where the record has none (the partition-projection DDL's
+`region` partition). DataScannedInBytes: the table's file bytes, per query that reads it. Faults: a workgroup in
+`denied_workgroups` answers AccessDeniedException.
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import sqlglot
+from sqlglot import exp
+
+from .raw_http import Request, Response
+
+# The documented DDL's columns (docs.aws.amazon.com/athena/latest/ug/vpc-flow-logs-create-table-statement.html)
+DDL: list[tuple[str, str]] = [
+    ("version", "INTEGER"), ("account_id", "VARCHAR"), ("interface_id", "VARCHAR"), ("srcaddr", "VARCHAR"),
+    ("dstaddr", "VARCHAR"), ("srcport", "INTEGER"), ("dstport", "INTEGER"), ("protocol", "BIGINT"),
+    ("packets", "BIGINT"), ("bytes", "BIGINT"), ("start", "BIGINT"), ("end", "BIGINT"), ("action", "VARCHAR"),
+    ("log_status", "VARCHAR"), ("vpc_id", "VARCHAR"), ("subnet_id", "VARCHAR"), ("instance_id", "VARCHAR"),
+    ("tcp_flags", "INTEGER"), ("type", "VARCHAR"), ("pkt_srcaddr", "VARCHAR"), ("pkt_dstaddr", "VARCHAR"),
+    ("region", "VARCHAR"), ("az_id", "VARCHAR"), ("sublocation_type", "VARCHAR"), ("sublocation_id", "VARCHAR"),
+    ("pkt_src_aws_service", "VARCHAR"), ("pkt_dst_aws_service", "VARCHAR"), ("flow_direction", "VARCHAR"),
+    ("traffic_path", "INTEGER"),
+]
+
+
+@dataclass
+class _Execution:
+    query: str
+    workgroup: str
+    state: str = "QUEUED"
+    polls: int = 0
+    reason: str | None = None
+    result: pa.Table | None = None
+    scanned: int = 0
+
+
+@dataclass
+class FakeAthena:
+    denied_workgroups: set[str] = field(default_factory=set)
+    page_max: int = 1000  # Athena's own limit; the client may ask for fewer
+    polls: int = 1  # polls answering QUEUED, then as many answering RUNNING
+    calls: list[str] = field(default_factory=list)  # operation names, in order
+    executions: dict[str, _Execution] = field(default_factory=dict)
+    _tables: dict[str, tuple[str, int]] = field(default_factory=dict)  # name -> (DuckDB table, bytes)
+    _con: Any = field(default_factory=duckdb.connect)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _ids: Any = field(default_factory=itertools.count)
+
+    def add_flow_logs(self, name: str, root: Path) -> int:
+        """Load the text flow logs under `root` (`.../vpcflowlogs/<region>/...log.gz`) as table `name`
+        (`database.table` or `table`); returns the number of records."""
+        files = sorted(str(p) for p in Path(root).rglob("*.log.gz") if "/vpcflowlogs/" in str(p))
+        if not files:
+            raise ValueError(f"no flow log files under {root}")
+        local = f"t{len(self._tables)}"
+        parts = []
+        for path in files:  # every field as text, as the SerDe splits it; the header names the fields
+            with gzip.open(path, "rt") as handle:
+                names = handle.readline().split()
+            part = pacsv.read_csv(path, parse_options=pacsv.ParseOptions(delimiter=" "),
+                                  convert_options=pacsv.ConvertOptions(
+                                      column_types={n: pa.string() for n in names}, strings_can_be_null=False))
+            region = path.split("/vpcflowlogs/", 1)[1].split("/", 1)[0]
+            parts.append(part.append_column("sw_key_region", pa.array([region] * part.num_rows, pa.string())))
+        raw = pa.concat_tables(parts, promote_options="default")
+        present = set(raw.column_names)
+        columns = []
+        for column, kind in DDL:
+            text = column.replace("_", "-")
+            value = f'"{text}"' if text in present else "CAST(NULL AS VARCHAR)"
+            if column == "region":  # the partition: the S3 key's region where the record has none
+                value = f"coalesce(nullif({value}, '-'), sw_key_region)"
+            columns.append(f'{value} AS "{column}"' if kind == "VARCHAR"
+                           else f'TRY_CAST({value} AS {kind}) AS "{column}"')
+        self._con.register("sw_raw", raw)
+        self._con.execute(f"CREATE TABLE {local} AS SELECT {', '.join(columns)} FROM sw_raw")
+        self._con.unregister("sw_raw")
+        self._tables[name.lower()] = (local, sum(Path(f).stat().st_size for f in files))
+        return int(self._con.execute(f"SELECT count(*) FROM {local}").fetchone()[0])
+
+    def __call__(self, req: Request) -> Response:
+        target = req.headers.get("x-amz-target", "")
+        operation = target.split(".", 1)[-1]
+        body = json.loads(req.body or b"{}")
+        with self._lock:
+            self.calls.append(operation)
+            handler = {"StartQueryExecution": self._start, "GetQueryExecution": self._get,
+                       "GetQueryResults": self._results, "StopQueryExecution": self._stop}.get(operation)
+            if handler is None:
+                return _error("UnknownOperationException", f"{target} is not an operation this fake knows")
+            return handler(body)
+
+    def _start(self, body: dict[str, Any]) -> Response:
+        workgroup = body.get("WorkGroup") or "primary"
+        if workgroup in self.denied_workgroups:
+            return _error("AccessDeniedException", f"User: arn:aws:iam::123456789012:user/test is not authorized "
+                                                   f"to perform: athena:StartQueryExecution on resource: "
+                                                   f"arn:aws:athena:us-east-1:123456789012:workgroup/{workgroup}")
+        query = str(body.get("QueryString") or "")
+        if not query.strip():
+            return _error("InvalidRequestException", "QueryString must not be empty")
+        qid = f"{next(self._ids):08d}-fake-athena-query"
+        execution = _Execution(query, workgroup)
+        self.executions[qid] = execution
+        database = str((body.get("QueryExecutionContext") or {}).get("Database") or "default").lower()
+        try:
+            sql, execution.scanned = self._translate(query, database)
+            execution.result = self._con.cursor().sql(sql).to_arrow_table()
+        except (sqlglot.errors.SqlglotError, duckdb.Error, _Failed) as exc:
+            execution.reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return _json({"QueryExecutionId": qid})
+
+    def _translate(self, query: str, database: str) -> tuple[str, int]:
+        """The query in DuckDB's dialect over the loaded tables, and the bytes of the tables it reads."""
+        tree = sqlglot.parse_one(query, read="athena")
+        unknown = sorted({f.name for f in tree.find_all(exp.Anonymous)})
+        if unknown:
+            raise _Failed(f"FUNCTION_NOT_FOUND: line 1:1: Function '{unknown[0].lower()}' not registered")
+        ctes = {c.alias_or_name.lower() for c in tree.find_all(exp.CTE)}
+        scanned = 0
+
+        def swap(node: exp.Expression) -> exp.Expression:
+            nonlocal scanned
+            if not isinstance(node, exp.Table) or not node.name:
+                return node
+            name = node.name.lower()
+            if not node.args.get("db") and name in ctes:
+                return node
+            full = f"{(node.text('db') or database).lower()}.{name}"
+            local = self._tables.get(full) or (self._tables.get(name) if not node.args.get("db") else None)
+            if local is None:
+                raise _Failed(f"TABLE_NOT_FOUND: line 1:1: Table 'awsdatacatalog.{full}' does not exist")
+            scanned += local[1]
+            return exp.to_table(local[0], alias=node.alias or None)
+
+        tree = tree.transform(swap)
+        return tree.sql(dialect="duckdb"), scanned
+
+    def _execution(self, body: dict[str, Any]) -> tuple[str, _Execution | None]:
+        qid = str(body.get("QueryExecutionId") or "")
+        return qid, self.executions.get(qid)
+
+    def _get(self, body: dict[str, Any]) -> Response:
+        qid, execution = self._execution(body)
+        if execution is None:
+            return _error("InvalidRequestException", f"QueryExecution {qid} was not found")
+        if execution.state in ("QUEUED", "RUNNING"):
+            execution.polls += 1
+            if execution.polls > 2 * self.polls:
+                execution.state = "FAILED" if execution.reason else "SUCCEEDED"
+            elif execution.polls > self.polls:
+                execution.state = "RUNNING"
+        status: dict[str, Any] = {"State": execution.state, "SubmissionDateTime": 1.7e9}
+        stats: dict[str, Any] = {"EngineExecutionTimeInMillis": 1, "TotalExecutionTimeInMillis": 2}
+        if execution.state == "FAILED":
+            status["StateChangeReason"] = execution.reason
+            status["AthenaError"] = {"ErrorCategory": 2, "ErrorType": 1006, "Retryable": False,
+                                     "ErrorMessage": execution.reason}
+        if execution.state == "SUCCEEDED":
+            stats["DataScannedInBytes"] = execution.scanned
+        return _json({"QueryExecution": {
+            "QueryExecutionId": qid, "Query": execution.query, "StatementType": "DML", "WorkGroup": execution.workgroup,
+            "Status": status, "Statistics": stats, "ResultConfiguration": {}}})
+
+    def _results(self, body: dict[str, Any]) -> Response:
+        qid, execution = self._execution(body)
+        if execution is None:
+            return _error("InvalidRequestException", f"QueryExecution {qid} was not found")
+        if execution.state != "SUCCEEDED" or execution.result is None:
+            return _error("InvalidRequestException", f"Query has not yet finished. Current state: {execution.state}")
+        size = min(int(body.get("MaxResults") or self.page_max), self.page_max)
+        offset = int(body.get("NextToken") or 0)
+        table = execution.result
+        header = [{"Data": [{"VarCharValue": name} for name in table.column_names]}]
+        total = table.num_rows + 1
+        rows: list[dict[str, Any]] = []
+        for i in range(offset, min(offset + size, total)):
+            if i == 0:
+                rows.extend(header)
+                continue
+            rows.append({"Data": [_datum(table.column(c)[i - 1].as_py()) for c in range(table.num_columns)]})
+        answer: dict[str, Any] = {"UpdateCount": 0, "ResultSet": {"Rows": rows, "ResultSetMetadata": {
+            "ColumnInfo": [_column(f) for f in table.schema]}}}
+        if offset + size < total:
+            answer["NextToken"] = str(offset + size)
+        return _json(answer)
+
+    def _stop(self, body: dict[str, Any]) -> Response:
+        _, execution = self._execution(body)
+        if execution is not None and execution.state in ("QUEUED", "RUNNING"):
+            execution.state = "CANCELLED"
+            execution.reason = "Query cancelled by user"
+        return _json({})
+
+
+class _Failed(Exception):
+    """A query Athena accepts but fails (unknown function or table)."""
+
+
+def _datum(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if isinstance(value, bool):
+        return {"VarCharValue": "true" if value else "false"}
+    return {"VarCharValue": str(value)}
+
+
+def _column(f: pa.Field) -> dict[str, Any]:
+    t = f.type
+    kind = ("bigint" if pa.types.is_int64(t) else "integer" if pa.types.is_integer(t) else
+            "double" if pa.types.is_floating(t) else "boolean" if pa.types.is_boolean(t) else
+            "timestamp" if pa.types.is_timestamp(t) else "decimal" if pa.types.is_decimal(t) else "varchar")
+    return {"CatalogName": "hive", "SchemaName": "", "TableName": "", "Name": f.name, "Label": f.name, "Type": kind,
+            "Precision": 19 if kind == "bigint" else 0, "Scale": 0, "Nullable": "UNKNOWN",
+            "CaseSensitive": kind == "varchar"}
+
+
+def _json(body: dict[str, Any]) -> Response:
+    return Response(200, json.dumps(body).encode(), {"Content-Type": "application/x-amz-json-1.1"})
+
+
+def _error(code: str, message: str) -> Response:
+    return Response(400, json.dumps({"__type": code, "Message": message}).encode(),
+                    {"Content-Type": "application/x-amz-json-1.1"})

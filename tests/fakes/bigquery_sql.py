@@ -1,0 +1,206 @@
+"""A fake of the BigQuery REST calls `Client.query_and_wait` makes that runs the SQL, over a flow-log sink table.
+
+Beside `fakes.bigquery.FakeBigQuery` (which holds a billing export and checks, not runs, the connector's one
+query), this one executes: `jobs.query` parses the query as BigQuery SQL with sqlglot, maps the table it holds to
+a DuckDB table, translates to DuckDB's dialect and runs it; a function sqlglot does not know as BigQuery's, or a
+DuckDB parse or binder error, answers 400 `invalidQuery` as BigQuery does. Rows page by `maxResults` (capped at
+`page_rows`) through `jobs.getQueryResults`; `jobs.get` answers the job. Rows go out in the `f`/`v` form.
+
+`add_flow_logs(root)` loads the GCP VPC flow log entries a Cloud Logging sink to Cloud Storage wrote under
+`root` (JSON lines, `compute.googleapis.com/vpc_flows`) as the rows a BigQuery sink writes for the same
+entries: `jsonPayload` a record (connection, bytes_sent and packets_sent as INT64, start_time and end_time as
+TIMESTAMP, reporter, src_instance / dest_instance), `resource` a record with its labels, `timestamp`, `logName`.
+totalBytesProcessed: the bytes of those entries' JSON, per query. Faults: projects in `denied` answer 403
+`accessDenied` to jobs; `table_denied` answers 403 for the table.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import sqlglot
+from sqlglot import exp
+
+from .bigquery import _error, _json
+from .raw_http import Request, Response
+
+_VM = pa.struct([("project_id", pa.string()), ("zone", pa.string()), ("region", pa.string()),
+                 ("vm_name", pa.string())])
+SINK_SCHEMA = pa.schema([
+    ("logName", pa.string()), ("insertId", pa.string()), ("timestamp", pa.timestamp("us", tz="UTC")),
+    ("resource", pa.struct([("type", pa.string()), ("labels", pa.struct([
+        ("project_id", pa.string()), ("location", pa.string()), ("subnetwork_name", pa.string())]))])),
+    ("jsonPayload", pa.struct([
+        ("connection", pa.struct([("src_ip", pa.string()), ("dest_ip", pa.string()), ("src_port", pa.int64()),
+                                  ("dest_port", pa.int64()), ("protocol", pa.int64())])),
+        ("bytes_sent", pa.int64()), ("packets_sent", pa.int64()),
+        ("start_time", pa.timestamp("us", tz="UTC")), ("end_time", pa.timestamp("us", tz="UTC")),
+        ("reporter", pa.string()), ("src_instance", _VM), ("dest_instance", _VM)])),
+])
+
+
+def _time(text: Any) -> datetime | None:
+    return datetime.fromisoformat(str(text).replace("Z", "+00:00")) if text else None
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+@dataclass
+class FakeBigQuerySql:
+    table: str  # project.dataset.table
+    denied: set[str] = field(default_factory=set)
+    table_denied: bool = False
+    page_rows: int = 100_000
+    calls: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+    queries: list[str] = field(default_factory=list)  # the SQL of each jobs.query, as sent
+    _jobs: dict[str, tuple[pa.Table, int]] = field(default_factory=dict)
+    _bytes: int = 0
+    _con: Any = field(default_factory=duckdb.connect)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _ids: Any = field(default_factory=itertools.count)
+
+    def add_flow_logs(self, root: Path) -> int:
+        """Load the flow log entries under `root` as the table's rows; returns their number."""
+        rows = []
+        size = 0
+        for path in sorted(Path(root).rglob("*.json")):
+            if "compute.googleapis.com/vpc_flows" not in path.as_posix():
+                continue
+            for line in path.read_text().splitlines():
+                if not line.strip():
+                    continue
+                size += len(line)
+                entry = json.loads(line)
+                body = entry.get("jsonPayload") or {}
+                conn = body.get("connection") or {}
+                rows.append({
+                    "logName": entry.get("logName"), "insertId": entry.get("insertId"),
+                    "timestamp": _time(entry.get("timestamp")), "resource": entry.get("resource"),
+                    "jsonPayload": {
+                        "connection": {"src_ip": conn.get("src_ip"), "dest_ip": conn.get("dest_ip"),
+                                       "src_port": _int(conn.get("src_port")),
+                                       "dest_port": _int(conn.get("dest_port")),
+                                       "protocol": _int(conn.get("protocol"))},
+                        "bytes_sent": _int(body.get("bytes_sent")), "packets_sent": _int(body.get("packets_sent")),
+                        "start_time": _time(body.get("start_time")), "end_time": _time(body.get("end_time")),
+                        "reporter": body.get("reporter"), "src_instance": body.get("src_instance"),
+                        "dest_instance": body.get("dest_instance")}})
+        if not rows:
+            raise ValueError(f"no GCP VPC flow log entries under {root}")
+        self._con.register("sink_rows", pa.Table.from_pylist(rows, schema=SINK_SCHEMA))
+        self._con.execute("CREATE OR REPLACE TABLE sink AS SELECT * FROM sink_rows")
+        self._con.unregister("sink_rows")
+        self._bytes = size
+        return len(rows)
+
+    def __call__(self, req: Request) -> Response:
+        parts = req.path.strip("/").split("/")
+        with self._lock:
+            self.calls.append((req.method, req.path, dict(req.query)))
+        if parts[:3] != ["bigquery", "v2", "projects"] or len(parts) < 5:
+            return _error(404, "notFound", f"no route {req.method} {req.path}")
+        project = parts[3]
+        if project in self.denied:
+            return _error(403, "accessDenied", f"Access Denied: Project {project}: User does not have "
+                                               f"bigquery.jobs.create permission in project {project}.")
+        if req.method == "POST" and parts[4] == "queries" and len(parts) == 5:
+            return self._query(project, json.loads(req.body or b"{}"))
+        if req.method == "GET" and len(parts) == 6 and parts[4] in ("queries", "jobs") and parts[5] in self._jobs:
+            return self._job(project, parts[4], parts[5], req.query)
+        return _error(404, "notFound", f"no route {req.method} {req.path}")
+
+    def _query(self, project: str, body: dict[str, Any]) -> Response:
+        sql = str(body.get("query") or "")
+        with self._lock:
+            self.queries.append(sql)
+        if body.get("useLegacySql", True):
+            return _error(400, "invalidQuery", "legacy SQL: this fake runs standard SQL only")
+        try:
+            tree = sqlglot.parse_one(sql, read="bigquery")
+        except sqlglot.errors.SqlglotError as exc:
+            return _error(400, "invalidQuery", f"Syntax error: {str(exc).splitlines()[0]}")
+        unknown = sorted({f.name for f in tree.find_all(exp.Anonymous)})
+        if unknown:
+            return _error(400, "invalidQuery", f"Function not found: {unknown[0]} at [1:1]")
+        ctes = {c.alias_or_name for c in tree.find_all(exp.CTE)}
+        held = self.table.split(".")
+        reads = False
+
+        def swap(node: exp.Expression) -> exp.Expression:
+            nonlocal reads
+            if not isinstance(node, exp.Table) or (not node.args.get("db") and node.name in ctes):
+                return node
+            name = [p for p in (node.text("catalog"), node.text("db"), node.name) if p]
+            if name not in (held, held[1:]):
+                raise LookupError(".".join(name))
+            reads = True
+            return exp.to_table("sink", alias=node.alias or None)
+
+        try:
+            tree = tree.transform(swap)
+        except LookupError as exc:
+            return _error(404, "notFound", f"Not found: Table {exc} was not found in location US")
+        if reads and self.table_denied:
+            return _error(403, "accessDenied", f"Access Denied: Table {self.table}: User does not have permission "
+                                               "to query table (bigquery.tables.getData).")
+        try:
+            with self._lock:
+                result = self._con.cursor().sql(tree.sql(dialect="duckdb")).to_arrow_table()
+        except duckdb.Error as exc:
+            return _error(400, "invalidQuery", str(exc).splitlines()[0])
+        job = f"job_{next(self._ids)}"
+        with self._lock:
+            self._jobs[job] = (result, self._bytes if reads else 0)
+        answer = self._page(project, job, 0, int(body.get("maxResults") or self.page_rows))
+        answer["kind"] = "bigquery#queryResponse"
+        return _json(answer)
+
+    def _job(self, project: str, kind: str, job: str, query: dict[str, str]) -> Response:
+        _, scanned = self._jobs[job]
+        if kind == "jobs":
+            return _json({"kind": "bigquery#job", "id": f"{project}:US.{job}", "status": {"state": "DONE"},
+                          "jobReference": {"projectId": project, "jobId": job, "location": "US"},
+                          "configuration": {"jobType": "QUERY", "query": {"query": "", "useLegacySql": False}},
+                          "statistics": {"query": {"totalBytesProcessed": str(scanned)}}})
+        answer = self._page(project, job, int(query.get("pageToken") or 0),
+                            int(query.get("maxResults") or self.page_rows))
+        answer["kind"] = "bigquery#getQueryResultsResponse"
+        return _json(answer)
+
+    def _page(self, project: str, job: str, start: int, size: int) -> dict[str, Any]:
+        result, scanned = self._jobs[job]
+        size = max(1, min(size, self.page_rows))
+        part = result.slice(start, size)
+        rows = [{"f": [{"v": _cell(v)} for v in row.values()]} for row in part.to_pylist()]
+        answer: dict[str, Any] = {
+            "jobReference": {"projectId": project, "jobId": job, "location": "US"}, "jobComplete": True,
+            "totalRows": str(result.num_rows), "totalBytesProcessed": str(scanned), "cacheHit": False,
+            "schema": {"fields": [_field(f) for f in result.schema]}, "rows": rows}
+        if start + size < result.num_rows:
+            answer["pageToken"] = str(start + size)
+        return answer
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _field(f: pa.Field) -> dict[str, str]:
+    t = f.type
+    kind = ("INTEGER" if pa.types.is_integer(t) else "FLOAT" if pa.types.is_floating(t) else
+            "BOOLEAN" if pa.types.is_boolean(t) else "STRING")
+    return {"name": f.name, "type": kind, "mode": "NULLABLE"}
