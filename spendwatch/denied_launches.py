@@ -320,10 +320,22 @@ class CommandError(Exception):
 
 def _read_directory(data: Path, report: RunReport) -> pd.DataFrame:
     from .connectors.files import read_directory
+    from .connectors.files.detect import (
+        AZ_FLOWS,
+        AZ_METRICS,
+        FLOW_PARQUET,
+        FLOW_TEXT,
+        GCP_FLOWS,
+        GCP_MONITORING,
+        METRIC_CSV,
+        METRIC_STREAM,
+    )
 
     if not data.is_dir():
         raise CommandError(f"{data}: no such directory")
-    return read_directory(data, report).activity
+    # Only the activity logs are wanted: the bulky sources with none (flows, metrics) are left unread.
+    skip = (FLOW_TEXT, FLOW_PARQUET, GCP_FLOWS, AZ_FLOWS, GCP_MONITORING, AZ_METRICS, METRIC_STREAM, METRIC_CSV)
+    return read_directory(data, report, skip=skip).activity
 
 
 def _read_trail(aws: dict[str, Any], report: RunReport) -> pd.DataFrame:

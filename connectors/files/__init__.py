@@ -203,7 +203,7 @@ def _skip(jobs: list[tuple[_Job, int]], skip: Collection[str], report: RunReport
         else:
             kept.append((job, size))
     if left:
-        report.notes.append("left unread (their records are read elsewhere): "
+        report.notes.append("left unread (not needed, or read from elsewhere): "
                             + ", ".join(f"{n} {kind} files" for kind, n in sorted(left.items())))
     return kept
 

@@ -359,3 +359,15 @@ def test_live_trail_in_s3(world: World, capsys: pytest.CaptureFixture[str], tmp_
     blind = run_cli(world, capsys, "--config", str(config))
     assert blind["requests"] == [] and blind["report"]["complete"] is False
     assert any("cloudtrail" in g["source"].lower() for g in blind["report"]["gaps"]), blind["report"]["gaps"]
+
+
+def test_reading_a_directory_for_activity_leaves_the_flow_logs_unread(tmp_path: Path) -> None:
+    from spendwatch.simulate.scenarios import run_scenario
+
+    truth = run_scenario("classic-miners", tmp_path / "data")
+    everything = read_directory(truth.root, RunReport())
+    report = RunReport()
+    activity = denied_launches._read_directory(truth.root, report)
+    pd.testing.assert_frame_equal(activity, everything.activity)
+    assert len(everything.flows) and not any(s.kind == "vpc-flow-logs" for s in report.sources)
+    assert any(n.startswith("left unread") and "vpc-flow-logs files" in n for n in report.notes)
