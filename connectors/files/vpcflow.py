@@ -89,7 +89,12 @@ _INT_TEXT = r"^-?\d{1,18}$"
 _IP = r"^(\d{1,3}(\.\d{1,3}){3}|[0-9A-Fa-f]{0,4}(:[0-9A-Fa-f]{0,4}){2,7}(:\d{1,3}(\.\d{1,3}){3})?)$"
 
 LineMap = Callable[[np.ndarray], np.ndarray]  # table row indices -> 1-based line (or record) numbers
-Reduce = Callable[[pa.Table], pa.Table | None]  # canonical flow records -> per-window aggregate (or None)
+class Reduce(Protocol):
+    """Canonical flow records -> their per-window aggregate, or None (`FlowEngine.reduce`): `keep` says which
+    rows are data (None: all), `constants` the string columns left out of the table that hold one value."""
+
+    def __call__(self, table: pa.Table, *, keep: pa.Array | None = None,
+                 constants: dict[str, str | None] | None = None) -> pa.Table | None: ...
 
 
 def _inflate(raw: bytes) -> tuple[bytes, str | None]:
@@ -236,8 +241,6 @@ def _batch(fields: list[str], key: KeyInfo, bodies: list[bytes], ctx: FileContex
     With `reduce`, the addresses are checked on its aggregate (one row per peer and window, several times
     fewer than the records, and only the distinct values there), not on the records."""
     joined = b"".join(bodies)
-    if b"\n\n" in joined or joined.startswith(b"\n"):
-        raise _Dirty("blank line")  # pyarrow skips blank lines, which would shift the files' row counts
     wanted = [f for f in fields if f in READ]
     invalid: list[tuple[int, int, str]] = []
     try:
@@ -246,12 +249,16 @@ def _batch(fields: list[str], key: KeyInfo, bodies: list[bytes], ctx: FileContex
     except pa.ArrowInvalid as exc:
         raise _Dirty(str(exc)) from exc
     counts = np.array([b.count(b"\n") for b in bodies], dtype=np.int64)
+    # One row per line: pyarrow skips blank lines, so a blank line (or a short row) shows up here too.
     if invalid or table.num_rows != int(counts.sum()):
         raise _Dirty("rows")
-    merged = _finish(table, _Probe(ctx.path, ctx.report), key, lambda rows: rows + 1, [],
-                     addresses=reduce is None)
-    if reduce is not None:
-        flows = reduce(merged.tables["flows"])
+    probe = _Probe(ctx.path, ctx.report)
+    if reduce is None:
+        merged = _finish(table, probe, key, lambda rows: rows + 1, [])
+    else:  # the NODATA rows are left in and dropped by the reduction: filtering every column costs more
+        table, bad, merged = _checked(table, probe, key, lambda rows: rows + 1, [], addresses=False)
+        records, constants = _reducible(table, key)
+        flows = reduce(records, keep=pa.array(~bad) if bad.any() else None, constants=constants)
         if flows is not None and not _addresses_ok(flows, ("src", "dst")):
             raise _Dirty("address")
         merged.tables = {"flows": flows} if flows is not None else {}
@@ -506,9 +513,19 @@ def _outside(col: pa.ChunkedArray, low: int, high: int | None) -> bool:
     return bool(lowest < low or (high is not None and highest > high))
 
 
-def _finish(table: pa.Table, ctx: FileContext, key: KeyInfo, lines: LineMap, text_ints: list[str], *,
-            addresses: bool = True) -> FileResult:
-    """Check every record at once, count NODATA/SKIPDATA, report bad lines, build canonical flows.
+def _finish(table: pa.Table, ctx: FileContext, key: KeyInfo, lines: LineMap, text_ints: list[str]) -> FileResult:
+    """Check every record at once, count NODATA/SKIPDATA, report bad lines, build canonical flows."""
+    table, bad, result = _checked(table, ctx, key, lines, text_ints)
+    if bad.any():
+        table = table.filter(pa.array(~bad))
+    result.tables["flows"] = _canonical(table, key)
+    return result
+
+
+def _checked(table: pa.Table, ctx: FileContext, key: KeyInfo, lines: LineMap, text_ints: list[str], *,
+             addresses: bool = True) -> tuple[pa.Table, np.ndarray, FileResult]:
+    """`_finish`'s checks: the table (integer fields converted where they were read as text), the mask of rows
+    that are not data (NODATA, SKIPDATA, reported as bad) and the file's result so far (its counts).
 
     `addresses=False` leaves the address check to the caller (`_batch` checks the distinct addresses of the
     batch's aggregate instead, which are far fewer)."""
@@ -584,10 +601,31 @@ def _finish(table: pa.Table, ctx: FileContext, key: KeyInfo, lines: LineMap, tex
         if pc.any(unexpected).as_py():
             check(_np(unexpected), "log-status {value} is not OK, NODATA or SKIPDATA", "log-status")
 
-    if bad.any():
-        table = table.filter(pa.array(~bad))
-    result.tables["flows"] = _canonical(table, key)
-    return result
+    return table, bad, result
+
+
+def _reducible(table: pa.Table, key: KeyInfo) -> tuple[pa.Table, dict[str, str | None]]:
+    """What the reduction reads of a checked batch, without `_canonical`'s copies: the canonical columns the
+    file has fields for, times as integer nanoseconds; and the string columns that hold one value (cloud, and
+    account and region where the key names them and the file has no field)."""
+    out: dict[str, pa.ChunkedArray] = {
+        "start_ns": pc.multiply(table["start"], pa.scalar(1_000_000_000, pa.int64())),
+        "end_ns": pc.multiply(table["end"], pa.scalar(1_000_000_000, pa.int64())),
+    }
+    names = set(table.column_names)
+    for f, column in COLUMNS.items():
+        if f in names:
+            col = table[f]
+            if f == "account-id" and key.account:
+                col = pc.fill_null(col, key.account)
+            elif f == "region" and key.region:
+                col = pc.fill_null(col, key.region)
+            out[column] = col
+    constants: dict[str, str | None] = {"cloud": CLOUD}
+    for column, value in (("account", key.account), ("region", key.region)):
+        if column not in out:
+            constants[column] = value
+    return pa.table(out), constants
 
 
 def _canonical(table: pa.Table, key: KeyInfo) -> pa.Table:

@@ -109,12 +109,18 @@ def _client(port: Any, other: Any) -> Any:
     return pc.fill_null(pc.and_(pc.greater_equal(port, 1024), ephemeral), False)
 
 
-def reduce_records(table: pa.Table, *, window_s: int = WINDOW_S, long_lived_s: int = LONG_LIVED_S) -> pa.Table | None:
+def reduce_records(table: pa.Table, *, keep: pa.Array | None = None, constants: dict[str, str | None] | None = None,
+                   window_s: int = WINDOW_S, long_lived_s: int = LONG_LIVED_S) -> pa.Table | None:
     """One batch of canonical flow records reduced to aggregate rows (SCHEMA); None for an empty batch.
 
     Runs Arrow's hash aggregation in the calling thread (it releases the GIL). String key columns with a
     single value in the batch (a flow log file has one cloud, account and region; version 2 records name no
     instance or direction) are left out of the grouping and put back after it: hashing them costs for nothing.
+
+    A reader that knows more passes it, sparing copies of the records: `keep` (booleans) marks the rows that
+    are records (the others, NODATA lines, are grouped apart and dropped with their groups); `constants` gives
+    string key columns that hold one value and are left out of `table`; times may come as integer
+    nanoseconds `start_ns`/`end_ns` instead of `start`/`end`.
     """
     n = table.num_rows
     if n == 0:
@@ -127,7 +133,8 @@ def reduce_records(table: pa.Table, *, window_s: int = WINDOW_S, long_lived_s: i
     src_port, dst_port = column("src_port", pa.int64()), column("dst_port", pa.int64())
     src_client, dst_client = _client(src_port, dst_port), _client(dst_port, src_port)
     none = pa.scalar(None, pa.int64())
-    start_ns, end_ns = _ns(table["start"]), _ns(table["end"])
+    start_ns = table["start_ns"] if "start_ns" in names else _ns(table["start"])
+    end_ns = table["end_ns"] if "end_ns" in names else _ns(table["end"])
     bytes_ = column("bytes", pa.int64())
     long_ns = pa.scalar(long_lived_s * _NS, pa.int64())
     cols: dict[str, Any] = {
@@ -136,9 +143,9 @@ def reduce_records(table: pa.Table, *, window_s: int = WINDOW_S, long_lived_s: i
         "protocol": column("protocol", pa.int64()),
         "window": pc.divide(start_ns, pa.scalar(window_s * _NS, pa.int64())),
     }
-    constants: dict[str, str | None] = {}
+    constants = dict(constants or {})
     for name in KEYS:
-        if name not in STRINGS:
+        if name not in STRINGS or name in constants:
             continue
         col = table[name] if name in names else None
         if col is None or col.null_count == n:
@@ -150,19 +157,25 @@ def reduce_records(table: pa.Table, *, window_s: int = WINDOW_S, long_lived_s: i
                 constants[name] = mm["min"].as_py()
                 continue
         cols[name] = col
-    keys = [k for k in (*KEYS, "window") if k in cols]
+    if keep is not None:
+        cols["_keep"] = keep
+    keys = [k for k in (*KEYS, "window", "_keep") if k in cols]
     data = pa.table({**cols, "start_ns": start_ns, "end_ns": end_ns, "packets": column("packets", pa.int64()),
                      "bytes": bytes_,
                      "long_bytes": pc.if_else(pc.greater_equal(pc.subtract(end_ns, start_ns), long_ns), bytes_, 0)})
     grouped = data.group_by(keys, use_threads=False).aggregate([
         ("start_ns", "min"), ("end_ns", "max"), ("packets", "sum"), ("bytes", "sum"), ([], "count_all"),
         ("long_bytes", "sum")])
+    if keep is not None:
+        grouped = grouped.filter(pc.fill_null(grouped["_keep"], False))
     m = grouped.num_rows
+    if m == 0:
+        return None
     out: dict[str, Any] = {}
     for name in LAYOUT:
         if name in constants:
             value = constants[name]
-            out[name] = pa.nulls(m, pa.large_string()) if value is None else pa.array([value] * m, pa.large_string())
+            out[name] = pa.repeat(pa.scalar(value, pa.large_string()), m)
         elif name in keys:
             out[name] = grouped[name]
         else:
@@ -214,9 +227,10 @@ class FlowEngine:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def reduce(self, table: pa.Table) -> pa.Table | None:
+    def reduce(self, table: pa.Table, *, keep: pa.Array | None = None,
+               constants: dict[str, str | None] | None = None) -> pa.Table | None:
         """`reduce_records` (no DuckDB; any thread)."""
-        return reduce_records(table)
+        return reduce_records(table, keep=keep, constants=constants)
 
     def append(self, partial: pa.Table | None, *, records: int | None = None) -> None:
         """Store aggregate rows made by `reduce` (rows of one key may come in several batches: every later

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from spendwatch.connectors.files import read_directory
@@ -71,6 +73,26 @@ def test_the_engine_counts_windows_and_long_lived_records_as_the_features_do() -
     from spendwatch.models import features
 
     assert engine_flows.WINDOW_S == features.INTERVAL_S and engine_flows.LONG_LIVED_S == features.LONG_LIVED_S
+
+
+def test_what_a_reader_knows_spares_copies_and_changes_nothing() -> None:
+    """Rows marked as not records are dropped, constant columns given apart are put back, integer nanosecond
+    times read as the timestamps: the same aggregate as from the plain canonical records."""
+    rows = [(0, "10.0.0.5", "198.51.100.7", 50001, 3333, 100), (1, "10.0.0.5", "198.51.100.7", 50002, 3333, 150),
+            (2, "198.51.100.7", "10.0.0.5", 3333, 50002, 70), (13, "10.0.0.5", "198.51.100.8", 50003, 443, 5)]
+    records = arrow(flows(rows))
+    nodata = arrow(flows([(5, None, None, None, None, None)]))  # a NODATA line: no addresses, ports or bytes
+    plain = reduce_records(records)
+    mixed = pa.concat_tables([records.slice(0, 2), nodata, records.slice(2)])
+    lean = mixed.drop_columns(["cloud", "region", "start", "end"]).append_column(
+        "start_ns", pc.cast(mixed["start"], pa.int64())).append_column("end_ns", pc.cast(mixed["end"], pa.int64()))
+    keep = pa.array([True, True, False, True, True])
+    given = reduce_records(lean, keep=keep, constants={"cloud": "aws", "region": "us-east-1"})
+    key = ["window", "src", "dst", "src_port", "dst_port"]
+    assert plain is not None and given is not None
+    pd.testing.assert_frame_equal(given.to_pandas().sort_values(key).reset_index(drop=True),
+                                  plain.to_pandas().sort_values(key).reset_index(drop=True))
+    assert reduce_records(lean.slice(2, 1), keep=keep.slice(2, 1)) is None  # nothing but NODATA: nothing
 
 
 def test_an_empty_batch_reduces_to_nothing() -> None:
@@ -176,6 +198,27 @@ def test_findings_rules_and_features_are_the_same_through_the_engine(name: str, 
     assert _view(reduced_findings) == _view(detect(records, now=truth.end))
     # every file still reports the records it gave, not aggregate rows
     assert sum(s.records.get("flows", 0) for s in report.sources) == len(records.flows)
+
+
+def test_nodata_and_skipdata_lines_in_text_logs_are_tallied_and_left_out_as_by_the_records(tmp_path: Path) -> None:
+    truth = run_scenario("inference-server", tmp_path / "data")
+    for i, path in enumerate(sorted(truth.root.rglob("*_vpcflowlogs_*.log.gz"))[::3]):
+        header, _, body = gzip.decompress(path.read_bytes()).partition(b"\n")
+        first = body.split(b"\n", 1)[0].split()
+        status = b"NODATA" if i % 2 else b"SKIPDATA"
+        blank = b" ".join([*first[:3], *[b"-"] * 7, first[10], first[11], b"-", status])
+        path.write_bytes(gzip.compress(header + b"\n" + blank + b"\n" + body))
+    by_records = RunReport()
+    records = read_directory(truth.root, by_records)
+    report = RunReport()
+    with FlowEngine() as engine:
+        tables = read_directory(truth.root, report, flows=engine)
+        summary = engine.summary(tables)
+        tables.flows = summary.rows
+        assert summary.records == len(records.flows)
+        _assert_same_as_records(records, tables, summary)
+    assert report.notes == by_records.notes and any("NODATA" in n for n in report.notes)
+    assert [(s.path, s.records) for s in report.sources] == [(s.path, s.records) for s in by_records.sources]
 
 
 def test_batches_split_anywhere_and_a_tight_memory_limit_give_the_same_summary(tmp_path: Path) -> None:
