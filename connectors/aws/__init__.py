@@ -24,7 +24,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -77,6 +77,7 @@ def scan(config: AwsConfig, report: RunReport, *, marks: Mapping[MarkKey, Waterm
     """
     scan = _Scan(config, report, marks or {}, hooks, session, now or datetime.now(UTC))
     scan.flows = flows
+    scan.session = session
     return scan.run(progress)
 
 
@@ -88,6 +89,7 @@ class _Scan:
         self.clients = Clients(config, hooks=[("before-call.*.*", self._count), *hooks], session=session)
         self.blobs: list[Blob] = []
         self.flows: FlowEngine | None = None  # where flow records go as they are read (scan's `flows`)
+        self.session: Any = None  # the boto3 session clients are built from (None: a new one from the config)
         self.failed: set[str] = set()  # "bucket/key" of objects whose fetch failed: not marked as read
         self.plans: list[s3.ScopePlan] = []
         self.cur_marks: list[tuple[Watermark, list[str]]] = []  # new mark, the data objects it depends on
@@ -265,7 +267,7 @@ class _Scan:
             return  # the account's role or EC2 is unreachable here: the other API sources would fail alike
         frame = inv[0]
         running = sorted(frame.loc[frame["state"].isin(["running", "pending"]), "resource"]) if len(frame) else []
-        if cfg.flow_logs is None:
+        if cfg.flow_logs is None and cfg.athena is None:
             self.guarded(account, region, "flows", lambda: self.logs_flows(account, region, bool(running)))
         if cfg.dns_logs is None and cfg.dns_log_groups:
             self.guarded(account, region, "dns", lambda: self.logs_dns(account, region))
@@ -349,7 +351,8 @@ class _Scan:
             with ThreadPoolExecutor(max_workers=API_WORKERS) as pool:
                 listing = [pool.submit(self.s3_regional, loc, service, source, accounts, regions)
                            for loc, service, source in ((cfg.trail, "CloudTrail", "cloudtrail"),
-                                                        (cfg.flow_logs, "vpcflowlogs", "flows"),
+                                                        (cfg.flow_logs if cfg.athena is None else None,
+                                                         "vpcflowlogs", "flows"),
                                                         (cfg.dns_logs, "vpcdnsquerylogs", "dns"))
                            if loc is not None]
                 for done in listing:
@@ -384,9 +387,41 @@ class _Scan:
                                                   "cost_explorer_max_requests")
         tables = read_objects(self.blobs, report, progress=progress, flows=self.flows)
         tables = self._merge(tables, accounts)
+        if cfg.athena is not None:
+            with report.timed("read: aws athena"):
+                self.athena_flows(tables)
         marks = self._advance()
         report.notes.append("aws api calls: " + ", ".join(f"{k} {v}" for k, v in sorted(self.calls.items())))
         return AwsScan(tables, marks, accounts or [], regions or [], self.calls)
+
+    def athena_flows(self, tables: Tables) -> None:
+        """`[aws.athena]`: the window's flows reduced in Athena and added to the scan's FlowEngine, once the
+        DNS answers are read (they decide which private peers the query keeps). The query runs with the
+        caller's own credentials, in the account that owns the table, through a client built like the others."""
+        from spendwatch.engine.remote import WarehouseFlows
+
+        athena = self.config.athena
+        assert athena is not None
+        self.report.notes.append(
+            f"aws flows: [aws.athena] is set: flows are reduced in Athena ({athena.table}, the last "
+            f"{athena.window_hours} h); " + (f"the flow_logs bucket {self.config.flow_logs} and " if
+                                             self.config.flow_logs else "") +
+            "CloudWatch Logs flow log groups are not read")
+        if self.flows is None:
+            self.gap(ANY, ANY, "flows", "[aws.athena] is set but this scan has no flow engine to add Athena's "
+                                        "aggregate rows to (spendwatch.pipeline's scans have one): no flows read")
+            return
+        flows = self.flows
+
+        def query() -> None:  # query failures are gaps named athena:<table>; this catches the rest (no client)
+            clients = self.clients
+            if athena.endpoint_url and athena.endpoint_url != self.config.endpoint_url:
+                clients = Clients(replace(self.config, endpoint_url=athena.endpoint_url), hooks=clients.hooks,
+                                  session=self.session)
+            client = clients.base("athena", athena.region or self.config.home_region)
+            WarehouseFlows.from_aws(self.config, self.now, client=client)(tables, flows, self.report)
+
+        self.guarded(ANY, athena.region or self.config.home_region, "flows", query)
 
     def _merge(self, tables: Tables, accounts: list[str] | None) -> Tables:
         parts: dict[str, list[pd.DataFrame]] = {name: [frame] for name, frame in tables.items()}

@@ -15,6 +15,20 @@ Example (every key but one source is optional)::
 
 `endpoint_url` points every client at one endpoint (moto in tests). Buckets are read with the caller's own
 credentials (a central log-archive bucket), or with `bucket_role_arn` when it is set.
+
+With an `[aws.athena]` table the flow records are reduced in Athena instead of being fetched: the
+connector reads neither the `flow_logs` bucket nor CloudWatch Logs flow log groups, and each scan asks Athena
+for the aggregate rows of the trailing `window_hours` (`spendwatch.engine.remote.WarehouseFlows.from_aws`)::
+
+    [aws.athena]
+    table = "logs.vpc_flow_logs"                   # the flow log table (database.table, or set `database`)
+    source = "vpc_flow_logs"                       # AWS's documented DDL; or "security_lake" (OCSF)
+    workgroup = "primary"
+    output_location = "s3://acme-athena-results/spendwatch/"  # unless the workgroup sets one
+    window_hours = 3                               # trailing hours each scan asks for
+
+The query runs with the caller's own credentials (the account that owns the table), in `region` (default
+`home_region`).
 """
 
 from __future__ import annotations
@@ -23,9 +37,11 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any
 
-from spendwatch.config import ConfigError
+from spendwatch.config import ConfigError, Table
 
 _ACCOUNT = re.compile(r"^\d{12}$")
+_TABLE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+){0,2}$")  # [catalog.][database.]table
+ATHENA_SOURCES = ("vpc_flow_logs", "security_lake")  # spendwatch.engine.sql.SOURCES held by Athena
 
 
 @dataclass(frozen=True)
@@ -46,6 +62,44 @@ class S3Location:
 
     def __str__(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
+
+
+@dataclass(frozen=True)
+class AthenaConfig:
+    """The `[aws.athena]` table: where the flow log table is, and how each scan queries it."""
+
+    table: str
+    source: str = "vpc_flow_logs"  # a key of spendwatch.engine.sql.SOURCES that Athena holds
+    database: str | None = None
+    catalog: str | None = None
+    workgroup: str | None = None
+    output_location: S3Location | None = None  # needed unless the workgroup sets one
+    region: str | None = None  # None: [aws] home_region
+    window_hours: int = 3  # detection needs hours of history to see sustained mining, not the last minutes
+    query_timeout_s: float = 600.0
+    endpoint_url: str | None = None  # None: [aws] endpoint_url (tests: a local Athena beside moto)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> AthenaConfig:
+        """Settings from `[aws.athena]`; ConfigError names the key and what is wrong with it."""
+        t = Table(data, "aws.athena")
+        table = t.string("table")
+        if not _TABLE.match(table):
+            raise t.error("table", f"{table!r} is not a table name ([catalog.][database.]table)")
+        output = t.string("output_location", None)
+        try:
+            location = S3Location.parse(output) if output is not None else None
+        except ConfigError as exc:
+            raise t.error("output_location", str(exc)) from None
+        config = cls(table=table, source=t.string("source", "vpc_flow_logs", choices=ATHENA_SOURCES),
+                     database=t.string("database", None), catalog=t.string("catalog", None),
+                     workgroup=t.string("workgroup", None), output_location=location,
+                     region=t.string("region", None),
+                     window_hours=t.integer("window_hours", 3, minimum=1, maximum=24 * 42),
+                     query_timeout_s=t.number("query_timeout_s", 600.0, minimum=0.0, above=True),
+                     endpoint_url=t.string("endpoint_url", None))
+        t.done()
+        return config
 
 
 @dataclass(frozen=True)
@@ -75,6 +129,7 @@ class AwsConfig:
     read_timeout: float = 60.0
     endpoint_url: str | None = None
     session_name: str = "spendwatch"
+    athena: AthenaConfig | None = None  # [aws.athena]: flows reduced in Athena, the flow_logs bucket left unread
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AwsConfig:
@@ -84,6 +139,8 @@ class AwsConfig:
         if unknown:
             raise ConfigError(f"[aws]: unknown key(s) {', '.join(unknown)}")
         kw: dict[str, Any] = dict(data)
+        if kw.get("athena") is not None:
+            kw["athena"] = AthenaConfig.from_dict(kw["athena"])
         for key in ("trail", "flow_logs", "dns_logs", "cur", "metrics"):
             if kw.get(key) is not None:
                 kw[key] = S3Location.parse(kw[key])
@@ -117,5 +174,5 @@ class AwsConfig:
         return f"arn:aws:iam::{account}:role/{self.role_name}" if self.role_name else None
 
 
-__all__ = ["AwsConfig", "ConfigError", "S3Location"]
+__all__ = ["AthenaConfig", "AwsConfig", "ConfigError", "S3Location"]
 

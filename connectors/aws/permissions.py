@@ -29,6 +29,20 @@ CALLS: dict[tuple[str, str], str] = {
     ("ce", "GetCostAndUsage"): "ce:GetCostAndUsage",
 }
 
+# With [aws.athena] (flows reduced in Athena), the identity spendwatch runs as also makes these calls. They are
+# kept out of CALLS and of the read policy: StartQueryExecution writes results to S3, so they are not read-only,
+# and Athena needs more than the calls themselves (ATHENA_IMPLIED). `athena_policy()` is the extra policy.
+ATHENA_CALLS: dict[tuple[str, str], str] = {
+    ("athena", "StartQueryExecution"): "athena:StartQueryExecution",
+    ("athena", "GetQueryExecution"): "athena:GetQueryExecution",
+    ("athena", "GetQueryResults"): "athena:GetQueryResults",
+    ("athena", "StopQueryExecution"): "athena:StopQueryExecution",
+}
+# What Athena does with the caller's permissions while it runs the query: reads the table's definition from
+# Glue and its files from S3, and writes the results to the output location.
+ATHENA_IMPLIED = ("glue:GetDatabase", "glue:GetTable", "glue:GetPartitions", "s3:GetBucketLocation",
+                  "s3:GetObject", "s3:ListBucket", "s3:PutObject", "s3:AbortMultipartUpload")
+
 
 class UndeclaredCall(RuntimeError):
     """The connector made an AWS call that `CALLS` does not declare: a programming error, never a gap."""
@@ -36,7 +50,7 @@ class UndeclaredCall(RuntimeError):
 
 def permission(service: str, operation: str) -> str:
     try:
-        return CALLS[(service, operation)]
+        return CALLS[(service, operation)] if (service, operation) in CALLS else ATHENA_CALLS[(service, operation)]
     except KeyError:
         raise UndeclaredCall(f"{service}.{operation} is not declared in connectors/aws/permissions.py") from None
 
@@ -61,6 +75,23 @@ def policy() -> dict[str, Any]:
             {"Sid": f"SpendwatchRead{service.title().replace('-', '')}", "Effect": "Allow", "Action": actions,
              "Resource": "*"}
             for service, actions in sorted(by_service.items())
+        ],
+    }
+
+
+def athena_policy() -> dict[str, Any]:
+    """The policy `[aws.athena]` adds to the read policy: the Athena calls and what Athena needs on the caller's
+    behalf (ATHENA_IMPLIED). Resources are "*"; narrow them to the workgroup, the Glue database and table, the
+    table's bucket (read) and the output location (write)."""
+    actions = sorted({*ATHENA_CALLS.values(), *ATHENA_IMPLIED})
+    by_service: dict[str, list[str]] = {}
+    for action in actions:
+        by_service.setdefault(action.split(":")[0], []).append(action)
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": f"SpendwatchAthena{service.title()}", "Effect": "Allow", "Action": names, "Resource": "*"}
+            for service, names in sorted(by_service.items())
         ],
     }
 

@@ -31,6 +31,9 @@ from .flows import LAYOUT, SCHEMA
 from .sql import NAMED_LIMIT, named_private, pushdown_sql, totals_sql, translate
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
+    from spendwatch.connectors.aws.config import AwsConfig
     from spendwatch.records import Tables
     from spendwatch.report import RunReport
 
@@ -311,6 +314,23 @@ class WarehouseFlows:
     bigquery: BigQueryOptions = field(default_factory=BigQueryOptions)
     client: Any = None  # an SDK client to use instead of building one (tests)
     fetched: Fetched | None = None  # what the last call read
+
+    @classmethod
+    def from_aws(cls, config: AwsConfig, now: datetime, *, client: Any = None) -> WarehouseFlows:
+        """The flows of a live AWS scan at `now` (`config.athena`, the `[aws.athena]` table): Athena's
+        aggregate rows for the records that started in the trailing `window_hours`. `client`: the Athena client
+        to use (the connector passes one built like its others: credentials, retries, declared calls)."""
+        athena = config.athena
+        if athena is None:
+            raise ValueError("the [aws] configuration has no [aws.athena] table")
+        end_s = int(now.timestamp())
+        options = AthenaOptions(database=athena.database, catalog=athena.catalog, workgroup=athena.workgroup,
+                                output_location=str(athena.output_location) if athena.output_location else None,
+                                region=athena.region or config.home_region,
+                                endpoint_url=athena.endpoint_url or config.endpoint_url,
+                                timeout_s=athena.query_timeout_s)
+        return cls("athena", athena.source, athena.table, end_s - athena.window_hours * 3600, end_s,
+                   athena=options, client=client)
 
     @property
     def skip(self) -> tuple[str, ...]:
