@@ -612,15 +612,7 @@ def _reducible(table: pa.Table, key: KeyInfo) -> tuple[pa.Table, dict[str, str |
         "start_ns": pc.multiply(table["start"], pa.scalar(1_000_000_000, pa.int64())),
         "end_ns": pc.multiply(table["end"], pa.scalar(1_000_000_000, pa.int64())),
     }
-    names = set(table.column_names)
-    for f, column in COLUMNS.items():
-        if f in names:
-            col = table[f]
-            if f == "account-id" and key.account:
-                col = pc.fill_null(col, key.account)
-            elif f == "region" and key.region:
-                col = pc.fill_null(col, key.region)
-            out[column] = col
+    out.update(_fields(table, key))
     constants: dict[str, str | None] = {"cloud": CLOUD}
     for column, value in (("account", key.account), ("region", key.region)):
         if column not in out:
@@ -628,9 +620,23 @@ def _reducible(table: pa.Table, key: KeyInfo) -> tuple[pa.Table, dict[str, str |
     return pa.table(out), constants
 
 
+def _fields(table: pa.Table, key: KeyInfo) -> dict[str, pa.ChunkedArray]:
+    """The canonical columns the file has fields for, by canonical name; a record without account or region
+    takes the key's."""
+    out = {}
+    for f, column in COLUMNS.items():
+        if f in table.column_names:
+            col = table[f]
+            if f == "account-id" and key.account:
+                col = pc.fill_null(col, key.account)
+            elif f == "region" and key.region:
+                col = pc.fill_null(col, key.region)
+            out[column] = col
+    return out
+
+
 def _canonical(table: pa.Table, key: KeyInfo) -> pa.Table:
     n = table.num_rows
-    names = set(table.column_names)
 
     def const(value: str | None) -> pa.Array:
         return pa.nulls(n, STR) if value is None else pc.fill_null(pa.nulls(n, STR), value)
@@ -641,14 +647,7 @@ def _canonical(table: pa.Table, key: KeyInfo) -> pa.Table:
         "end": pc.cast(pc.cast(table["end"], pa.timestamp("s", tz="UTC")), ns),
         "cloud": const(CLOUD),
     }
-    for f, column in COLUMNS.items():
-        if f in names:
-            col = table[f]
-            if f == "account-id" and key.account:
-                col = pc.fill_null(col, key.account)
-            elif f == "region" and key.region:
-                col = pc.fill_null(col, key.region)
-            out[column] = col
+    out.update(_fields(table, key))
     if "account" not in out:
         out["account"] = const(key.account)
     if "region" not in out:
