@@ -38,10 +38,12 @@ ATHENA_CALLS: dict[tuple[str, str], str] = {
     ("athena", "GetQueryResults"): "athena:GetQueryResults",
     ("athena", "StopQueryExecution"): "athena:StopQueryExecution",
 }
-# What Athena does with the caller's permissions while it runs the query: reads the table's definition from
-# Glue and its files from S3, and writes the results to the output location.
-ATHENA_IMPLIED = ("glue:GetDatabase", "glue:GetTable", "glue:GetPartitions", "s3:GetBucketLocation",
-                  "s3:GetObject", "s3:ListBucket", "s3:PutObject", "s3:AbortMultipartUpload")
+# What Athena does with the caller's permissions while it runs the query, by what it touches: the table's
+# definition in Glue, the table's files in S3 (read), and the output location (results written, then read).
+ATHENA_CATALOG = ("glue:GetDatabase", "glue:GetTable", "glue:GetPartitions")
+ATHENA_TABLE_READ = ("s3:GetBucketLocation", "s3:GetObject", "s3:ListBucket")
+ATHENA_RESULTS = ("s3:GetBucketLocation", "s3:GetObject", "s3:ListBucket", "s3:PutObject", "s3:AbortMultipartUpload")
+ATHENA_IMPLIED = tuple(sorted({*ATHENA_CATALOG, *ATHENA_TABLE_READ, *ATHENA_RESULTS}))
 
 
 class UndeclaredCall(RuntimeError):
@@ -81,18 +83,15 @@ def policy() -> dict[str, Any]:
 
 def athena_policy() -> dict[str, Any]:
     """The policy `[aws.athena]` adds to the read policy: the Athena calls and what Athena needs on the caller's
-    behalf (ATHENA_IMPLIED). Resources are "*"; narrow them to the workgroup, the Glue database and table, the
-    table's bucket (read) and the output location (write)."""
-    actions = sorted({*ATHENA_CALLS.values(), *ATHENA_IMPLIED})
-    by_service: dict[str, list[str]] = {}
-    for action in actions:
-        by_service.setdefault(action.split(":")[0], []).append(action)
+    behalf, one statement per thing touched, so each can be narrowed (the Terraform module does, by Sid): the
+    workgroup (SpendwatchAthenaQueries), the Glue catalog, database and table (SpendwatchAthenaCatalog), the
+    table's bucket (SpendwatchAthenaTableRead) and the output location (SpendwatchAthenaResults)."""
+    groups = {"SpendwatchAthenaQueries": ATHENA_CALLS.values(), "SpendwatchAthenaCatalog": ATHENA_CATALOG,
+              "SpendwatchAthenaTableRead": ATHENA_TABLE_READ, "SpendwatchAthenaResults": ATHENA_RESULTS}
     return {
         "Version": "2012-10-17",
-        "Statement": [
-            {"Sid": f"SpendwatchAthena{service.title()}", "Effect": "Allow", "Action": names, "Resource": "*"}
-            for service, names in sorted(by_service.items())
-        ],
+        "Statement": [{"Sid": sid, "Effect": "Allow", "Action": sorted(actions), "Resource": "*"}
+                      for sid, actions in groups.items()],
     }
 
 

@@ -8,6 +8,8 @@ action's `permissions`, and commit the result; `tests/deploy/test_policies.py` f
 - aws/policies/quarantine.json  one Allow statement per service: the union of every AWS action's `permissions`
 - aws/policies/approvals.json   `spendwatch.approvals.PERMISSIONS` (GPU-launch exceptions), one statement per
                                 principal kind and step (apply, revoke); the module narrows the resources
+- aws/policies/athena.json      `connectors.aws.permissions.athena_policy()` (`[aws.athena]`), one statement per
+                                thing Athena touches; the module narrows the resources
 - gcp/roles/reader.json         `connectors.gcp.permissions.role()`
 - gcp/roles/quarantine.json     a custom role: the union of every GCP action's `permissions`
 - azure/roles/reader.json       `connectors.azure.permissions.role()` without AssignableScopes (the module sets them)
@@ -123,6 +125,7 @@ def documents() -> dict[str, Any]:
         "aws/policies/read.json": aws.policy(),
         "aws/policies/quarantine.json": quarantine_policy(),
         "aws/policies/approvals.json": approvals_policy(),
+        "aws/policies/athena.json": aws.athena_policy(),
         "gcp/roles/reader.json": gcp.role(),
         "gcp/roles/quarantine.json": gcp_quarantine_role(),
         "azure/roles/reader.json": azure_role,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from importlib import import_module
 from pathlib import Path
 
 import pytest
@@ -386,6 +387,35 @@ def test_approvals_policy_goes_to_the_slack_and_scan_roles_behind_enable_approva
     from spendwatch import approvals
 
     assert "assume_role" not in inspect.getsource(approvals.iam_client)
+
+
+def test_athena_policy_is_loaded_narrowed_by_sid_and_given_to_the_scan_role_only_when_configured() -> None:
+    """[aws.athena]: the generated statements, each narrowed to the workgroup, the Glue table, the table's bucket
+    or the results bucket; attached to the scan role (scans and retrains) only when var.athena is set."""
+    local = locals_of(load(AWS / "iam.tf"))
+    assert local["athena_declared"] == '${jsondecode(file("${path.module}/policies/athena.json"))}'
+    sids = {s["Sid"] for s in json.loads(GENERATED["athena"].read_text())["Statement"]}
+    resources = local["athena_resources"]
+    assert resources.startswith("${var.athena == null ? {} : {") and '"*"' not in resources
+    for sid in sids:
+        assert f"{sid} = [" in resources, sid
+    assert re.findall(r"(SpendwatchAthena\w+) = \[", resources) == sorted(sids, key=resources.index)
+    for fragment in (":workgroup/${var.athena.workgroup}", ":table/${var.athena.database}/${var.athena.table}",
+                     '"${var.athena.table_bucket_arn}/*"', '"${var.athena.results_bucket_arn}/*"'):
+        assert fragment in resources, fragment
+    assert local["athena_document"]["Statement"] == \
+        "${[for s in local.athena_declared.Statement : merge(s, {Resource = local.athena_resources[s.Sid]})]}"
+    policies = {k: v for p in AWS.glob("*.tf") for k, v in blocks(load(p), "resource").items()
+                if "athena" in json.dumps(v.get("policy", ""))}
+    assert list(policies) == ["aws_iam_role_policy.scan_athena"]
+    scan = policies["aws_iam_role_policy.scan_athena"]
+    assert scan["role"] == "${aws_iam_role.scan.id}" and scan["policy"] == "${jsonencode(local.athena_document)}"
+    assert scan["count"] == "${var.athena == null ? 0 : 1}"
+    variable = blocks(load(AWS / "variables.tf"), "variable")["athena"]
+    assert variable["default"] is None
+    # What the connector calls is what the policy allows.
+    declared = {a for s in json.loads(GENERATED["athena"].read_text())["Statement"] for a in s["Action"]}
+    assert set(import_module("spendwatch.connectors.aws.permissions").ATHENA_CALLS.values()) <= declared
 
 
 def test_aws_database_url_secret_and_its_parameter_only_with_use_database_url() -> None:

@@ -18,6 +18,7 @@ GENERATED = {
     "read": TF / "aws" / "policies" / "read.json",
     "quarantine": TF / "aws" / "policies" / "quarantine.json",
     "approvals": TF / "aws" / "policies" / "approvals.json",
+    "athena": TF / "aws" / "policies" / "athena.json",
     "gcp_reader": TF / "gcp" / "roles" / "reader.json",
     "gcp_quarantine": TF / "gcp" / "roles" / "quarantine.json",
     "azure_reader": TF / "azure" / "roles" / "reader.json",

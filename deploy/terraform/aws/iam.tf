@@ -55,6 +55,24 @@ locals {
       [local.approvals_deny_own_roles]
     )
   }
+  # [aws.athena] (flow logs reduced in Athena): each generated statement narrowed by Sid to what it touches.
+  athena_declared = jsondecode(file("${path.module}/policies/athena.json"))
+  athena_region   = var.athena == null ? local.region : coalesce(var.athena.region, local.region)
+  athena_catalog  = var.athena == null ? local.account_id : coalesce(var.athena.catalog_account, local.account_id)
+  athena_resources = var.athena == null ? {} : {
+    SpendwatchAthenaQueries = ["arn:${local.partition}:athena:${local.athena_region}:${local.account_id}:workgroup/${var.athena.workgroup}"]
+    SpendwatchAthenaCatalog = [
+      "arn:${local.partition}:glue:${local.athena_region}:${local.athena_catalog}:catalog",
+      "arn:${local.partition}:glue:${local.athena_region}:${local.athena_catalog}:database/${var.athena.database}",
+      "arn:${local.partition}:glue:${local.athena_region}:${local.athena_catalog}:table/${var.athena.database}/${var.athena.table}",
+    ]
+    SpendwatchAthenaTableRead = [var.athena.table_bucket_arn, "${var.athena.table_bucket_arn}/*"]
+    SpendwatchAthenaResults   = [var.athena.results_bucket_arn, "${var.athena.results_bucket_arn}/*"]
+  }
+  athena_document = {
+    Version   = "2012-10-17"
+    Statement = [for s in local.athena_declared.Statement : merge(s, { Resource = local.athena_resources[s.Sid] })]
+  }
   # The scan function never verifies a Slack request: every secret but the signing secret.
   scan_secrets = [for k in keys(local.secrets) : k if k != "slack-signing-secret"]
 }
@@ -144,6 +162,15 @@ resource "aws_iam_role_policy" "scan_runtime" {
   name   = "spendwatch-runtime"
   role   = aws_iam_role.scan.id
   policy = data.aws_iam_policy_document.scan_runtime.json
+}
+
+# [aws.athena]: the scan (and retrain) function starts and reads Athena queries over the flow log table.
+resource "aws_iam_role_policy" "scan_athena" {
+  count = var.athena == null ? 0 : 1
+
+  name   = "spendwatch-athena"
+  role   = aws_iam_role.scan.id
+  policy = jsonencode(local.athena_document)
 }
 
 # The approval sweep after each scan removes expired GPU-launch exceptions (policy and tags) in this account.

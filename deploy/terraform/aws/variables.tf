@@ -244,6 +244,25 @@ variable "enable_approvals" {
   default     = true
 }
 
+variable "athena" {
+  description = "With an [aws.athena] table in config_toml (flow logs reduced in Athena, not fetched): the workgroup, the Glue database and table, the table's bucket and the query results bucket the scan function may use (policies/athena.json, each statement narrowed to these). catalog_account: the Glue catalog's account (default this one); region: the workgroup's (default this one). Null: no Athena permission."
+  type = object({
+    workgroup          = string
+    database           = string
+    table              = string
+    table_bucket_arn   = string
+    results_bucket_arn = string
+    catalog_account    = optional(string)
+    region             = optional(string)
+  })
+  default = null
+
+  validation {
+    condition     = var.athena == null ? true : alltrue([for b in [var.athena.table_bucket_arn, var.athena.results_bucket_arn] : can(regex("^arn:aws[a-z-]*:s3:::[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", b))])
+    error_message = "athena.table_bucket_arn and athena.results_bucket_arn must be S3 bucket ARNs (arn:aws:s3:::name)."
+  }
+}
+
 variable "s3_bucket_arns" {
   description = "Buckets spendwatch reads (CloudTrail, CUR, flow logs, metric streams). The read policy grants s3:ListBucket on these and s3:GetObject on their objects only. Empty: the S3 statement keeps Resource \"*\" as the code prints it."
   type        = list(string)
