@@ -12,7 +12,9 @@ with the first start, the last end, summed packets and bytes, the number of reco
 of records that lasted `long_lived_s` or more (`long_bytes`). Before grouping, the port of the side that is
 the client of the connection (>= 1024 and above the other port, or >= 32768, while the other is not; both
 known) is set to null. The partial aggregates go into a DuckDB table that spills to disk past its memory
-limit, so memory follows neither the records nor the aggregate.
+limit, so memory follows neither the records nor the aggregate. Files DuckDB can read itself (Parquet flow logs
+on disk) are reduced there by the same reduction written as SQL (`reduce_sql`, `insert_reduced`), and a
+warehouse's aggregate rows (spendwatch.engine.remote) are added as they come.
 
 After the read, `summary(tables)` (SQL on DuckDB, once the inventory and the DNS answers are known) hands
 detection two small things instead of one fat table:
