@@ -20,6 +20,19 @@ likewise: `billing_table` (the detailed usage cost export table, `project.datase
 BigQuery and the `billing` files are then not read. Credentials
 are Application Default Credentials. `compute_endpoint`, `storage_endpoint`, `monitoring_endpoint`,
 `bigquery_endpoint` and `anonymous` are for local fakes and private endpoints.
+
+With a `[gcp.bigquery]` table the VPC flow log entries are reduced in BigQuery instead of being fetched: the
+connector does not list or fetch the sinks' `compute.googleapis.com/vpc_flows/` objects, and each scan asks
+BigQuery for the aggregate rows of the trailing `window_hours` (`spendwatch.engine.remote.WarehouseFlows.from_gcp`)::
+
+    [gcp.bigquery]
+    table = "acme-logs.flow_logs.compute_googleapis_com_vpc_flows"  # a BigQuery sink's (partitioned) table
+    project = "acme-secops"                        # where the query jobs run and are billed (default: the table's)
+    location = "EU"                                # the dataset's location (default: the client's)
+    window_hours = 3                               # trailing hours each scan asks for
+    query_timeout_s = 600
+
+The jobs use the same credentials and `bigquery_endpoint` as `billing_table`.
 """
 
 from __future__ import annotations
@@ -60,6 +73,33 @@ class GcsLocation:
 
 
 @dataclass(frozen=True)
+class BigQueryFlowsConfig:
+    """The `[gcp.bigquery]` table: the flow log sink's BigQuery table, and how each scan queries it."""
+
+    table: str  # project.dataset.table a Cloud Logging sink writes VPC flow log entries to
+    project: str  # where the query jobs run (and are billed): the table's project unless set
+    location: str | None = None  # None: the client's default (BigQuery finds the dataset's)
+    window_hours: int = 3  # detection needs hours of history to see sustained mining, not the last minutes
+    query_timeout_s: float = 600.0
+
+    @classmethod
+    def from_dict(cls, data: Any, *, path: Path | str | None = None) -> BigQueryFlowsConfig:
+        """Settings from `[gcp.bigquery]`; ConfigError names the file, the key and what is wrong with it."""
+        t = Table(data, "gcp.bigquery", path=path)
+        table = t.string("table")
+        if not TABLE.match(table):
+            raise t.error("table", f"{table!r} is not a table (project.dataset.table)")
+        project = t.string("project", table.split(".", 1)[0])
+        if not _PROJECT.match(project):
+            raise t.error("project", f"{project!r} is not a project id (6-30 lower-case letters, digits, -)")
+        config = cls(table=table, project=project, location=t.string("location", None),
+                     window_hours=t.integer("window_hours", 3, minimum=1, maximum=24 * 42),
+                     query_timeout_s=t.number("query_timeout_s", 600.0, minimum=0.0, above=True))
+        t.done()
+        return config
+
+
+@dataclass(frozen=True)
 class GcpConfig:
     """What the GCP connector reads and from where. See the module doc for an example."""
 
@@ -80,10 +120,16 @@ class GcpConfig:
     anonymous: bool = False  # no credentials at all: local fakes only
     backoff_s: float = 1.0  # first wait before retrying a throttled (429) or unavailable (5xx) call
     retry_deadline_s: float = 60.0
+    bigquery: BigQueryFlowsConfig | None = None  # [gcp.bigquery]: flows reduced in BigQuery, sink objects unread
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, path: Path | str | None = None) -> GcpConfig:
         """Settings from the `[gcp]` table; ConfigError names the file, the key and what is wrong."""
+        if isinstance(data, dict) and "bigquery" in data:  # the [gcp.bigquery] sub-table, read on its own
+            data = dict(data)
+            flows = BigQueryFlowsConfig.from_dict(data.pop("bigquery"), path=path)
+        else:
+            flows = None
         t = Table(data, "gcp", path=path)
         projects = t.strings("projects", ())
         for project in projects:
@@ -102,15 +148,17 @@ class GcpConfig:
                      storage_endpoint=t.string("storage_endpoint", None),
                      monitoring_endpoint=t.string("monitoring_endpoint", None), anonymous=t.boolean("anonymous", False),
                      backoff_s=t.number("backoff_s", 1.0, minimum=0.0, above=True),
-                     retry_deadline_s=t.number("retry_deadline_s", 60.0, minimum=0.0, above=True))
+                     retry_deadline_s=t.number("retry_deadline_s", 60.0, minimum=0.0, above=True),
+                     bigquery=flows)
         t.done()
         if config.billing_table and not TABLE.match(config.billing_table):
             raise t.error("billing_table", f"{config.billing_table!r} is not a table (project.dataset.table)")
         if config.monitoring_api and not config.projects:
             raise t.error("monitoring_api", "needs projects: the Monitoring API is read per project")
-        if not (config.projects or config.logs or config.billing or config.monitoring or config.billing_table):
+        if not (config.projects or config.logs or config.billing or config.monitoring or config.billing_table
+                or config.bigquery):
             raise ConfigError(f"{f'{path}: ' if path else ''}[gcp]: nothing to scan: set projects, logs, billing, "
-                              "billing_table or monitoring")
+                              "billing_table, monitoring or [gcp.bigquery]")
         return config
 
 

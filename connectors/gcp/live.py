@@ -6,7 +6,9 @@ with the files connector's readers (`read_objects`), so a bucket and a local cop
 The Compute API adds what the logs cannot know: instances launched before the logs begin, their state now,
 their GPUs (`inventory.py`). With `monitoring_api = true`, utilisation comes from Cloud Monitoring
 (`monitoring.py`) instead of a bucket of saved series; with `billing_table`, spend comes from a BigQuery query
-of the billing export table (`billing.py`) instead of export files.
+of the billing export table (`billing.py`) instead of export files; with `[gcp.bigquery]`, the flows are
+reduced in BigQuery over the flow log sink's table (`bigquery_flows`) and the sinks' `vpc_flows/` objects are
+neither listed nor fetched.
 
 What could not be read is a gap named `gcp/<project or *>/<source>`: a bucket that answers 403 names the
 bucket and the permission; a sink folder with no objects at all says so; a source not configured says which
@@ -30,10 +32,11 @@ from spendwatch.store import Watermark
 from . import billing, gcs, monitoring
 from .config import GcpConfig, GcsLocation
 from .inventory import GcpOptions, list_inventory
-from .permissions import permission
+from .permissions import UndeclaredCall, permission
 
 if TYPE_CHECKING:
     from spendwatch.engine.flows import FlowEngine
+    from spendwatch.records import Tables
 
 CLOUD = "gcp"
 ANY = "*"
@@ -144,16 +147,52 @@ class _Scan:
         self.report.notes.append(billing.summary(read))
         return read
 
+    def bigquery_flows(self, tables: Tables) -> None:
+        """`[gcp.bigquery]`: the window's flows reduced in BigQuery and added to the scan's FlowEngine, once the
+        DNS answers are read (they decide which private peers the query keeps). A failed or denied query is a
+        gap `bigquery:<table>` (WarehouseFlows); no engine, no credentials or anything else is a gap of flows."""
+        from spendwatch.engine.remote import WarehouseFlows
+
+        cfg = self.config
+        flows = cfg.bigquery
+        assert flows is not None
+        self.report.notes.append(
+            f"gcp flows: [gcp.bigquery] is set: flows are reduced in BigQuery ({flows.table}, the last "
+            f"{flows.window_hours} h, jobs in {flows.project}); " +
+            ("the sinks' compute.googleapis.com/vpc_flows/ objects are not read" if cfg.logs else
+             "no sink bucket is read for flows"))
+        if self.flows is None:
+            self.gap("flows", "[gcp.bigquery] is set but this scan has no flow engine to add BigQuery's aggregate "
+                              "rows to (spendwatch.pipeline's scans have one): no flows read")
+            return
+        try:
+            api = _bigquery_client(cfg)
+        except StrictError:
+            raise
+        except Exception as exc:  # no credentials (google.auth's DefaultCredentialsError), a bad endpoint
+            self.gap("flows", f"bigquery:{flows.table}: no BigQuery client: {type(exc).__name__}: {exc}")
+            return
+        try:
+            source = WarehouseFlows.from_gcp(cfg, self.now, client=_Counted(api, self.call))
+            source(tables, self.flows, self.report)
+        except (StrictError, UndeclaredCall):
+            raise
+        except Exception as exc:  # what WarehouseFlows does not turn into a gap itself (not an API error)
+            self.gap("flows", f"bigquery:{flows.table}: {type(exc).__name__}: {exc}")
+        finally:
+            api.close()
+
     # -- the run -------------------------------------------------------------------------------------------
 
     def run(self, progress: Callable[[int], None] | None) -> LiveScan:
         cfg, report = self.config, self.report
         with report.timed("read: gcp list"):
+            sink_logs = [(f, s) for f, s in SINK_LOGS if not (s == "flows" and cfg.bigquery is not None)]
             for loc in cfg.logs:
-                for folder, source in SINK_LOGS:
+                for folder, source in sink_logs:
                     self.plan(loc, loc.prefix + folder, source)
             if not cfg.logs:
-                for _, source in SINK_LOGS:
+                for _, source in sink_logs:
                     self.gap(source, "not configured: set [gcp] logs to the bucket of a Cloud Logging sink "
                                      "(audit, VPC flow and DNS logs)")
             if cfg.billing_table and cfg.billing:
@@ -184,11 +223,47 @@ class _Scan:
             spent = self.billing_table() if cfg.billing_table else None
         tables = read_objects(self.blobs, report, progress=progress, flows=self.flows)
         tables, api_marks = merge_api_sources(tables, inventory=api, utilization=util, spend=spent)
+        if cfg.bigquery is not None:
+            with report.timed("read: gcp bigquery flows"):
+                self.bigquery_flows(tables)
         marks = [plan.advanced({name for b, name in self.failed if b == bucket}, cfg.lookback_days)
                  for bucket, plan in self.plans]
         marks += api_marks
         report.notes.append("gcp storage calls: " + ", ".join(f"{k} {v}" for k, v in sorted(self.calls.items())))
         return LiveScan(tables, marks, list(cfg.projects))
+
+
+def _bigquery_client(cfg: GcpConfig) -> Any:
+    """The client `[gcp.bigquery]`'s jobs run through: in its job project and location, with the credentials and
+    `bigquery_endpoint` the billing export query uses."""
+    from google.cloud import bigquery
+
+    assert cfg.bigquery is not None
+    kwargs: dict[str, Any] = {"project": cfg.bigquery.project}
+    if cfg.bigquery.location:
+        kwargs["location"] = cfg.bigquery.location
+    if cfg.bigquery_endpoint:
+        from google.api_core.client_options import ClientOptions
+
+        kwargs["client_options"] = ClientOptions(api_endpoint=cfg.bigquery_endpoint)
+    if cfg.anonymous:
+        from google.auth.credentials import AnonymousCredentials
+
+        kwargs["credentials"] = AnonymousCredentials()
+    return bigquery.Client(**kwargs)
+
+
+class _Counted:
+    """A BigQuery client whose queries are checked against `permissions.CALLS` (a job in the job project that
+    reads the table) and counted with the scan's other calls. Only what `engine.remote.BigQuery` uses."""
+
+    def __init__(self, client: Any, call: Callable[[str], None]) -> None:
+        self.client, self.call = client, call
+
+    def query_and_wait(self, *args: Any, **kwargs: Any) -> Any:
+        self.call("Client.query_and_wait")
+        permission("Client.query_and_wait/table")
+        return self.client.query_and_wait(*args, **kwargs)
 
 
 __all__ = ["GcpConfig", "GcsLocation", "scan"]

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from spendwatch.connectors.aws.config import AwsConfig
+    from spendwatch.connectors.gcp.config import GcpConfig
     from spendwatch.records import Tables
     from spendwatch.report import RunReport
 
@@ -331,6 +332,20 @@ class WarehouseFlows:
                                 timeout_s=athena.query_timeout_s)
         return cls("athena", athena.source, athena.table, end_s - athena.window_hours * 3600, end_s,
                    athena=options, client=client)
+
+    @classmethod
+    def from_gcp(cls, config: GcpConfig, now: datetime, *, client: Any = None) -> WarehouseFlows:
+        """The flows of a live GCP scan at `now` (`config.bigquery`, the `[gcp.bigquery]` table): BigQuery's
+        aggregate rows for the sink's entries that started in the trailing `window_hours`. `client`: the BigQuery
+        client to use (the connector passes one built with its credentials and `bigquery_endpoint`)."""
+        flows = config.bigquery
+        if flows is None:
+            raise ValueError("the [gcp] configuration has no [gcp.bigquery] table")
+        end_s = int(now.timestamp())
+        options = BigQueryOptions(project=flows.project, location=flows.location, endpoint=config.bigquery_endpoint,
+                                  timeout_s=flows.query_timeout_s)
+        return cls("bigquery", "gcp_flow_sink", flows.table, end_s - flows.window_hours * 3600, end_s,
+                   bigquery=options, client=client)
 
     @property
     def skip(self) -> tuple[str, ...]:
