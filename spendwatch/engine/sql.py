@@ -109,7 +109,10 @@ FROM (SELECT upper(jsonPayload.reporter) AS reporter, coalesce(upper(jsonPayload
              jsonPayload.connection AS conn, jsonPayload.packets_sent AS packets_sent,
              jsonPayload.bytes_sent AS bytes_sent, resource.labels AS labels,
              CAST(jsonPayload.start_time AS TIMESTAMPTZ) AS started, CAST(jsonPayload.end_time AS TIMESTAMPTZ) AS ended
-      FROM {table}) AS entries
+      FROM {table}
+      -- the entry's own time, an hour either side of the window: a sink table partitioned by it is read only
+      -- in the window's partitions (an entry is written when its flow's capture interval closes)
+      WHERE "timestamp" >= to_timestamp({start_s} - 3600) AND "timestamp" < to_timestamp({end_s} + 3600)) AS entries
 WHERE started >= to_timestamp({start_s}) AND started < to_timestamp({end_s})"""),
 )}
 

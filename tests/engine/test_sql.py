@@ -182,3 +182,16 @@ def test_the_pushed_down_rows_give_the_summary_every_record_gives(name: str, tmp
     if sql.named_private(named):
         rows = con.sql(sql.pushdown_sql("canonical", table="flows", latest_end_ns=latest, **WHOLE)).to_arrow_table()
         assert len(_engine_summary(records, rows.cast(SCHEMA))[0]) < len(reference[0])
+
+
+def test_the_flow_sink_query_reads_only_the_windows_partitions() -> None:
+    """A sink table is partitioned by the entries' `timestamp`: the BigQuery query filters on it (an hour of slack
+    either side of the window), so a scan is billed for its window's partitions, not the table's retention."""
+    query = sqlglot.parse_one(sql.translate(sql.pushdown_sql("gcp_flow_sink", table="p.logs.vpc_flows",
+                                                             start_s=1_795_000_000, end_s=1_795_010_800),
+                                            "bigquery"), read="bigquery")
+    bounds = {(type(c).__name__, c.expression.sql("bigquery")) for c in query.find_all(sqlglot.exp.GT,
+                                                                                         sqlglot.exp.GTE,
+                                                                                         sqlglot.exp.LT)
+              if isinstance(c.this, sqlglot.exp.Column) and c.this.name == "timestamp"}
+    assert bounds == {("GTE", "TIMESTAMP_SECONDS(1795000000 - 3600)"), ("LT", "TIMESTAMP_SECONDS(1795010800 + 3600)")}
