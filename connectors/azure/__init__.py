@@ -5,8 +5,8 @@ of each subscription and the cost exports incrementally, with the files connecto
 (`spendwatch.connectors.files.azure`), and the VMs and NICs of each subscription (`inventory.py`); optionally
 VM utilisation from Azure Monitor's metrics API (`metrics.py`) and spend from the Cost Management query API
 (`costs.py`) instead of their blobs. No Azure library is imported at import time: the SDKs are imported where
-a client is built, so the core runs without the `azure` extra. `scan` is loaded on first use: the files connector imports this package's catalogue, and
-`live.py` imports the files connector.
+a client is built, so the core runs without the `azure` extra. `scan` is loaded on first use: the files
+connector imports this package's catalogue, and `live.py` imports the files connector.
 """
 
 from typing import Any

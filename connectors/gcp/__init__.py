@@ -5,8 +5,8 @@ logs), billing export files and saved Monitoring series incrementally, with the 
 (`spendwatch.connectors.files.gcp`), and the instance list of each project (`inventory.py`); optionally
 utilisation from the Cloud Monitoring API (`monitoring.py`) and spend from the BigQuery billing export table
 (`billing.py`) instead of their files. Nothing here imports a Google library at import time: the SDKs are
-imported where a client is built, so the core runs without the `gcp` extra. `scan` is loaded on first use: the files connector imports this package's
-catalogue, and `live.py` imports the files connector.
+imported where a client is built, so the core runs without the `gcp` extra. `scan` is loaded on first use:
+the files connector imports this package's catalogue, and `live.py` imports the files connector.
 """
 
 from typing import Any
