@@ -35,6 +35,7 @@ from spendwatch.connectors.aws.config import AthenaConfig
 from spendwatch.engine.remote import WarehouseFlows
 from spendwatch.pipeline import ScanResult, scan_live
 from spendwatch.simulate import DEFAULT_END, Truth, simulate
+from tests.engine.test_flows import _view
 
 ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
        "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
@@ -135,17 +136,12 @@ def _athena_toml(live: Live, tmp_path: Path, **keys: Any) -> Path:
     return path
 
 
-def _view(result: ScanResult) -> list[str]:
-    return [json.dumps({k: v for k, v in vars(f).items() if k != "detected_at"}, sort_keys=True, default=str)
-            for f in result.findings]
-
-
 def test_a_live_scan_on_athena_finds_what_the_bucket_scan_finds(live: Live, tmp_path: Path) -> None:
     ref = live.reference
     got = scan_live(live_configs(str(_athena_toml(live, tmp_path))), store=None, now=live.truth.end)
     flagged = {f.resource for f in ref.findings if f.severity.name in ("HIGH", "CRITICAL")}
     assert all(set(i.resources) <= flagged for i in live.truth.incidents)  # the reference sees the incidents
-    assert _view(got) == _view(ref)
+    assert _view(got.findings) == _view(ref.findings)
     # every record of the window was reduced in Athena: the same count as the files of the bucket gave
     assert got.report.tables == ref.report.tables and ref.report.tables["flows"] == live.truth.flow_records
     assert any(s.path == f"athena:{TABLE}" and s.records == {"flows": live.truth.flow_records}

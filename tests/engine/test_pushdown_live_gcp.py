@@ -35,6 +35,7 @@ from spendwatch.pipeline import ScanResult, scan_live
 from spendwatch.report import RunReport
 from spendwatch.simulate import DEFAULT_END, Truth
 from spendwatch.simulate.gcp import BILLING, LOGS, MONITORING, simulate_gcp
+from tests.engine.test_flows import _view
 
 TABLE = "acme-logs.flow_logs.compute_googleapis_com_vpc_flows"
 DENIED = "acme-flow-jobs"  # a job project where the fake answers 403 accessDenied to jobs
@@ -88,11 +89,6 @@ def _bigquery_toml(live: Live, tmp_path: Path, **keys: Any) -> Path:
     return path
 
 
-def _view(result: ScanResult) -> list[str]:
-    return [json.dumps({k: v for k, v in vars(f).items() if k != "detected_at"}, sort_keys=True, default=str)
-            for f in result.findings]
-
-
 def _touches_flows(log: list[tuple[str, str, dict[str, str]]]) -> list[tuple[str, str, dict[str, str]]]:
     """Storage requests that list or fetch the sink's flow objects (a listing names its prefix in the query)."""
     return [r for r in log if FLOWS in r[1] or FLOWS in r[2].get("prefix", "") or
@@ -105,7 +101,7 @@ def test_a_live_scan_on_bigquery_finds_what_the_bucket_scan_finds(live: Live, tm
     got = scan_live(live_configs(str(_bigquery_toml(live, tmp_path))), store=None, now=live.truth.end)
     flagged = {f.resource for f in ref.findings if f.severity.label in ("high", "critical")}
     assert all(set(i.resources) <= flagged for i in live.truth.incidents)  # the reference sees the incidents
-    assert _view(got) == _view(ref)
+    assert _view(got.findings) == _view(ref.findings)
     # every entry of the window was reduced in BigQuery: the same count as the sink's objects gave
     assert got.report.tables == ref.report.tables and ref.report.tables["flows"] == live.truth.flow_records
     assert any(s.path == f"bigquery:{TABLE}" and s.records == {"flows": live.truth.flow_records}
