@@ -12,7 +12,10 @@ from typing import Any
 
 def cmd_iam_policy(args: argparse.Namespace) -> int:
     """Print the read-only policy (AWS IAM policy, GCP custom role, Azure role definition) that covers
-    exactly the calls the cloud's connector makes."""
+    exactly the calls the cloud's connector makes; with --athena, the AWS policy `[aws.athena]` adds."""
+    if args.athena and args.cloud != "aws":
+        print(f"spendwatch: error: --athena is for aws, not {args.cloud}", file=sys.stderr)
+        return 2
     if args.cloud == "gcp":
         from .connectors.gcp.permissions import role_yaml
 
@@ -21,6 +24,12 @@ def cmd_iam_policy(args: argparse.Namespace) -> int:
         from .connectors.azure.permissions import role_json
 
         text = role_json()
+    elif args.athena:
+        import json
+
+        from .connectors.aws.permissions import athena_policy
+
+        text = json.dumps(athena_policy(), indent=2)
     else:
         from .connectors.aws.permissions import policy_json
 
@@ -33,6 +42,9 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("iam-policy", help="print the least-privilege read-only policy or role a live scan needs")
     p.add_argument("cloud", choices=("aws", "gcp", "azure"),
                    help="aws: IAM policy JSON; gcp: custom role YAML; azure: role definition JSON")
+    p.add_argument("--athena", action="store_true",
+                   help="aws: instead, the policy [aws.athena] adds (Athena queries, the Glue table, its bucket and "
+                        "the results bucket; narrow each statement's Resource)")
     p.set_defaults(func=cmd_iam_policy)
 
 

@@ -1,4 +1,4 @@
-"""`spendwatch iam-policy gcp|azure` prints exactly the permissions the connectors declare."""
+"""`spendwatch iam-policy aws|gcp|azure` prints exactly the permissions the connectors declare."""
 
 from __future__ import annotations
 
@@ -26,3 +26,17 @@ def test_azure_role_lists_exactly_the_declared_operations(capsys: pytest.Capture
     assert role["Actions"] == permissions()
     assert role["DataActions"] == sorted(set(DATA_CALLS.values()))
     assert not any("*" in action for action in role["Actions"])
+
+
+def test_aws_athena_policy_is_what_terraform_grants(capsys: pytest.CaptureFixture[str]) -> None:
+    from pathlib import Path
+
+    from spendwatch.connectors.aws.permissions import ATHENA_CALLS
+
+    assert main(["iam-policy", "aws", "--athena"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    generated = Path(__file__).parents[1] / "deploy" / "terraform" / "aws" / "policies" / "athena.json"
+    assert printed == json.loads(generated.read_text())
+    assert set(ATHENA_CALLS.values()) <= {a for s in printed["Statement"] for a in s["Action"]}
+    assert main(["iam-policy", "gcp", "--athena"]) == 2
+    assert "--athena is for aws" in capsys.readouterr().err
