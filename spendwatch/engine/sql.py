@@ -74,7 +74,7 @@ WHERE log_status = 'OK' AND start >= {start_s} AND start < {end_s}"""),
     Source("security_lake", "athena", "Amazon Security Lake's VPC flow table (OCSF Network Activity): "
            "src_endpoint/dst_endpoint ip and port, connection_info.protocol_num and direction, traffic bytes and "
            "packets, start_time/end_time in ms, cloud.account.uid, cloud.region, src_endpoint.interface_uid and "
-           "instance_uid, disposition",
+           "instance_uid, disposition; events without endpoint addresses (capture windows without data) left out",
            """SELECT 'aws' AS cloud, cloud.account.uid AS account, cloud.region AS region,
        src_endpoint.instance_uid AS resource, src_endpoint.interface_uid AS interface,
        src_endpoint.ip AS src, dst_endpoint.ip AS dst, CAST(src_endpoint.port AS BIGINT) AS src_port,
@@ -85,7 +85,9 @@ WHERE log_status = 'OK' AND start >= {start_s} AND start < {end_s}"""),
          AS direction,
        CAST(start_time AS BIGINT) * 1000000 AS start_ns, CAST(end_time AS BIGINT) * 1000000 AS end_ns
 FROM {table}
-WHERE start_time >= {start_s} * 1000 AND start_time < {end_s} * 1000"""),
+WHERE start_time >= {start_s} * 1000 AND start_time < {end_s} * 1000
+  -- a capture window without data (NODATA, SKIPDATA) is an event without endpoints: not a flow
+  AND src_endpoint.ip IS NOT NULL AND dst_endpoint.ip IS NOT NULL"""),
     Source("gcp_flow_sink", "bigquery", "a Cloud Logging sink of GCP VPC flow logs (compute_googleapis_com_vpc_flows: "
            "jsonPayload.connection, bytes_sent, packets_sent, start_time, end_time, reporter, src_instance / "
            "dest_instance)",

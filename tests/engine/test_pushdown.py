@@ -218,3 +218,53 @@ def test_a_function_bigquery_lacks_fails_the_query(gcp_data: Any, bigquery: tupl
     with pytest.raises(Exception, match="Function not found: epoch_ns"):
         api.run(f"SELECT epoch_ns(timestamp) FROM `{SINK}`")
     assert WarehouseError  # the scan turns such an error into a gap (test above)
+
+
+# Amazon Security Lake's VPC flow table (source version 2, OCSF 1.1 Network Activity) as Glue declares it,
+# derived from the same records: nested endpoints, times in milliseconds, partitions region/accountid/eventday.
+# NODATA and SKIPDATA capture windows become events without endpoints, which the source must leave out.
+_OCSF = """
+SELECT struct_pack(ip := CASE WHEN log_status = 'OK' THEN srcaddr END, port := srcport,
+                   interface_uid := interface_id, instance_uid := nullif(instance_id, '-'),
+                   vpc_uid := vpc_id, subnet_uid := subnet_id) AS src_endpoint,
+       struct_pack(ip := CASE WHEN log_status = 'OK' THEN dstaddr END, port := dstport) AS dst_endpoint,
+       struct_pack(protocol_num := CAST(protocol AS INTEGER),
+                   direction := CASE flow_direction WHEN 'ingress' THEN 'Inbound' WHEN 'egress' THEN 'Outbound'
+                                END) AS connection_info,
+       struct_pack(packets := packets, bytes := bytes) AS traffic,
+       start * 1000 AS start_time, "end" * 1000 AS end_time, "end" * 1000 AS "time",
+       struct_pack(account := struct_pack(uid := account_id), region := region, provider := 'AWS') AS cloud,
+       CASE action WHEN 'REJECT' THEN 'Blocked' WHEN 'ACCEPT' THEN 'Allowed' END AS disposition,
+       CASE action WHEN 'REJECT' THEN 'Denied' WHEN 'ACCEPT' THEN 'Allowed' END AS action,
+       region, account_id AS accountid, strftime(to_timestamp(start), '%Y%m%d') AS eventday
+FROM {flows}
+"""
+LAKE = "amazon_security_lake_table_us_east_1_vpc_flow_2_0"
+
+
+@pytest.fixture
+def lake(aws_data: Any, aws_env: None) -> Iterator[tuple[FakeAthena, str]]:
+    fake = FakeAthena()
+    fake.add_flow_logs("staging.vpc_flow_logs", aws_data.root)
+    ocsf = fake.sql(_OCSF.format(flows=fake.local("staging.vpc_flow_logs")))
+    assert ocsf.schema.field("src_endpoint").type.num_fields == 6  # nested, as the OCSF table is
+    fake.add_table(f"amazon_security_lake_glue_db_us_east_1.{LAKE}", ocsf)
+    with serve(fake) as url:
+        yield fake, url
+
+
+def test_security_lake_gives_the_local_scans_findings(aws_data: Any, lake: tuple[FakeAthena, str]) -> None:
+    fake, url = lake
+    local = scan_directory(aws_data.root, store=None, now=aws_data.end)
+    source = WarehouseFlows("athena", "security_lake", LAKE, **WHOLE,
+                            athena=AthenaOptions(database="amazon_security_lake_glue_db_us_east_1",
+                                                 endpoint_url=url, poll_s=0.001))
+    remote = scan_directory(aws_data.root, store=None, now=aws_data.end, flows_from=source)
+    assert remote.findings and _view(remote.findings) == _view(local.findings)
+    fetched = source.fetched
+    assert fetched is not None and not remote.report.gaps
+    # every record of traffic, none of the capture windows without data (the table holds those too)
+    assert fetched.records == local.report.tables["flows"]
+    assert fake.sql(f"SELECT count(*) AS n FROM {fake.local('amazon_security_lake_glue_db_us_east_1.' + LAKE)} "
+                    "WHERE src_endpoint.ip IS NULL")["n"][0].as_py() > 0
+    assert fetched.rows.num_rows + 5_000 < fetched.records

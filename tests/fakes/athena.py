@@ -11,7 +11,8 @@ page starting with the header row, NULL cells without VarCharValue, ColumnInfo t
 `add_flow_logs(name, root)` loads the gzip text VPC flow logs under `root` as a table with the columns of AWS's
 documented Athena DDL (versions 2-5), string columns as the text has them (`-` included), integer columns NULL
 where the text has `-`, and `region` from the S3 key where the record has none (the partition-projection DDL's
-`region` partition). DataScannedInBytes: the table's file bytes, per query that reads it. Faults: a workgroup in
+`region` partition). `add_table(name, arrow_table)` loads any other table (Security Lake's OCSF, CUR) as it is,
+nested columns included. DataScannedInBytes: the table's bytes, per query that reads it. Faults: a workgroup in
 `denied_workgroups` answers AccessDeniedException.
 """
 
@@ -100,6 +101,27 @@ class FakeAthena:
         self._con.unregister("sw_raw")
         self._tables[name.lower()] = (local, sum(Path(f).stat().st_size for f in files))
         return int(self._con.execute(f"SELECT count(*) FROM {local}").fetchone()[0])
+
+    def add_table(self, name: str, table: pa.Table, scanned_bytes: int | None = None) -> int:
+        """Load an Arrow table as table `name` (`database.table` or `table`), nested structs included (as Glue
+        declares an OCSF or CUR table); `scanned_bytes` is what each query reading it reports (default: its
+        Arrow size). Returns its rows."""
+        local = f"t{len(self._tables)}"
+        cur = self._con.cursor()  # its own: the connection may hold an unfinished result
+        cur.register("sw_raw", table)
+        cur.execute(f"CREATE TABLE {local} AS SELECT * FROM sw_raw")
+        cur.close()
+        self._tables[name.lower()] = (local, table.nbytes if scanned_bytes is None else scanned_bytes)
+        return table.num_rows
+
+    def sql(self, query: str) -> pa.Table:
+        """A query in DuckDB's dialect over the loaded tables (by their DuckDB names: `local(name)`), for a test
+        to derive one table from another."""
+        return self._con.cursor().sql(query).to_arrow_table()
+
+    def local(self, name: str) -> str:
+        """The DuckDB table holding table `name`."""
+        return self._tables[name.lower()][0]
 
     def __call__(self, req: Request) -> Response:
         target = req.headers.get("x-amz-target", "")
