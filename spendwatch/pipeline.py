@@ -135,7 +135,8 @@ def scan_aws(
 
     Watermarks are saved only after the findings are stored, in one transaction: a run killed before that
     leaves the old watermarks, and the next run reads the same data again (findings are upserted by their
-    stable id, so nothing is duplicated). `hooks` go to every boto3 client (tests).
+    stable id, so nothing is duplicated). `hooks` go to every boto3 client (tests). `now` (default: the clock)
+    is detection's now and ends the windows of the sources read "up to now" (metrics, `[aws.athena]`).
     """
     from .connectors.aws import scan
     from .engine.flows import FlowEngine
@@ -147,7 +148,8 @@ def scan_aws(
     marks = Watermarks(store).load("aws") if store is not None else {}
     with FlowEngine() as engine:  # flow records reduced as they are fetched, as in scan_directory
         with report.timed("read"):
-            got = scan(config, report, marks=marks, hooks=hooks, now=started, progress=progress, flows=engine)
+            got = scan(config, report, marks=marks, hooks=hooks, now=now or started, progress=progress,
+                       flows=engine)
             tables = got.tables
             summary = _flow_summary(engine, tables, report)
         with report.timed("detect"):

@@ -33,7 +33,7 @@ from spendwatch.config import ConfigError
 from spendwatch.connectors.aws import AwsConfig, permissions
 from spendwatch.connectors.aws.config import AthenaConfig
 from spendwatch.engine.remote import WarehouseFlows
-from spendwatch.pipeline import ScanResult, scan_live
+from spendwatch.pipeline import ScanResult, scan_aws, scan_live
 from spendwatch.simulate import DEFAULT_END, Truth, simulate
 from tests.engine.test_flows import _view
 
@@ -211,6 +211,18 @@ def test_the_flow_logs_bucket_is_not_read_and_athena_reads_the_trailing_window(l
     assert records == expected and got.tables.flows.empty
     # no watermark for the flows: each scan asks for its trailing window again
     assert not any(m.source == "flows" for m in got.marks)
+
+
+def test_scan_aws_asks_athena_for_the_hours_before_its_now(live: Live, tmp_path: Path) -> None:
+    """`scan_aws(now=...)` (a replay, a test) moves the Athena window with it, not only detection's clock."""
+    config = replace(live_configs(str(_athena_toml(live, tmp_path, window_hours=2)))["aws"], trail=None,
+                     metrics=None, cur=None)
+    now = live.truth.end - timedelta(hours=5)
+    got = scan_aws(config, store=None, now=now)
+    end_s = int(now.timestamp())
+    expected = _started_in(live.truth.root / FLOW_BUCKET, end_s - 2 * 3600, end_s)
+    assert 0 < expected and got.report.tables["flows"] == expected
+    assert any(s.path == f"athena:{TABLE}" and s.records == {"flows": expected} for s in got.report.sources)
 
 
 def test_a_denied_athena_query_is_a_gap_and_the_scan_goes_on(live: Live, tmp_path: Path) -> None:
