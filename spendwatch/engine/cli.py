@@ -41,6 +41,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--table", help="table to read (default: flows, vpc_flow_logs, or the sink's table name)")
     p.add_argument("--since", type=_when, metavar="TIME", help="first record start to read (default: 24 h ago)")
     p.add_argument("--until", type=_when, metavar="TIME", help="read records that started before (default: now)")
+    p.add_argument("--partition-column", metavar="NAME",
+                   help="the table's day partition, filtered on so that only the window's days are read (default: "
+                        "date for vpc_flow_logs, as AWS's DDL; eventday for security_lake); '' for none")
+    p.add_argument("--partition-format", metavar="FORMAT",
+                   help="how that column writes a day: date (a DATE column) or a strftime pattern of a string "
+                        "column, e.g. %%Y%%m%%d or %%Y/%%m/%%d (default: the source's)")
 
 
 def add_warehouse_arguments(p: argparse.ArgumentParser) -> None:
@@ -57,6 +63,28 @@ def add_warehouse_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --engine athena|bigquery: give up on a query after this long (default 600)")
     p.add_argument("--endpoint-url", help=argparse.SUPPRESS)  # tests: a local fake on 127.0.0.1
     p.add_argument("--page-rows", type=int, help=argparse.SUPPRESS)  # tests: small pages of results
+
+
+def _partition(args: argparse.Namespace, source: str) -> Any:
+    """The day partition the options name (sql.Partition); ValueError names a bad option."""
+    from .sql import SOURCES, DayPartition
+
+    column, fmt = getattr(args, "partition_column", None), getattr(args, "partition_format", None)
+    if column == "":
+        return None
+    if column is None and fmt is None:
+        return "source"
+    if "{partition}" not in SOURCES[source].sql:
+        raise ValueError(f"--partition-column/--partition-format: the {source} source takes no day partition")
+    usual = SOURCES[source].partition
+    if column is None:  # the usual column, written another way
+        if usual is None:
+            raise ValueError("--partition-format: name the column with --partition-column")
+        column = usual.column
+    try:
+        return DayPartition(column, fmt or "date")
+    except ValueError as exc:
+        raise ValueError(f"--partition-column/--partition-format: {exc}") from None
 
 
 def _resolve(args: argparse.Namespace, engine: str) -> tuple[str, str, int, int]:
@@ -81,7 +109,7 @@ def render(args: argparse.Namespace, engine: str) -> str:
     from .sql import query
 
     source, table, start_s, end_s = _resolve(args, engine)
-    return query(engine, source, table=table, start_s=start_s, end_s=end_s)
+    return query(engine, source, table=table, start_s=start_s, end_s=end_s, partition=_partition(args, source))
 
 
 def warehouse(args: argparse.Namespace, engine: str) -> Any:
@@ -92,6 +120,7 @@ def warehouse(args: argparse.Namespace, engine: str) -> Any:
     source, table, start_s, end_s = _resolve(args, engine)
     if SOURCES[source].engine != engine:
         raise ValueError(f"--source {source} is a {SOURCES[source].engine} table, not one {engine} holds")
+    partition = _partition(args, source)
     pages = {"page_rows": args.page_rows} if getattr(args, "page_rows", None) else {}
     if engine == "athena":
         options = AthenaOptions(database=args.database, catalog=args.catalog, workgroup=args.workgroup,
@@ -99,10 +128,10 @@ def warehouse(args: argparse.Namespace, engine: str) -> Any:
                                 endpoint_url=args.endpoint_url, timeout_s=args.query_timeout, **pages)
         if options.page_rows > 1000:
             raise ValueError("--page-rows: Athena returns at most 1000 rows a page")
-        return WarehouseFlows(engine, source, table, start_s, end_s, athena=options)
+        return WarehouseFlows(engine, source, table, start_s, end_s, athena=options, partition=partition)
     options_bq = BigQueryOptions(project=args.project, endpoint=args.endpoint_url, timeout_s=args.query_timeout,
                                  **pages)
-    return WarehouseFlows(engine, source, table, start_s, end_s, bigquery=options_bq)
+    return WarehouseFlows(engine, source, table, start_s, end_s, bigquery=options_bq, partition=partition)
 
 
 def cmd_sql(args: argparse.Namespace) -> int:

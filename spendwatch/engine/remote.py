@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from .flows import LAYOUT, SCHEMA
-from .sql import NAMED_LIMIT, named_private, pushdown_sql, totals_sql, translate
+from .sql import NAMED_LIMIT, Partition, named_private, pushdown_sql, totals_sql, translate
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -206,9 +206,12 @@ class Athena:
         arrays = [pa.array(values, _arrow_type(kind)) for values, kind in zip(columns, kinds, strict=True)]
         return pa.table(arrays, names=names)
 
-    def fetch(self, source: str, table: str, start_s: int, end_s: int, named: Iterable[str]) -> Fetched:
-        """The totals, then the aggregate rows (needs the totals' latest end), read from Athena."""
-        totals_id = self.start(translate(totals_sql(source, table=table, start_s=start_s, end_s=end_s), "athena"))
+    def fetch(self, source: str, table: str, start_s: int, end_s: int, named: Iterable[str],
+              partition: Partition = "source") -> Fetched:
+        """The totals, then the aggregate rows (needs the totals' latest end), read from Athena; `partition`:
+        the day partition both queries filter on (sql.DayPartition)."""
+        totals_id = self.start(translate(totals_sql(source, table=table, start_s=start_s, end_s=end_s,
+                                                    partition=partition), "athena"))
         executions = self.wait([totals_id])
         totals = self.results(totals_id).to_pylist()
         records = int(totals[0]["records"] or 0) if totals else 0
@@ -218,7 +221,7 @@ class Athena:
             return Fetched(pa.table({c: pa.array([], SCHEMA.field(c).type) for c in LAYOUT}, schema=SCHEMA), 0,
                            scanned, [totals_id])
         rows_id = self.start(translate(pushdown_sql(source, table=table, start_s=start_s, end_s=end_s, named=named,
-                                                    latest_end_ns=latest), "athena"))
+                                                    latest_end_ns=latest, partition=partition), "athena"))
         executions = self.wait([rows_id])
         rows = to_schema(self.results(rows_id), f"query {rows_id}")
         more = _athena_scanned(executions.values())
@@ -315,6 +318,7 @@ class WarehouseFlows:
     bigquery: BigQueryOptions = field(default_factory=BigQueryOptions)
     client: Any = None  # an SDK client to use instead of building one (tests)
     fetched: Fetched | None = None  # what the last call read
+    partition: Partition = "source"  # the table's day partition (sql.DayPartition): "source" is the source's usual
 
     @classmethod
     def from_aws(cls, config: AwsConfig, now: datetime, *, client: Any = None) -> WarehouseFlows:
@@ -385,7 +389,7 @@ class WarehouseFlows:
 
             try:
                 return Athena(self.athena, self.client).fetch(self.source, self.table, self.start_s, self.end_s,
-                                                              named)
+                                                              named, self.partition)
             except ClientError as exc:
                 error = exc.response.get("Error") or {}
                 raise WarehouseError(f"{error.get('Code', 'error')}: {error.get('Message', exc)}") from exc

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
 
 from .flows import LAYOUT, LONG_LIVED_S, WINDOW_S, reduce_sql
 
@@ -44,13 +46,51 @@ def _public(column: str) -> str:
 
 
 @dataclass(frozen=True)
+class DayPartition:
+    """A partition column naming the day its rows were delivered (or happened), so that a query reads only the
+    window's partitions: without it Athena reads the whole table on every scan, months of flow logs for three
+    hours of them. `format` is "date" for a DATE column (AWS's documented flow-log DDL partitions by `date`), or
+    the strftime pattern of a string column ("%Y%m%d" for Security Lake's `eventday`, "%Y/%m/%d" for a
+    partition-projection `day`); zero-padded, most significant first, so that strings compare as days do.
+
+    The filter keeps the window's days and one day either side: a record is delivered after it starts (a file
+    written just after midnight holds records of the day before), and a day may be cut in UTC or not."""
+
+    column: str
+    format: str = "date"
+
+    def __post_init__(self) -> None:
+        if not self.column.replace("_", "").isalnum():
+            raise ValueError(f"partition column {self.column!r}: not a plain column name (letters, digits, _)")
+        if self.format != "date" and (not self.format or "'" in self.format
+                                      or datetime(2026, 1, 2, 3).strftime(self.format) == self.format):
+            raise ValueError(f"partition format {self.format!r}: not \"date\" or a strftime pattern "
+                             "such as %Y%m%d")
+
+    def condition(self, start_s: int, end_s: int) -> str:
+        """The filter for records that started in [start_s, end_s), in DuckDB's dialect."""
+        first = datetime.fromtimestamp(start_s - 86_400, UTC)
+        last = datetime.fromtimestamp(max(end_s, start_s) + 86_400, UTC)
+        if self.format == "date":
+            return (f'"{self.column}" BETWEEN CAST(\'{first:%Y-%m-%d}\' AS DATE) '
+                    f'AND CAST(\'{last:%Y-%m-%d}\' AS DATE)')
+        return f'"{self.column}" BETWEEN \'{first.strftime(self.format)}\' AND \'{last.strftime(self.format)}\''
+
+
+# `partition` arguments: "source" is the source's own (Source.partition), None is no partition filter.
+Partition = DayPartition | None | Literal["source"]
+
+
+@dataclass(frozen=True)
 class Source:
     """How one source's table becomes `flow_records` (canonical columns, integer nanosecond times)."""
 
     name: str
     engine: str  # the engine whose tables these are
     doc: str
-    sql: str  # DuckDB dialect; {table} is the source table, {start_s}/{end_s} the time range (Unix seconds)
+    sql: str  # DuckDB dialect; {table} is the source table, {start_s}/{end_s} the time range (Unix seconds),
+    # {partition} the day-partition filter (" AND ...", or nothing)
+    partition: DayPartition | None = None  # the partition the usual table of this kind has
 
 
 SOURCES: dict[str, Source] = {s.name: s for s in (
@@ -70,7 +110,7 @@ WHERE epoch(start) >= {start_s} AND epoch(start) < {end_s}"""),
        nullif(flow_direction, '-') AS direction, CAST(start AS BIGINT) * 1000000000 AS start_ns,
        CAST("end" AS BIGINT) * 1000000000 AS end_ns
 FROM {table}
-WHERE log_status = 'OK' AND start >= {start_s} AND start < {end_s}"""),
+WHERE log_status = 'OK' AND start >= {start_s} AND start < {end_s}{partition}""", DayPartition("date")),
     Source("security_lake", "athena", "Amazon Security Lake's VPC flow table (OCSF Network Activity): "
            "src_endpoint/dst_endpoint ip and port, connection_info.protocol_num and direction, traffic bytes and "
            "packets, start_time/end_time in ms, cloud.account.uid, cloud.region, src_endpoint.interface_uid and "
@@ -87,7 +127,7 @@ WHERE log_status = 'OK' AND start >= {start_s} AND start < {end_s}"""),
 FROM {table}
 WHERE start_time >= {start_s} * 1000 AND start_time < {end_s} * 1000
   -- a capture window without data (NODATA, SKIPDATA) is an event without endpoints: not a flow
-  AND src_endpoint.ip IS NOT NULL AND dst_endpoint.ip IS NOT NULL"""),
+  AND src_endpoint.ip IS NOT NULL AND dst_endpoint.ip IS NOT NULL{partition}""", DayPartition("eventday", "%Y%m%d")),
     Source("gcp_flow_sink", "bigquery", "a Cloud Logging sink of GCP VPC flow logs (compute_googleapis_com_vpc_flows: "
            "jsonPayload.connection, bytes_sent, packets_sent, start_time, end_time, reporter, src_instance / "
            "dest_instance)",
@@ -161,16 +201,17 @@ ORDER BY cloud, account, entity, hour_s
 
 
 def features_sql(source: str = "canonical", *, table: str = "flows", start_s: int = 0, end_s: int = 2**62 // 10**9,
-                 window_s: int = WINDOW_S, long_lived_s: int = LONG_LIVED_S) -> str:
+                 window_s: int = WINDOW_S, long_lived_s: int = LONG_LIVED_S, partition: Partition = "source") -> str:
     """Per-(cloud, account, entity, hour) flow features over `table` of kind `source`, in DuckDB's dialect.
 
     `start_s`/`end_s` bound the records' start (Unix seconds), so a warehouse scans only the partitions of
-    the window. Raises KeyError for an unknown source.
+    the window (`partition`: the day partition to filter on, see DayPartition). Raises KeyError for an unknown
+    source.
     """
     adapter = SOURCES[source]
     if 3600 % window_s:
         raise ValueError(f"window_s {window_s} does not divide an hour")
-    records = _records(adapter.name, table, start_s, end_s)
+    records = _records(adapter.name, table, start_s, end_s, partition)
     return FEATURES_SQL.format(
         records=records, reduce=reduce_sql("flow_records", window_s=window_s, long_lived_s=long_lived_s),
         src_public=_public("src"), dst_public=_public("dst"), per_hour=3600 // window_s, hour_s=3600)
@@ -192,9 +233,9 @@ def translate(sql: str, engine: str, *, pretty: bool = True) -> str:
     return tree.sql(dialect=dialect, pretty=pretty)
 
 
-def query(engine: str, source: str, *, table: str, start_s: int, end_s: int) -> str:
+def query(engine: str, source: str, *, table: str, start_s: int, end_s: int, partition: Partition = "source") -> str:
     """The features query for `source` in `engine`'s dialect, ready to submit."""
-    return translate(features_sql(source, table=table, start_s=start_s, end_s=end_s), engine)
+    return translate(features_sql(source, table=table, start_s=start_s, end_s=end_s, partition=partition), engine)
 
 
 # --- Push-down: the aggregate rows detection reads, computed where the data lives --------------------------------
@@ -231,8 +272,13 @@ def _table_ref(table: str) -> str:
     return ".".join('"' + part + '"' for part in table.split("."))
 
 
-def _records(source: str, table: str, start_s: int, end_s: int) -> str:
-    return SOURCES[source].sql.format(table=_table_ref(table), start_s=int(start_s), end_s=int(end_s))
+def _records(source: str, table: str, start_s: int, end_s: int, partition: Partition = "source") -> str:
+    adapter = SOURCES[source]
+    day = adapter.partition if partition == "source" else partition
+    where = f"\n  AND {day.condition(int(start_s), int(end_s))}" if day is not None else ""
+    if day is not None and "{partition}" not in adapter.sql:
+        raise ValueError(f"source {source}: its table has no day partition to filter on")
+    return adapter.sql.format(table=_table_ref(table), start_s=int(start_s), end_s=int(end_s), partition=where)
 
 
 def _literal(text: str) -> str:
@@ -256,7 +302,8 @@ def named_private(named: Iterable[str]) -> list[str] | None:
 
 
 def pushdown_sql(source: str, *, table: str, start_s: int, end_s: int, named: Iterable[str] = (),
-                 latest_end_ns: int | None = None, window_s: int = WINDOW_S, long_lived_s: int = LONG_LIVED_S) -> str:
+                 latest_end_ns: int | None = None, window_s: int = WINDOW_S, long_lived_s: int = LONG_LIVED_S,
+                 partition: Partition = "source") -> str:
     """The aggregate rows (columns `flows.LAYOUT`, DuckDB's dialect) that the local summary reads, reduced from
     `table` of kind `source`: rows with a public source or destination, or an end in `named` (addresses that
     DNS answers in the scan named), and the rows holding the latest end.
@@ -284,12 +331,12 @@ def pushdown_sql(source: str, *, table: str, start_s: int, end_s: int, named: It
         keep = " OR ".join([*ends, f"coalesce(end_ns = {latest}, FALSE)"])
     layout = ", ".join(f'"{c}"' if c in ("window", "end") else c for c in LAYOUT)
     return PUSHDOWN_SQL.format(
-        records=_records(source, table, start_s, end_s), layout=layout, keep=keep,
+        records=_records(source, table, start_s, end_s, partition), layout=layout, keep=keep,
         reduce=reduce_sql("flow_records", window_s=window_s, long_lived_s=long_lived_s))
 
 
-def totals_sql(source: str, *, table: str, start_s: int, end_s: int) -> str:
+def totals_sql(source: str, *, table: str, start_s: int, end_s: int, partition: Partition = "source") -> str:
     """One row: how many records of `table` the window holds (`records`) and the latest end among them
     (`latest_end_ns`, NULL when none), in DuckDB's dialect. A plain aggregate, distributed in every engine; in a
     columnar table it reads only the columns the source's filter and times name."""
-    return TOTALS_SQL.format(records=_records(source, table, start_s, end_s))
+    return TOTALS_SQL.format(records=_records(source, table, start_s, end_s, partition))

@@ -147,6 +147,17 @@ def test_a_denied_athena_workgroup_is_a_gap_through_the_cli(aws_data: Any, athen
     assert "athena:vpc_flow_logs" in capsys.readouterr().err
 
 
+def test_a_partition_column_the_table_lacks_is_a_gap_naming_it(aws_data: Any, athena: tuple[FakeAthena, str],
+                                                               tmp_path: Path) -> None:
+    _, url = athena
+    report = tmp_path / "report.json"
+    assert main(["scan", "--data", str(aws_data.root), "--engine", "athena", "--table", "vpc_flow_logs",
+                 "--database", "logs", "--partition-column", "dt", "--endpoint-url", url, "--state",
+                 str(tmp_path / "state.db"), "--report", str(report), "--json", *EVER]) == 0
+    gaps = [g for g in json.loads(report.read_text())["gaps"] if g["source"] == "athena:vpc_flow_logs"]
+    assert len(gaps) == 1 and "FAILED" in gaps[0]["reason"] and '"dt"' in gaps[0]["reason"]
+
+
 def test_the_cli_scan_on_athena_finds_what_the_local_scan_finds(aws_data: Any, athena: tuple[FakeAthena, str],
                                                                 tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:

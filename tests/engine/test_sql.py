@@ -84,7 +84,8 @@ def test_the_athena_flow_log_table_gives_the_same_features(scenario: tuple[Featu
         "packets": f["packets"], "bytes": f["bytes"], "start": f["start"].astype("int64") // 10**9,
         "end": f["end"].astype("int64") // 10**9, "action": f["action"], "log_status": "OK",
         # version 3-5 columns of the documented DDL: a version 2 log reads them as NULL
-        **{c: pd.Series(None, index=f.index, dtype="str") for c in ("region", "instance_id", "flow_direction")}})
+        **{c: pd.Series(None, index=f.index, dtype="str") for c in ("region", "instance_id", "flow_direction")},
+        "date": pd.to_datetime(f["end"], utc=True).dt.date})  # the partition: the day the file was delivered
     con = duckdb.connect()
     con.register("vpc_flow_logs", pa.Table.from_pandas(logs, preserve_index=False))
     text = sql.features_sql("vpc_flow_logs", table="vpc_flow_logs", start_s=0, end_s=4_000_000_000)
@@ -99,11 +100,56 @@ def test_the_athena_flow_log_table_gives_the_same_features(scenario: tuple[Featu
     _compare(out.rename(columns={"resource": "entity"}), reference)
 
 
+def test_the_day_partition_bounds_the_days_read() -> None:
+    """A scan of three hours reads three days of partitions (one either side), not the table's months."""
+    start_s, end_s = 1795132800 + 3600, 1795132800 + 4 * 3600  # 2026-11-20 01:00 to 04:00 UTC
+    con = duckdb.connect()
+    days = pd.date_range("2026-11-01", "2026-11-30", freq="D")
+    con.register("vpc_flow_logs", pd.DataFrame({  # one record a day, each starting at 02:00 on 2026-11-20
+        "version": 2, "account_id": "111111111111", "interface_id": "eni-1", "srcaddr": "10.0.0.1",
+        "dstaddr": "203.0.113.9", "srcport": 40000, "dstport": 3333, "protocol": 6, "packets": 1, "bytes": 100,
+        "start": start_s + 3600, "end": start_s + 3660, "action": "ACCEPT", "log_status": "OK", "region": None,
+        "instance_id": None, "flow_direction": None, "date": days.date}))
+    counted = {p: con.sql(sql.totals_sql("vpc_flow_logs", table="vpc_flow_logs", start_s=start_s, end_s=end_s,
+                                         partition=p)).fetchall()[0][0]
+               for p in ("source", None, sql.DayPartition("date"))}
+    assert counted == {"source": 3, None: 30, sql.DayPartition("date"): 3}  # 19th, 20th and 21st
+    text = sql.translate(sql.totals_sql("security_lake", table="t", start_s=start_s, end_s=end_s), "athena")
+    assert "\"eventday\" BETWEEN '20261119' AND '20261121'" in text
+    custom = sql.DayPartition("day", "%Y/%m/%d")
+    assert custom.condition(start_s, end_s) == "\"day\" BETWEEN '2026/11/19' AND '2026/11/21'"
+    assert "BETWEEN" not in sql.totals_sql("security_lake", table="t", start_s=start_s, end_s=end_s, partition=None)
+    with pytest.raises(ValueError, match="no day partition"):
+        sql.totals_sql("canonical", table="flows", start_s=start_s, end_s=end_s, partition=custom)
+    for column, fmt, error in (("date; DROP", "date", "not a plain column"), ("day", "yyyy", "strftime"),
+                               ("day", "%Y'", "strftime")):
+        with pytest.raises(ValueError, match=error):
+            sql.DayPartition(column, fmt)
+
+
 def test_sql_command_prints_the_query(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sql", "--engine", "athena", "--since", "2026-11-20T00:00Z", "--until", "2026-11-20T01:00Z"]) == 0
     text = capsys.readouterr().out
     sqlglot.parse_one(text.rstrip().rstrip(";"), read="athena")
     assert "start >= 1795132800" in text and "start < 1795136400" in text
+
+
+def test_sql_command_takes_the_tables_day_partition(capsys: pytest.CaptureFixture[str]) -> None:
+    window = ["--since", "2026-11-20T00:00Z", "--until", "2026-11-20T03:00Z"]
+    assert main(["sql", "--engine", "athena", *window, "--partition-column", "day", "--partition-format",
+                 "%Y/%m/%d"]) == 0
+    text = capsys.readouterr().out
+    assert "\"day\" BETWEEN '2026/11/19' AND '2026/11/21'" in text and "\"date\"" not in text
+    assert main(["sql", "--engine", "athena", "--source", "security_lake", *window, "--partition-format",
+                 "%Y%m%d%H"]) == 0
+    assert "\"eventday\" BETWEEN '2026111900' AND '2026112103'" in capsys.readouterr().out
+    assert main(["sql", "--engine", "athena", *window, "--partition-column", ""]) == 0
+    assert "BETWEEN" not in capsys.readouterr().out
+    for args, error in ((["--engine", "bigquery", "--partition-column", "day"], "takes no day partition"),
+                        (["--engine", "athena", "--partition-format", "yyyy"], "not \"date\" or a strftime"),
+                        (["--engine", "athena", "--partition-column", "a b"], "not a plain column name")):
+        assert main(["sql", *args]) == 2
+        assert error in capsys.readouterr().err
 
 
 def test_scan_elsewhere_with_dry_run_prints_the_query(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,8 +10,9 @@ page starting with the header row, NULL cells without VarCharValue, ColumnInfo t
 
 `add_flow_logs(name, root)` loads the gzip text VPC flow logs under `root` as a table with the columns of AWS's
 documented Athena DDL (versions 2-5), string columns as the text has them (`-` included), integer columns NULL
-where the text has `-`, and `region` from the S3 key where the record has none (the partition-projection DDL's
-`region` partition). `add_table(name, arrow_table)` loads any other table (Security Lake's OCSF, CUR) as it is,
+where the text has `-`, `region` from the S3 key where the record has none (the partition-projection DDL's
+`region` partition), and the DDL's partition `date` (DATE) from the key's `YYYY/MM/DD`, the day AWS delivered
+the file. `add_table(name, arrow_table)` loads any other table (Security Lake's OCSF, CUR) as it is,
 nested columns included. DataScannedInBytes: the table's bytes, per query that reads it. Faults: a workgroup in
 `denied_workgroups` answers AccessDeniedException.
 """
@@ -84,8 +85,9 @@ class FakeAthena:
             part = pacsv.read_csv(path, parse_options=pacsv.ParseOptions(delimiter=" "),
                                   convert_options=pacsv.ConvertOptions(
                                       column_types={n: pa.string() for n in names}, strings_can_be_null=False))
-            region = path.split("/vpcflowlogs/", 1)[1].split("/", 1)[0]
-            parts.append(part.append_column("sw_key_region", pa.array([region] * part.num_rows, pa.string())))
+            region, year, month, day = path.split("/vpcflowlogs/", 1)[1].split("/")[:4]
+            part = part.append_column("sw_key_region", pa.array([region] * part.num_rows, pa.string()))
+            parts.append(part.append_column("sw_key_date", pa.array([f"{year}-{month}-{day}"] * part.num_rows)))
         raw = pa.concat_tables(parts, promote_options="default")
         present = set(raw.column_names)
         columns = []
@@ -96,6 +98,7 @@ class FakeAthena:
                 value = f"coalesce(nullif({value}, '-'), sw_key_region)"
             columns.append(f'{value} AS "{column}"' if kind == "VARCHAR"
                            else f'TRY_CAST({value} AS {kind}) AS "{column}"')
+        columns.append('CAST(sw_key_date AS DATE) AS "date"')  # the DDL's partition: the key's delivery day
         self._con.register("sw_raw", raw)
         self._con.execute(f"CREATE TABLE {local} AS SELECT {', '.join(columns)} FROM sw_raw")
         self._con.unregister("sw_raw")
