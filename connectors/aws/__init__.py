@@ -9,7 +9,10 @@ cheapest way the user has it:
   readers (`spendwatch.connectors.files.read_objects`), so S3 and a local copy give the same tables;
 - APIs per account and region (`sources.py`): EC2 DescribeInstances + DescribeInstanceTypes for inventory,
   CloudWatch Logs for flow logs (format from DescribeFlowLogs) and Resolver logs not delivered to S3,
-  GetMetricData when there is no Metric Streams bucket, Cost Explorer (counted, capped) when there is no CUR.
+  GetMetricData when there is no Metric Streams bucket, Cost Explorer (counted, capped) when there is no CUR;
+- Athena, with `[aws.athena]`: the flow log table reduced there instead of the flow_logs bucket (`table`), and
+  the CUR 2.0 table aggregated per usage hour instead of the cur bucket's objects (`cur_table`,
+  `spendwatch.engine.spend_sql`, read by the same CUR 2.0 reader).
 
 What it could not read is a gap in the run report, named `aws/<account>/<region>/<source>` with the reason
 (access denied, not configured, time-out): one account, region or source failing never stops the others,
@@ -267,7 +270,7 @@ class _Scan:
             return  # the account's role or EC2 is unreachable here: the other API sources would fail alike
         frame = inv[0]
         running = sorted(frame.loc[frame["state"].isin(["running", "pending"]), "resource"]) if len(frame) else []
-        if cfg.flow_logs is None and cfg.athena is None:
+        if cfg.flow_logs is None and not cfg.athena_flows:
             self.guarded(account, region, "flows", lambda: self.logs_flows(account, region, bool(running)))
         if cfg.dns_logs is None and cfg.dns_log_groups:
             self.guarded(account, region, "dns", lambda: self.logs_dns(account, region))
@@ -351,7 +354,7 @@ class _Scan:
             with ThreadPoolExecutor(max_workers=API_WORKERS) as pool:
                 listing = [pool.submit(self.s3_regional, loc, service, source, accounts, regions)
                            for loc, service, source in ((cfg.trail, "CloudTrail", "cloudtrail"),
-                                                        (cfg.flow_logs if cfg.athena is None else None,
+                                                        (cfg.flow_logs if not cfg.athena_flows else None,
                                                          "vpcflowlogs", "flows"),
                                                         (cfg.dns_logs, "vpcdnsquerylogs", "dns"))
                            if loc is not None]
@@ -367,7 +370,7 @@ class _Scan:
                 self.s3_metrics(cfg.metrics, regions)
             elif not cfg.metrics_api:
                 self.gap(ANY, ANY, "utilization", "not configured: set [aws] metrics or metrics_api = true")
-            if cfg.cur is not None:
+            if cfg.cur is not None and cfg.athena_cur is None:
                 self.s3_cur(cfg.cur)
         with report.timed("read: aws api"):
             if accounts is not None and regions is not None:
@@ -379,7 +382,9 @@ class _Scan:
             else:
                 self.gap(ANY, ANY, "inventory, cloudwatch", "scope unknown (see the scope gaps): API sources "
                                                             "per account and region were not read")
-            if cfg.cur is None:
+            if cfg.athena_cur is not None:
+                self.athena_cur(cfg.athena_cur)
+            elif cfg.cur is None:
                 if cfg.cost_explorer_max_requests > 0:
                     self.cost_explorer()
                 else:
@@ -387,7 +392,7 @@ class _Scan:
                                                   "cost_explorer_max_requests")
         tables = read_objects(self.blobs, report, progress=progress, flows=self.flows)
         tables = self._merge(tables, accounts)
-        if cfg.athena is not None:
+        if cfg.athena_flows:
             with report.timed("read: aws athena"):
                 self.athena_flows(tables)
         marks = self._advance()
@@ -414,14 +419,60 @@ class _Scan:
         flows = self.flows
 
         def query() -> None:  # query failures are gaps named athena:<table>; this catches the rest (no client)
-            clients = self.clients
-            if athena.endpoint_url and athena.endpoint_url != self.config.endpoint_url:
-                clients = Clients(replace(self.config, endpoint_url=athena.endpoint_url), hooks=clients.hooks,
-                                  session=self.session)
-            client = clients.base("athena", athena.region or self.config.home_region)
-            WarehouseFlows.from_aws(self.config, self.now, client=client)(tables, flows, self.report)
+            WarehouseFlows.from_aws(self.config, self.now, client=self.athena_client())(tables, flows, self.report)
 
         self.guarded(ANY, athena.region or self.config.home_region, "flows", query)
+
+    def athena_client(self) -> Any:
+        """An Athena client built like the connector's others (credentials, retries, declared calls), in
+        `[aws.athena] region` and at its `endpoint_url` when it has its own."""
+        athena = self.config.athena
+        assert athena is not None
+        clients = self.clients
+        if athena.endpoint_url and athena.endpoint_url != self.config.endpoint_url:
+            clients = Clients(replace(self.config, endpoint_url=athena.endpoint_url), hooks=clients.hooks,
+                              session=self.session)
+        return clients.base("athena", athena.region or self.config.home_region)
+
+    def athena_cur(self, table: str) -> None:
+        """`[aws.athena] cur_table`: the window's CUR 2.0 line items aggregated in Athena per usage hour and read
+        as the bucket's CUR objects are (`spendwatch.engine.spend_sql`). Window and watermark (`aws/*/billing`,
+        scope `athena:<table>`, the end of the last window read): see spend_sql. A query that fails, is denied
+        or times out is a gap `athena:<table>` and keeps the watermark, so the next run asks again."""
+        from spendwatch.engine.remote import Athena, AthenaOptions, WarehouseError
+        from spendwatch.engine.spend_sql import read_cur, window
+
+        athena = self.config.athena
+        assert athena is not None
+        label = f"athena:{table}"
+        mark = self.mark(ANY, "", "billing", label)
+        start, end = window(mark.position, self.now, self.config.initial_hours)
+        self.report.notes.append(
+            f"aws billing: [aws.athena] cur_table is set: spend is aggregated in Athena ({table}, usage hours "
+            f"{start:%Y-%m-%dT%H:%MZ}..{end:%Y-%m-%dT%H:%MZ})" +
+            (f"; the cur bucket {self.config.cur} is not read" if self.config.cur else ""))
+        if start >= end:
+            return
+
+        def query() -> None:  # query failures are gaps named athena:<table>; this catches the rest (no client)
+            options = AthenaOptions(database=athena.database, catalog=athena.catalog, workgroup=athena.workgroup,
+                                    output_location=str(athena.output_location) if athena.output_location else None,
+                                    timeout_s=athena.query_timeout_s)
+            where = f"{label} {start:%Y-%m-%dT%H:%MZ}..{end:%Y-%m-%dT%H:%MZ}"
+            try:
+                got = read_cur(Athena(options, self.athena_client()), table, start, end, self.report, where)
+            except WarehouseError as exc:
+                self.report.gap(label, f"spend query failed, no billing was read: {exc}")
+                return
+            self.report.read(label, "athena-cur", {"spend": got.line_items})
+            scanned = (f"{got.bytes_scanned:,} bytes scanned" if got.bytes_scanned is not None
+                       else "bytes scanned not reported")
+            self.report.notes.append(f"{label}: {got.line_items:,} CUR line items reduced in Athena to {got.rows:,} "
+                                     f"rows, {scanned} (query {got.query_id})")
+            self.frames.setdefault("spend", []).append(conform("spend", got.spend.to_pandas()))
+            self.marks.append(Watermark(CLOUD, ANY, "", "billing", label, end.isoformat()))
+
+        self.guarded(ANY, athena.region or self.config.home_region, "billing", query)
 
     def _merge(self, tables: Tables, accounts: list[str] | None) -> Tables:
         parts: dict[str, list[pd.DataFrame]] = {name: [frame] for name, frame in tables.items()}

@@ -29,6 +29,16 @@ for the aggregate rows of the trailing `window_hours` (`spendwatch.engine.remote
 
 The query runs with the caller's own credentials (the account that owns the table), in `region` (default
 `home_region`).
+
+`cur_table` pushes billing down too: spend comes from Athena's table over the CUR 2.0 export (AWS Data
+Exports), aggregated there per usage hour (`spendwatch.engine.spend_sql`), and the `cur` bucket's CUR objects
+are not read. `table` may then be left out, to push down only CUR (flows are read as without `[aws.athena]`)::
+
+    [aws.athena]
+    cur_table = "cur.acme_cur2"                    # [catalog.][database.]table, partitioned by billing_period
+
+Each run asks for the line items from 3 days before the end of the last window read (billing is revised for
+days; findings are upserted) to the start of the current hour, or `[aws] initial_hours` back on a first run.
 """
 
 from __future__ import annotations
@@ -66,9 +76,10 @@ class S3Location:
 
 @dataclass(frozen=True)
 class AthenaConfig:
-    """The `[aws.athena]` table: where the flow log table is, and how each scan queries it."""
+    """The `[aws.athena]` table: where the flow log table and the CUR 2.0 table are, and how each scan queries
+    them. At least one of `table` (flows) and `cur_table` (billing) is set."""
 
-    table: str
+    table: str | None = None  # None: flows are not pushed down (only `cur_table` is)
     source: str = "vpc_flow_logs"  # a key of spendwatch.engine.sql.SOURCES that Athena holds
     database: str | None = None
     catalog: str | None = None
@@ -78,14 +89,20 @@ class AthenaConfig:
     window_hours: int = 3  # detection needs hours of history to see sustained mining, not the last minutes
     query_timeout_s: float = 600.0
     endpoint_url: str | None = None  # None: [aws] endpoint_url (tests: a local Athena beside moto)
+    cur_table: str | None = None  # the CUR 2.0 table: spend aggregated in Athena, the `cur` bucket left unread
 
     @classmethod
     def from_dict(cls, data: Any) -> AthenaConfig:
         """Settings from `[aws.athena]`; ConfigError names the key and what is wrong with it."""
         t = Table(data, "aws.athena")
-        table = t.string("table")
-        if not _TABLE.match(table):
-            raise t.error("table", f"{table!r} is not a table name ([catalog.][database.]table)")
+        names: dict[str, str | None] = {}
+        for key in ("table", "cur_table"):
+            name = names[key] = t.string(key, None)
+            if name is not None and not _TABLE.match(name):
+                raise t.error(key, f"{name!r} is not a table name ([catalog.][database.]table)")
+        table, cur_table = names["table"], names["cur_table"]
+        if table is None and cur_table is None:
+            raise t.error("table", "is required (the flow log table), unless cur_table pushes only CUR down")
         output = t.string("output_location", None)
         try:
             location = S3Location.parse(output) if output is not None else None
@@ -97,7 +114,7 @@ class AthenaConfig:
                      region=t.string("region", None),
                      window_hours=t.integer("window_hours", 3, minimum=1, maximum=24 * 42),
                      query_timeout_s=t.number("query_timeout_s", 600.0, minimum=0.0, above=True),
-                     endpoint_url=t.string("endpoint_url", None))
+                     endpoint_url=t.string("endpoint_url", None), cur_table=cur_table)
         t.done()
         return config
 
@@ -129,7 +146,7 @@ class AwsConfig:
     read_timeout: float = 60.0
     endpoint_url: str | None = None
     session_name: str = "spendwatch"
-    athena: AthenaConfig | None = None  # [aws.athena]: flows reduced in Athena, the flow_logs bucket left unread
+    athena: AthenaConfig | None = None  # [aws.athena]: flows and/or CUR reduced in Athena, their buckets left unread
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AwsConfig:
@@ -169,6 +186,16 @@ class AwsConfig:
         if data is None:
             raise ConfigError(f"{path}: no [aws] table")
         return cls.from_dict({**data, **overrides})
+
+    @property
+    def athena_flows(self) -> bool:
+        """Flows are reduced in Athena (`[aws.athena] table`): the flow_logs bucket and log groups are not read."""
+        return self.athena is not None and self.athena.table is not None
+
+    @property
+    def athena_cur(self) -> str | None:
+        """The CUR 2.0 table billing is read from (`[aws.athena] cur_table`): the cur bucket is not read."""
+        return self.athena.cur_table if self.athena is not None else None
 
     def role_arn(self, account: str) -> str | None:
         return f"arn:aws:iam::{account}:role/{self.role_name}" if self.role_name else None

@@ -29,17 +29,19 @@ CALLS: dict[tuple[str, str], str] = {
     ("ce", "GetCostAndUsage"): "ce:GetCostAndUsage",
 }
 
-# With [aws.athena] (flows reduced in Athena), the identity spendwatch runs as also makes these calls. They are
-# kept out of CALLS and of the read policy: StartQueryExecution writes results to S3, so they are not read-only,
-# and Athena needs more than the calls themselves (ATHENA_IMPLIED). `athena_policy()` is the extra policy.
+# With [aws.athena] (flows and/or CUR reduced in Athena), the identity spendwatch runs as also makes these calls.
+# They are kept out of CALLS and of the read policy: StartQueryExecution writes results to S3, so they are not
+# read-only, and Athena needs more than the calls themselves (ATHENA_IMPLIED). `athena_policy()` is the extra policy.
 ATHENA_CALLS: dict[tuple[str, str], str] = {
     ("athena", "StartQueryExecution"): "athena:StartQueryExecution",
     ("athena", "GetQueryExecution"): "athena:GetQueryExecution",
     ("athena", "GetQueryResults"): "athena:GetQueryResults",
     ("athena", "StopQueryExecution"): "athena:StopQueryExecution",
 }
-# What Athena does with the caller's permissions while it runs the query, by what it touches: the table's
-# definition in Glue, the table's files in S3 (read), and the output location (results written, then read).
+# What Athena does with the caller's permissions while it runs the query, by what it touches: the tables'
+# definitions in Glue, the tables' files in S3 (read: the flow log table's bucket, and with `cur_table` the CUR 2.0
+# export's bucket; GetPartitions for its billing_period partitions), and the output location (results written,
+# then read).
 ATHENA_CATALOG = ("glue:GetDatabase", "glue:GetTable", "glue:GetPartitions")
 ATHENA_TABLE_READ = ("s3:GetBucketLocation", "s3:GetObject", "s3:ListBucket")
 ATHENA_RESULTS = ("s3:GetBucketLocation", "s3:GetObject", "s3:ListBucket", "s3:PutObject", "s3:AbortMultipartUpload")
@@ -84,8 +86,9 @@ def policy() -> dict[str, Any]:
 def athena_policy() -> dict[str, Any]:
     """The policy `[aws.athena]` adds to the read policy: the Athena calls and what Athena needs on the caller's
     behalf, one statement per thing touched, so each can be narrowed (the Terraform module does, by Sid): the
-    workgroup (SpendwatchAthenaQueries), the Glue catalog, database and table (SpendwatchAthenaCatalog), the
-    table's bucket (SpendwatchAthenaTableRead) and the output location (SpendwatchAthenaResults)."""
+    workgroup (SpendwatchAthenaQueries), the Glue catalog, databases and tables (SpendwatchAthenaCatalog), the
+    tables' buckets, flow logs' and CUR's (SpendwatchAthenaTableRead) and the output location
+    (SpendwatchAthenaResults)."""
     groups = {"SpendwatchAthenaQueries": ATHENA_CALLS.values(), "SpendwatchAthenaCatalog": ATHENA_CATALOG,
               "SpendwatchAthenaTableRead": ATHENA_TABLE_READ, "SpendwatchAthenaResults": ATHENA_RESULTS}
     return {

@@ -64,6 +64,13 @@ def read_parquet(rel: PurePath, raw: bytes, ctx: FileContext) -> FileResult:
     except (pa.ArrowException, OSError) as exc:
         ctx.problem(f"Parquet billing file cannot be read ({exc}); records lost: at least one")
         return FileResult()
+    return read_cur2_table(table, ctx)
+
+
+def read_cur2_table(table: pa.Table, ctx: FileContext) -> FileResult:
+    """`spend` from an Arrow table with CUR 2.0's columns (a Parquet file's, or the rows of a query of Athena's
+    CUR 2.0 table, `spendwatch.engine.spend_sql`): the checks and conversion every CUR 2.0 source goes through.
+    Problem line numbers are 1-based row numbers of `table`."""
     cols: dict[str, pa.ChunkedArray] = {}
     original: dict[str, str] = {}
     for name, field in CUR2.items():

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -206,6 +206,12 @@ class Athena:
         arrays = [pa.array(values, _arrow_type(kind)) for values, kind in zip(columns, kinds, strict=True)]
         return pa.table(arrays, names=names)
 
+    def query(self, sql: str) -> tuple[pa.Table, int | None, str]:
+        """One query (Athena's dialect) run to its end: its rows, the bytes it scanned and its id."""
+        query_id = self.start(sql)
+        executions = self.wait([query_id])
+        return self.results(query_id), _athena_scanned(executions.values()), query_id
+
     def fetch(self, source: str, table: str, start_s: int, end_s: int, named: Iterable[str],
               partition: Partition = "source") -> Fetched:
         """The totals, then the aggregate rows (needs the totals' latest end), read from Athena; `partition`:
@@ -227,6 +233,20 @@ class Athena:
         more = _athena_scanned(executions.values())
         return Fetched(rows, records, None if scanned is None or more is None else scanned + more,
                        [totals_id, rows_id])
+
+
+@contextlib.contextmanager
+def athena_errors() -> Iterator[None]:
+    """botocore's errors (denied, throttled past the retries, no credentials) as WarehouseError, with the code."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except ClientError as exc:
+        error = exc.response.get("Error") or {}
+        raise WarehouseError(f"{error.get('Code', 'error')}: {error.get('Message', exc)}") from exc
+    except BotoCoreError as exc:
+        raise WarehouseError(f"{type(exc).__name__}: {exc}") from exc
 
 
 def _athena_scanned(executions: Iterable[dict[str, Any]]) -> int | None:
@@ -326,8 +346,8 @@ class WarehouseFlows:
         aggregate rows for the records that started in the trailing `window_hours`. `client`: the Athena client
         to use (the connector passes one built like its others: credentials, retries, declared calls)."""
         athena = config.athena
-        if athena is None:
-            raise ValueError("the [aws] configuration has no [aws.athena] table")
+        if athena is None or athena.table is None:
+            raise ValueError("the [aws] configuration has no [aws.athena] table (flow log table)")
         end_s = int(now.timestamp())
         options = AthenaOptions(database=athena.database, catalog=athena.catalog, workgroup=athena.workgroup,
                                 output_location=str(athena.output_location) if athena.output_location else None,
@@ -420,4 +440,4 @@ def _utc(seconds: int) -> str:
 
 
 __all__ = ["Athena", "AthenaOptions", "BigQuery", "BigQueryOptions", "Fetched", "WarehouseError", "WarehouseFlows",
-           "to_schema"]
+           "athena_errors", "to_schema"]

@@ -403,6 +403,10 @@ def test_athena_policy_is_loaded_narrowed_by_sid_and_given_to_the_scan_role_only
     for fragment in (":workgroup/${var.athena.workgroup}", ":table/${var.athena.database}/${var.athena.table}",
                      '"${var.athena.table_bucket_arn}/*"', '"${var.athena.results_bucket_arn}/*"'):
         assert fragment in resources, fragment
+    # [aws.athena] cur_table (CUR 2.0 reduced in Athena): its Glue table and the export's bucket, each optional
+    for fragment in (":table/${local.athena_cur_db}/${var.athena.cur_table}", '"${var.athena.cur_bucket_arn}/*"',
+                     "var.athena.table == null ? null", "var.athena.cur_table == null ? null"):
+        assert fragment in resources, fragment
     assert local["athena_document"]["Statement"] == \
         "${[for s in local.athena_declared.Statement : merge(s, {Resource = local.athena_resources[s.Sid]})]}"
     policies = {k: v for p in AWS.glob("*.tf") for k, v in blocks(load(p), "resource").items()
@@ -413,6 +417,8 @@ def test_athena_policy_is_loaded_narrowed_by_sid_and_given_to_the_scan_role_only
     assert scan["count"] == "${var.athena == null ? 0 : 1}"
     variable = blocks(load(AWS / "variables.tf"), "variable")["athena"]
     assert variable["default"] is None
+    for key in ("table", "table_bucket_arn", "cur_table", "cur_database", "cur_bucket_arn"):
+        assert f"{key} = optional(string)" in variable["type"], key
     # What the connector calls is what the policy allows.
     declared = {a for s in json.loads(GENERATED["athena"].read_text())["Statement"] for a in s["Action"]}
     assert set(import_module("spendwatch.connectors.aws.permissions").ATHENA_CALLS.values()) <= declared

@@ -55,18 +55,25 @@ locals {
       [local.approvals_deny_own_roles]
     )
   }
-  # [aws.athena] (flow logs reduced in Athena): each generated statement narrowed by Sid to what it touches.
+  # [aws.athena] (flow logs and/or CUR reduced in Athena): each generated statement narrowed by Sid to what it
+  # touches; the flow log table and the CUR table (cur_table, in cur_database) are each optional.
   athena_declared = jsondecode(file("${path.module}/policies/athena.json"))
   athena_region   = var.athena == null ? local.region : coalesce(var.athena.region, local.region)
   athena_catalog  = var.athena == null ? local.account_id : coalesce(var.athena.catalog_account, local.account_id)
+  athena_cur_db   = var.athena == null ? null : coalesce(var.athena.cur_database, var.athena.database)
   athena_resources = var.athena == null ? {} : {
     SpendwatchAthenaQueries = ["arn:${local.partition}:athena:${local.athena_region}:${local.account_id}:workgroup/${var.athena.workgroup}"]
-    SpendwatchAthenaCatalog = [
+    SpendwatchAthenaCatalog = [for arn in distinct([
       "arn:${local.partition}:glue:${local.athena_region}:${local.athena_catalog}:catalog",
       "arn:${local.partition}:glue:${local.athena_region}:${local.athena_catalog}:database/${var.athena.database}",
-      "arn:${local.partition}:glue:${local.athena_region}:${local.athena_catalog}:table/${var.athena.database}/${var.athena.table}",
-    ]
-    SpendwatchAthenaTableRead = [var.athena.table_bucket_arn, "${var.athena.table_bucket_arn}/*"]
+      var.athena.table == null ? null : "arn:${local.partition}:glue:${local.athena_region}:${local.athena_catalog}:table/${var.athena.database}/${var.athena.table}",
+      var.athena.cur_table == null ? null : "arn:${local.partition}:glue:${local.athena_region}:${local.athena_catalog}:database/${local.athena_cur_db}",
+      var.athena.cur_table == null ? null : "arn:${local.partition}:glue:${local.athena_region}:${local.athena_catalog}:table/${local.athena_cur_db}/${var.athena.cur_table}",
+    ]) : arn if arn != null]
+    SpendwatchAthenaTableRead = [for arn in [
+      var.athena.table_bucket_arn, var.athena.table_bucket_arn == null ? null : "${var.athena.table_bucket_arn}/*",
+      var.athena.cur_bucket_arn, var.athena.cur_bucket_arn == null ? null : "${var.athena.cur_bucket_arn}/*",
+    ] : arn if arn != null]
     SpendwatchAthenaResults   = [var.athena.results_bucket_arn, "${var.athena.results_bucket_arn}/*"]
   }
   athena_document = {

@@ -245,12 +245,15 @@ variable "enable_approvals" {
 }
 
 variable "athena" {
-  description = "With an [aws.athena] table in config_toml (flow logs reduced in Athena, not fetched): the workgroup, the Glue database and table, the table's bucket and the query results bucket the scan function may use (policies/athena.json, each statement narrowed to these). catalog_account: the Glue catalog's account (default this one); region: the workgroup's (default this one). Null: no Athena permission."
+  description = "With an [aws.athena] table in config_toml (flow logs and/or CUR reduced in Athena, not fetched): the workgroup, the Glue database and flow log table with the table's bucket, the CUR 2.0 table (cur_table, in cur_database, default database) with the bucket of the CUR export, and the query results bucket the scan function may use (policies/athena.json, each statement narrowed to these). Set table or cur_table or both, each with its bucket. catalog_account: the Glue catalog's account (default this one); region: the workgroup's (default this one). Null: no Athena permission."
   type = object({
     workgroup          = string
     database           = string
-    table              = string
-    table_bucket_arn   = string
+    table              = optional(string)
+    table_bucket_arn   = optional(string)
+    cur_table          = optional(string)
+    cur_database       = optional(string)
+    cur_bucket_arn     = optional(string)
     results_bucket_arn = string
     catalog_account    = optional(string)
     region             = optional(string)
@@ -258,8 +261,13 @@ variable "athena" {
   default = null
 
   validation {
-    condition     = var.athena == null ? true : alltrue([for b in [var.athena.table_bucket_arn, var.athena.results_bucket_arn] : can(regex("^arn:aws[a-z-]*:s3:::[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", b))])
-    error_message = "athena.table_bucket_arn and athena.results_bucket_arn must be S3 bucket ARNs (arn:aws:s3:::name)."
+    condition     = var.athena == null ? true : alltrue([for b in [var.athena.table_bucket_arn, var.athena.cur_bucket_arn, var.athena.results_bucket_arn] : can(regex("^arn:aws[a-z-]*:s3:::[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", b)) if b != null])
+    error_message = "athena.table_bucket_arn, athena.cur_bucket_arn and athena.results_bucket_arn must be S3 bucket ARNs (arn:aws:s3:::name)."
+  }
+
+  validation {
+    condition     = var.athena == null ? true : (var.athena.table != null || var.athena.cur_table != null) && (var.athena.table == null) == (var.athena.table_bucket_arn == null) && (var.athena.cur_table == null) == (var.athena.cur_bucket_arn == null)
+    error_message = "athena: set table (with table_bucket_arn), cur_table (with cur_bucket_arn), or both."
   }
 }
 
