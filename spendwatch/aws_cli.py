@@ -43,8 +43,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("cloud", choices=("aws", "gcp", "azure"),
                    help="aws: IAM policy JSON; gcp: custom role YAML; azure: role definition JSON")
     p.add_argument("--athena", action="store_true",
-                   help="aws: instead, the policy [aws.athena] adds (Athena queries, the Glue table, its bucket and "
-                        "the results bucket; narrow each statement's Resource)")
+                   help="aws: instead, the policy [aws.athena] adds (Athena queries, the Glue tables, their buckets "
+                        "and the results bucket; narrow each statement's Resource); with role_arn, that role's")
     p.set_defaults(func=cmd_iam_policy)
 
 

@@ -79,9 +79,13 @@ class Table:
             return default
         return self.data[key]
 
-    def string(self, key: str, default: Any = _MISSING, *, choices: tuple[str, ...] = ()) -> Any:
+    def string(self, key: str, default: Any = _MISSING, *, choices: tuple[str, ...] = (),
+               empty: bool = False) -> Any:
+        """A string value; `empty`: "" is a value too (it says "none" where the default is something)."""
         value = self._get(key, default)
         if value is default and key not in self.data:
+            return value
+        if empty and value == "":
             return value
         if not isinstance(value, str) or not value.strip():
             raise self.error(key, f"must be a non-empty string, not {value!r}")

@@ -98,6 +98,16 @@ class Clients:
             return self.base("s3", region)
         return self._cached("bucket", "s3", region or self.config.home_region, lambda: self._assume("bucket", arn))
 
+    def role(self, arn: str, service: str, region: str | None = None) -> Any:
+        """A client as role `arn` (e.g. `[aws.athena] role_arn`; see `as_role`)."""
+        key = f"role:{arn}"
+        return self._cached(key, service, region or self.config.home_region, lambda: self.as_role(arn))
+
+    def as_role(self, arn: str) -> Any:
+        """A boto3 session as role `arn`, assumed once per run (with `external_id` when set). Raises
+        AccountUnreachable when it cannot be assumed."""
+        return self._assume(f"role:{arn}", arn)
+
     def account(self, account: str, service: str, region: str) -> Any:
         """A client in `account`, through its read role. Raises AccountUnreachable when the role cannot be
         assumed (and again, without another call, for every later client of that account in this run)."""

@@ -27,8 +27,12 @@ for the aggregate rows of the trailing `window_hours` (`spendwatch.engine.remote
     output_location = "s3://acme-athena-results/spendwatch/"  # unless the workgroup sets one
     window_hours = 3                               # trailing hours each scan asks for
 
-The query runs with the caller's own credentials (the account that owns the table), in `region` (default
-`home_region`).
+The query runs in `region` (default `home_region`) with the caller's own credentials, or as `role_arn` when
+the table, workgroup and results bucket belong to another account (a log-archive or Security Lake account):
+that role is assumed (with `[aws] external_id`, when set) and needs what `spendwatch iam-policy aws --athena`
+prints. Both queries filter on the table's day partition (`spendwatch.engine.sql.DayPartition`), so Athena reads
+the window's days, not the whole table: `date` for AWS's DDL and `eventday` for Security Lake by default;
+`partition_column` and `partition_format` name another (`partition_column = ""`: an unpartitioned table).
 
 `cur_table` pushes billing down too: spend comes from Athena's table over the CUR 2.0 export (AWS Data
 Exports), aggregated there per usage hour (`spendwatch.engine.spend_sql`), and the `cur` bucket's CUR objects
@@ -45,12 +49,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spendwatch.config import ConfigError, Table
 
+if TYPE_CHECKING:
+    from spendwatch.engine.sql import Partition
+
 _ACCOUNT = re.compile(r"^\d{12}$")
 _TABLE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+){0,2}$")  # [catalog.][database.]table
+_ROLE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 ATHENA_SOURCES = ("vpc_flow_logs", "security_lake")  # spendwatch.engine.sql.SOURCES held by Athena
 
 
@@ -90,6 +98,8 @@ class AthenaConfig:
     query_timeout_s: float = 600.0
     endpoint_url: str | None = None  # None: [aws] endpoint_url (tests: a local Athena beside moto)
     cur_table: str | None = None  # the CUR 2.0 table: spend aggregated in Athena, the `cur` bucket left unread
+    role_arn: str | None = None  # None: the caller's own credentials; else the role the queries run as
+    partition: Partition = "source"  # the flow table's day partition ("source": the source's usual one)
 
     @classmethod
     def from_dict(cls, data: Any) -> AthenaConfig:
@@ -108,13 +118,30 @@ class AthenaConfig:
             location = S3Location.parse(output) if output is not None else None
         except ConfigError as exc:
             raise t.error("output_location", str(exc)) from None
-        config = cls(table=table, source=t.string("source", "vpc_flow_logs", choices=ATHENA_SOURCES),
+        role = t.string("role_arn", None)
+        if role is not None and not _ROLE.match(role):
+            raise t.error("role_arn", f"{role!r} is not an IAM role ARN (arn:aws:iam::123456789012:role/name)")
+        source = t.string("source", "vpc_flow_logs", choices=ATHENA_SOURCES)
+        column, fmt = t.string("partition_column", None, empty=True), t.string("partition_format", None)
+        partition: Partition = "source"
+        if column == "":
+            partition = None
+        elif column is not None or fmt is not None:
+            from spendwatch.engine.sql import SOURCES, DayPartition
+
+            usual = SOURCES[source].partition
+            try:
+                partition = DayPartition(column or (usual.column if usual else ""), fmt or "date")
+            except ValueError as exc:
+                raise t.error("partition_column" if column else "partition_format", str(exc)) from None
+        config = cls(table=table, source=source,
                      database=t.string("database", None), catalog=t.string("catalog", None),
                      workgroup=t.string("workgroup", None), output_location=location,
                      region=t.string("region", None),
                      window_hours=t.integer("window_hours", 3, minimum=1, maximum=24 * 42),
                      query_timeout_s=t.number("query_timeout_s", 600.0, minimum=0.0, above=True),
-                     endpoint_url=t.string("endpoint_url", None), cur_table=cur_table)
+                     endpoint_url=t.string("endpoint_url", None), cur_table=cur_table, role_arn=role,
+                     partition=partition)
         t.done()
         return config
 

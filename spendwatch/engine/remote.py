@@ -355,7 +355,7 @@ class WarehouseFlows:
                                 endpoint_url=athena.endpoint_url or config.endpoint_url,
                                 timeout_s=athena.query_timeout_s)
         return cls("athena", athena.source, athena.table, end_s - athena.window_hours * 3600, end_s,
-                   athena=options, client=client)
+                   athena=options, client=client, partition=athena.partition)
 
     @classmethod
     def from_gcp(cls, config: GcpConfig, now: datetime, *, client: Any = None) -> WarehouseFlows:

@@ -413,11 +413,16 @@ def test_athena_policy_is_loaded_narrowed_by_sid_and_given_to_the_scan_role_only
                 if "athena" in json.dumps(v.get("policy", ""))}
     assert list(policies) == ["aws_iam_role_policy.scan_athena"]
     scan = policies["aws_iam_role_policy.scan_athena"]
-    assert scan["role"] == "${aws_iam_role.scan.id}" and scan["policy"] == "${jsonencode(local.athena_document)}"
+    assert scan["role"] == "${aws_iam_role.scan.id}" and scan["policy"] == (
+        "${var.athena.role_arn == null ? jsonencode(local.athena_document) : "
+        "jsonencode(local.athena_assume_document)}")
+    # [aws.athena] role_arn: the queries run as a role elsewhere; the scan role may only assume that one role
+    assume = local["athena_assume_document"]["Statement"][0]
+    assert assume["Action"] == ["sts:AssumeRole"] and "var.athena.role_arn" in json.dumps(assume["Resource"])
     assert scan["count"] == "${var.athena == null ? 0 : 1}"
     variable = blocks(load(AWS / "variables.tf"), "variable")["athena"]
     assert variable["default"] is None
-    for key in ("table", "table_bucket_arn", "cur_table", "cur_database", "cur_bucket_arn"):
+    for key in ("table", "table_bucket_arn", "cur_table", "cur_database", "cur_bucket_arn", "role_arn"):
         assert f"{key} = optional(string)" in variable["type"], key
     # What the connector calls is what the policy allows.
     declared = {a for s in json.loads(GENERATED["athena"].read_text())["Statement"] for a in s["Action"]}

@@ -49,6 +49,7 @@ class Live:
     athena_url: str  # the Athena fake
     truth: Truth
     reference: ScanResult  # the live scan that reads the flow_logs bucket
+    athena: FakeAthena
 
 
 def _toml(endpoint: str, truth: Truth, athena: str = "") -> str:
@@ -124,7 +125,7 @@ def live(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         config.write_text(_toml(moto_endpoint, truth))
         reference = scan_live(live_configs(str(config)), store=None, now=truth.end, keep_tables=True)
         with serve(fake) as url:
-            yield Live(moto_endpoint, url, truth, reference)
+            yield Live(moto_endpoint, url, truth, reference, fake)
 
 
 def _athena_toml(live: Live, tmp_path: Path, **keys: Any) -> Path:
@@ -239,7 +240,35 @@ def test_a_denied_athena_query_is_a_gap_and_the_scan_goes_on(live: Live, tmp_pat
     assert got.findings  # detection ran on what was read
 
 
+def test_athena_queries_run_as_the_role_arn_names(live: Live, tmp_path: Path) -> None:
+    """A table in another account (log archive, Security Lake): the queries are signed with the assumed role's
+    credentials, not the scanner's own (moto's STS hands out ASIA... keys; the scanner's is "testing")."""
+    fake = live.athena
+    fake.signers.clear()
+    role = "arn:aws:iam::222222222222:role/spendwatch-athena"
+    got = scan_live(live_configs(str(_athena_toml(live, tmp_path, role_arn=role))), store=None,
+                    now=live.truth.end)
+    assert _view(got.findings) == _view(live.reference.findings)
+    assert fake.signers and all(key.startswith("ASIA") for key in fake.signers)
+    assert any("sts:AssumeRole" in n for n in got.report.notes if n.startswith("aws api calls"))
+
+
+def test_a_partition_column_the_table_lacks_is_a_gap_and_none_reads_it_whole(live: Live, tmp_path: Path) -> None:
+    got = scan_live(live_configs(str(_athena_toml(live, tmp_path, partition_column="dt"))), store=None,
+                    now=live.truth.end)
+    gaps = [g for g in got.report.gaps if g.source == f"athena:{TABLE}"]
+    assert len(gaps) == 1 and '"dt"' in gaps[0].reason
+    whole = scan_live(live_configs(str(_athena_toml(live, tmp_path, partition_column=""))), store=None,
+                      now=live.truth.end)
+    assert _view(whole.findings) == _view(live.reference.findings)
+    queries = [e.query for e in live.athena.executions.values()]
+    assert any('"dt" BETWEEN' in q for q in queries) and any('"date" BETWEEN' in q for q in queries)
+
+
 @pytest.mark.parametrize(("table", "key"), [
+    ('table = "t"\npartition_format = "yyyy"', "partition_format"),
+    ('table = "t"\npartition_column = "day; DROP"', "partition_column"),
+    ('table = "t"\nrole_arn = "spendwatch-athena"', "role_arn"),
     ('source = "vpc_flow_logs"', "table"),
     ('table = "logs.vpc flow logs"', "table"),
     ('table = "t"\nsource = "canonical"', "source"),

@@ -65,6 +65,7 @@ class FakeAthena:
     page_max: int = 1000  # Athena's own limit; the client may ask for fewer
     polls: int = 1  # polls answering QUEUED, then as many answering RUNNING
     calls: list[str] = field(default_factory=list)  # operation names, in order
+    signers: list[str] = field(default_factory=list)  # the access key id that signed each request, in order
     executions: dict[str, _Execution] = field(default_factory=dict)
     _tables: dict[str, tuple[str, int]] = field(default_factory=dict)  # name -> (DuckDB table, bytes)
     _con: Any = field(default_factory=duckdb.connect)
@@ -130,8 +131,10 @@ class FakeAthena:
         target = req.headers.get("x-amz-target", "")
         operation = target.split(".", 1)[-1]
         body = json.loads(req.body or b"{}")
+        credential = req.headers.get("authorization", "").partition("Credential=")[2]
         with self._lock:
             self.calls.append(operation)
+            self.signers.append(credential.split("/", 1)[0])
             handler = {"StartQueryExecution": self._start, "GetQueryExecution": self._get,
                        "GetQueryResults": self._results, "StopQueryExecution": self._stop}.get(operation)
             if handler is None:

@@ -80,6 +80,17 @@ locals {
     Version   = "2012-10-17"
     Statement = [for s in local.athena_declared.Statement : merge(s, { Resource = local.athena_resources[s.Sid] })]
   }
+  # With athena.role_arn the queries run as that role (in the account that owns the tables), which holds the
+  # statements above (`spendwatch iam-policy aws --athena`); the scan role may only assume it.
+  athena_assume_document = {
+    Version = "2012-10-17"
+    Statement = [{
+      Sid      = "SpendwatchAthenaAssumeRole"
+      Effect   = "Allow"
+      Action   = ["sts:AssumeRole"]
+      Resource = [var.athena == null ? "" : (var.athena.role_arn == null ? "" : var.athena.role_arn)]
+    }]
+  }
   # The scan function never verifies a Slack request: every secret but the signing secret.
   scan_secrets = [for k in keys(local.secrets) : k if k != "slack-signing-secret"]
 }
@@ -177,7 +188,7 @@ resource "aws_iam_role_policy" "scan_athena" {
 
   name   = "spendwatch-athena"
   role   = aws_iam_role.scan.id
-  policy = jsonencode(local.athena_document)
+  policy = var.athena.role_arn == null ? jsonencode(local.athena_document) : jsonencode(local.athena_assume_document)
 }
 
 # The approval sweep after each scan removes expired GPU-launch exceptions (policy and tags) in this account.

@@ -245,7 +245,7 @@ variable "enable_approvals" {
 }
 
 variable "athena" {
-  description = "With an [aws.athena] table in config_toml (flow logs and/or CUR reduced in Athena, not fetched): the workgroup, the Glue database and flow log table with the table's bucket, the CUR 2.0 table (cur_table, in cur_database, default database) with the bucket of the CUR export, and the query results bucket the scan function may use (policies/athena.json, each statement narrowed to these). Set table or cur_table or both, each with its bucket. catalog_account: the Glue catalog's account (default this one); region: the workgroup's (default this one). Null: no Athena permission."
+  description = "With an [aws.athena] table in config_toml (flow logs and/or CUR reduced in Athena, not fetched): the workgroup, the Glue database and flow log table with the table's bucket, the CUR 2.0 table (cur_table, in cur_database, default database) with the bucket of the CUR export, and the query results bucket the scan function may use (policies/athena.json, each statement narrowed to these). Set table or cur_table or both, each with its bucket. catalog_account: the Glue catalog's account (default this one); region: the workgroup's (default this one). role_arn: the [aws.athena] role_arn the queries run as (a role in the account that owns the tables, holding the statements of policies/athena.json): the scan role is then only allowed to assume it. Null: no Athena permission."
   type = object({
     workgroup          = string
     database           = string
@@ -257,6 +257,7 @@ variable "athena" {
     results_bucket_arn = string
     catalog_account    = optional(string)
     region             = optional(string)
+    role_arn           = optional(string)
   })
   default = null
 
@@ -266,8 +267,8 @@ variable "athena" {
   }
 
   validation {
-    condition     = var.athena == null ? true : (var.athena.table != null || var.athena.cur_table != null) && (var.athena.table == null) == (var.athena.table_bucket_arn == null) && (var.athena.cur_table == null) == (var.athena.cur_bucket_arn == null)
-    error_message = "athena: set table (with table_bucket_arn), cur_table (with cur_bucket_arn), or both."
+    condition     = var.athena == null ? true : var.athena.role_arn == null ? (var.athena.table != null || var.athena.cur_table != null) && (var.athena.table == null) == (var.athena.table_bucket_arn == null) && (var.athena.cur_table == null) == (var.athena.cur_bucket_arn == null) : can(regex("^arn:aws[a-z-]*:iam::[0-9]{12}:role/", var.athena.role_arn))
+    error_message = "athena: set table (with table_bucket_arn), cur_table (with cur_bucket_arn), or both; or role_arn, an IAM role ARN."
   }
 }
 
