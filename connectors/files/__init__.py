@@ -27,6 +27,7 @@ This connector only reads what it is given; it never reaches a cloud.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Collection
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
@@ -332,13 +333,26 @@ def _read_batch(job: list[_Job], report: RunReport, flows: FlowEngine | None = N
 
 def _parquet_flows(files: list[tuple[_Outcome, PurePosixPath, bytes]], local: dict[str, str],
                    flows: FlowEngine) -> list[FileResult]:
-    """Parquet flow logs: those on disk and clean reduced by DuckDB from the files themselves
-    (vpcflow.read_parquet_many); any other read as one file each, its records handed to `flows` as usual."""
-    on_disk = [i for i, (o, _, _) in enumerate(files) if o.path in local]
-    fast = vpcflow.read_parquet_many([(local[files[i][0].path], files[i][1], files[i][0].ctx) for i in on_disk],
-                                     flows)
+    """Parquet flow logs: the clean ones reduced by DuckDB from the files themselves (vpcflow.read_parquet_many);
+    any other read as one file each, its records handed to `flows` as usual. DuckDB reads files: an object
+    fetched from S3 (its bytes already in memory) is written to a temporary file for it first, a batch at a time
+    (at most PARQUET_BATCH_BYTES); one that cannot be written (a full /tmp) takes the one-file path."""
     results: list[FileResult | None] = [None] * len(files)
-    for i, result in zip(on_disk, fast, strict=True):
+    with tempfile.TemporaryDirectory(prefix="spendwatch-parquet-") as spill:
+        paths: dict[int, str] = {}
+        for i, (outcome, _, raw) in enumerate(files):
+            if outcome.path in local:
+                paths[i] = local[outcome.path]
+                continue
+            target = os.path.join(spill, f"{i}.parquet")
+            try:
+                with open(target, "wb") as handle:
+                    handle.write(raw)
+            except OSError:
+                continue
+            paths[i] = target
+        fast = vpcflow.read_parquet_many([(paths[i], files[i][1], files[i][0].ctx) for i in paths], flows)
+    for i, result in zip(paths, fast, strict=True):
         results[i] = result
     return [r if r is not None else _guarded(FLOW_PARQUET, layout, raw, o.ctx)
             for r, (o, layout, raw) in zip(results, files, strict=True)]

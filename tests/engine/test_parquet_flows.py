@@ -158,3 +158,28 @@ def test_a_damaged_parquet_file_is_reported_and_the_others_are_read(tmp_path: Pa
         assert engine.records == 2
     assert [p.source for p in report.problems] == [str(damaged)]
     assert "cannot be read" in report.problems[0].reason
+
+
+def test_parquet_objects_fetched_from_s3_are_reduced_by_duckdb_too(tmp_path: Path, careful_reads: list[str]) -> None:
+    """`read_objects` (the live connectors' path: bytes fetched, no file on disk) gives DuckDB the objects through a
+    temporary file each, with the same results as the record-by-record reader, and leaves no file behind."""
+    truth = run_scenario("classic-miners", tmp_path / "data")
+    assert _to_parquet(truth.root)
+    blobs = [files.Blob(f"s3://logs/{p.relative_to(truth.root)}", str(p.relative_to(truth.root)), p.stat().st_size,
+                        p.read_bytes) for p in sorted(truth.root.rglob("*")) if p.is_file() and p.name != "TRUTH.json"]
+    by_records = RunReport()
+    records = files.read_objects(blobs, by_records)  # no engine: every object through read_parquet
+    careful_reads.clear()
+    report = RunReport()
+    spill = tmp_path / "tmp"
+    spill.mkdir()
+    with pytest.MonkeyPatch.context() as mp, FlowEngine() as engine:
+        mp.setattr(files.tempfile, "tempdir", str(spill))
+        tables = files.read_objects(blobs, report, flows=engine)
+        assert careful_reads == [] and list(spill.iterdir()) == []
+        summary = engine.summary(tables)
+        tables.flows = summary.rows
+        assert summary.records == len(records.flows)
+        _assert_same_as_records(records, tables, summary)
+    assert [(s.path, s.records) for s in report.sources] == [(s.path, s.records) for s in by_records.sources]
+    assert report.problems == by_records.problems == []
