@@ -76,7 +76,7 @@ class GcsLocation:
 class BigQueryFlowsConfig:
     """The `[gcp.bigquery]` table: the flow log sink's BigQuery table, and how each scan queries it."""
 
-    table: str  # project.dataset.table a Cloud Logging sink writes VPC flow log entries to
+    table: str  # project.dataset.table a Cloud Logging sink writes VPC flow log entries to; `table_*`: day shards
     project: str  # where the query jobs run (and are billed): the table's project unless set
     location: str | None = None  # None: the client's default (BigQuery finds the dataset's)
     window_hours: int = 3  # detection needs hours of history to see sustained mining, not the last minutes
@@ -87,8 +87,11 @@ class BigQueryFlowsConfig:
         """Settings from `[gcp.bigquery]`; ConfigError names the file, the key and what is wrong with it."""
         t = Table(data, "gcp.bigquery", path=path)
         table = t.string("table")
-        if not TABLE.match(table):
-            raise t.error("table", f"{table!r} is not a table (project.dataset.table)")
+        # A sink without "use partitioned tables" writes a table a day (name_YYYYMMDD): `name_*` reads them,
+        # each query only the window's days (spendwatch.engine.sql: _TABLE_SUFFIX).
+        if not TABLE.match(table.removesuffix("_*")) or ("*" in table and not table.endswith("_*")):
+            raise t.error("table", f"{table!r} is not a table (project.dataset.table, or project.dataset.name_* "
+                                   "for a sink's day shards)")
         project = t.string("project", table.split(".", 1)[0])
         if not _PROJECT.match(project):
             raise t.error("project", f"{project!r} is not a project id (6-30 lower-case letters, digits, -)")

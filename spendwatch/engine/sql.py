@@ -54,7 +54,9 @@ class DayPartition:
     partition-projection `day`); zero-padded, most significant first, so that strings compare as days do.
 
     The filter keeps the window's days and one day either side: a record is delivered after it starts (a file
-    written just after midnight holds records of the day before), and a day may be cut in UTC or not."""
+    written just after midnight holds records of the day before), and a day may be cut in UTC or not. The column
+    is quoted (`date` is a reserved word), except a pseudo-column starting with `_` (BigQuery's `_TABLE_SUFFIX`
+    of a wildcard table), which must stay bare."""
 
     column: str
     format: str = "date"
@@ -71,10 +73,10 @@ class DayPartition:
         """The filter for records that started in [start_s, end_s), in DuckDB's dialect."""
         first = datetime.fromtimestamp(start_s - 86_400, UTC)
         last = datetime.fromtimestamp(max(end_s, start_s) + 86_400, UTC)
+        column = self.column if self.column.startswith("_") else f'"{self.column}"'
         if self.format == "date":
-            return (f'"{self.column}" BETWEEN CAST(\'{first:%Y-%m-%d}\' AS DATE) '
-                    f'AND CAST(\'{last:%Y-%m-%d}\' AS DATE)')
-        return f'"{self.column}" BETWEEN \'{first.strftime(self.format)}\' AND \'{last.strftime(self.format)}\''
+            return f"{column} BETWEEN CAST('{first:%Y-%m-%d}' AS DATE) AND CAST('{last:%Y-%m-%d}' AS DATE)"
+        return f"{column} BETWEEN '{first.strftime(self.format)}' AND '{last.strftime(self.format)}'"
 
 
 # `partition` arguments: "source" is the source's own (Source.partition), None is no partition filter.
@@ -91,6 +93,7 @@ class Source:
     sql: str  # DuckDB dialect; {table} is the source table, {start_s}/{end_s} the time range (Unix seconds),
     # {partition} the day-partition filter (" AND ...", or nothing)
     partition: DayPartition | None = None  # the partition the usual table of this kind has
+    shards: DayPartition | None = None  # a wildcard table of day shards (`name_*`): how their suffix reads a day
 
 
 SOURCES: dict[str, Source] = {s.name: s for s in (
@@ -154,8 +157,11 @@ FROM (SELECT upper(jsonPayload.reporter) AS reporter, coalesce(upper(jsonPayload
       FROM {table}
       -- the entry's own time, an hour either side of the window: a sink table partitioned by it is read only
       -- in the window's partitions (an entry is written when its flow's capture interval closes)
-      WHERE "timestamp" >= to_timestamp({start_s} - 3600) AND "timestamp" < to_timestamp({end_s} + 3600)) AS entries
-WHERE started >= to_timestamp({start_s}) AND started < to_timestamp({end_s})"""),
+      WHERE "timestamp" >= to_timestamp({start_s} - 3600) AND "timestamp" < to_timestamp({end_s} + 3600){partition}
+      ) AS entries
+WHERE started >= to_timestamp({start_s}) AND started < to_timestamp({end_s})""",
+           # a sink without "use partitioned tables" writes a table a day (name_YYYYMMDD): query it as name_*
+           shards=DayPartition("_TABLE_SUFFIX", "%Y%m%d")),
 )}
 
 FEATURES_SQL = """
@@ -274,7 +280,8 @@ def _table_ref(table: str) -> str:
 
 def _records(source: str, table: str, start_s: int, end_s: int, partition: Partition = "source") -> str:
     adapter = SOURCES[source]
-    day = adapter.partition if partition == "source" else partition
+    usual = adapter.shards if adapter.shards is not None and table.endswith("*") else adapter.partition
+    day = usual if partition == "source" else partition
     where = f"\n  AND {day.condition(int(start_s), int(end_s))}" if day is not None else ""
     if day is not None and "{partition}" not in adapter.sql:
         raise ValueError(f"source {source}: its table has no day partition to filter on")

@@ -10,6 +10,7 @@ import gzip
 import json
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +204,27 @@ def test_bigquery_gives_the_local_scans_findings(gcp_data: Any, bigquery: tuple[
     pages = [c for c in fake.calls if c[0] == "GET" and "/queries/" in c[1]]
     assert len(pages) == -(-fetched.rows.num_rows // 100) - 1  # the first page comes with jobs.query
     assert not any(s.kind == "gcp-vpc-flow-logs" for s in remote.report.sources)
+
+
+def test_a_sink_of_day_shards_is_read_through_its_wildcard_for_the_windows_days(gcp_data: Any) -> None:
+    """A sink without partitioned tables writes a table a day: `name_*` with a _TABLE_SUFFIX filter reads only the
+    window's days (one either side), and gives what the partitioned table gives."""
+    fake = FakeBigQuerySql(SINK, sharded=True)
+    fake.add_flow_logs(gcp_data.root)
+    local = scan_directory(gcp_data.root, store=None, now=gcp_data.end)
+    end_s = int(gcp_data.end.timestamp())
+    with serve(fake) as url:
+        sharded = WarehouseFlows("bigquery", "gcp_flow_sink", SINK + "_*", end_s - 3 * 86_400, end_s + 3600,
+                                 bigquery=BigQueryOptions(endpoint=url))
+        remote = scan_directory(gcp_data.root, store=None, now=gcp_data.end, flows_from=sharded)
+        assert remote.findings and _view(remote.findings) == _view(local.findings)
+        assert sharded.fetched is not None and sharded.fetched.records == local.report.tables["flows"]
+        days = (datetime.fromtimestamp(end_s - 4 * 86_400, UTC), datetime.fromtimestamp(end_s + 3600 + 86_400, UTC))
+        assert all(f"_TABLE_SUFFIX BETWEEN '{days[0]:%Y%m%d}' AND '{days[1]:%Y%m%d}'" in q for q in fake.queries)
+        # the table itself is not there: only its shards
+        plain = WarehouseFlows("bigquery", "gcp_flow_sink", SINK, **WHOLE, bigquery=BigQueryOptions(endpoint=url))
+        gaps = scan_directory(gcp_data.root, store=None, now=gcp_data.end, flows_from=plain).report.gaps
+        assert any(g.source == f"bigquery:{SINK}" and "was not found" in g.reason for g in gaps)
 
 
 @pytest.mark.parametrize("fault", ["project", "table"])

@@ -191,6 +191,8 @@ def test_without_a_flow_engine_or_a_sink_bucket_the_flows_are_a_gap(live: Live) 
     (f'table = "{TABLE}"\nwindow_hours = "3h"', "window_hours"),
     (f'table = "{TABLE}"\nquery_timeout_s = 0', "query_timeout_s"),
     (f'table = "{TABLE}"\nlocation = ""', "location"),
+    (f'table = "{TABLE}*"', "table"),  # day shards are name_YYYYMMDD: the wildcard is name_*
+    (f'table = "{TABLE}_*_x"', "table"),
 ])
 def test_a_bad_bigquery_value_is_a_config_error_naming_the_key(tmp_path: Path, table: str, key: str) -> None:
     path = tmp_path / "bad.toml"
@@ -223,3 +225,5 @@ def test_the_window_is_the_trailing_hours_and_the_jobs_run_in_the_tables_project
     assert source.end_s - source.start_s == 6 * 3600
     with pytest.raises(ValueError, match=r"no \[gcp\.bigquery\]"):
         WarehouseFlows.from_gcp(GcpConfig(logs=config.logs), now)
+    shards = GcpConfig.from_dict({"bigquery": {"table": TABLE + "_*"}})  # a sink's day shards
+    assert shards.bigquery is not None and WarehouseFlows.from_gcp(shards, now).table == TABLE + "_*"

@@ -145,7 +145,7 @@ def test_sql_command_takes_the_tables_day_partition(capsys: pytest.CaptureFixtur
     assert "\"eventday\" BETWEEN '2026111900' AND '2026112103'" in capsys.readouterr().out
     assert main(["sql", "--engine", "athena", *window, "--partition-column", ""]) == 0
     assert "BETWEEN" not in capsys.readouterr().out
-    for args, error in ((["--engine", "bigquery", "--partition-column", "day"], "takes no day partition"),
+    for args, error in ((["--engine", "duckdb", "--partition-column", "day"], "takes no day partition"),
                         (["--engine", "athena", "--partition-format", "yyyy"], "not \"date\" or a strftime"),
                         (["--engine", "athena", "--partition-column", "a b"], "not a plain column name")):
         assert main(["sql", *args]) == 2

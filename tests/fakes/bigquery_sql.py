@@ -10,7 +10,9 @@ DuckDB parse or binder error, answers 400 `invalidQuery` as BigQuery does. Rows 
 `root` (JSON lines, `compute.googleapis.com/vpc_flows`) as the rows a BigQuery sink writes for the same
 entries: `jsonPayload` a record (connection, bytes_sent and packets_sent as INT64, start_time and end_time as
 TIMESTAMP, reporter, src_instance / dest_instance), `resource` a record with its labels, `timestamp`, `logName`.
-totalBytesProcessed: the bytes of those entries' JSON, per query. Faults: projects in `denied` answer 403
+totalBytesProcessed: the bytes of those entries' JSON, per query. `sharded=True` holds the entries as a sink
+without partitioned tables writes them, one table a day (`<table>_YYYYMMDD`): only the wildcard `<table>_*` is
+found, with `_TABLE_SUFFIX` the day of each entry's `timestamp`. Faults: projects in `denied` answer 403
 `accessDenied` to jobs; `table_denied` answers 403 for the table.
 """
 
@@ -61,6 +63,7 @@ class FakeBigQuerySql:
     denied: set[str] = field(default_factory=set)
     table_denied: bool = False
     page_rows: int = 100_000
+    sharded: bool = False
     calls: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     queries: list[str] = field(default_factory=list)  # the SQL of each jobs.query, as sent
     _jobs: dict[str, tuple[pa.Table, int]] = field(default_factory=dict)
@@ -98,7 +101,8 @@ class FakeBigQuerySql:
         if not rows:
             raise ValueError(f"no GCP VPC flow log entries under {root}")
         self._con.register("sink_rows", pa.Table.from_pylist(rows, schema=SINK_SCHEMA))
-        self._con.execute("CREATE OR REPLACE TABLE sink AS SELECT * FROM sink_rows")
+        suffix = ", strftime(\"timestamp\", '%Y%m%d') AS _TABLE_SUFFIX" if self.sharded else ""
+        self._con.execute(f"CREATE OR REPLACE TABLE sink AS SELECT *{suffix} FROM sink_rows")
         self._con.unregister("sink_rows")
         self._bytes = size
         return len(rows)
@@ -134,6 +138,8 @@ class FakeBigQuerySql:
             return _error(400, "invalidQuery", f"Function not found: {unknown[0]} at [1:1]")
         ctes = {c.alias_or_name for c in tree.find_all(exp.CTE)}
         held = self.table.split(".")
+        if self.sharded:
+            held[-1] += "_*"
         reads = False
 
         def swap(node: exp.Expression) -> exp.Expression:
