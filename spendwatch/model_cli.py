@@ -47,7 +47,8 @@ def _live_tables(live: Mapping[str, Any], report: Any, credentials: Mapping[str,
 
     API sources (AWS CloudWatch, cloud monitoring APIs) start `initial_hours` back on a first read, so every
     connector that has that setting is asked for the baseline window; bucket sources are listed from their start
-    when there is no watermark."""
+    when there is no watermark; a warehouse that reduces the flows (`[aws.athena]`, `[gcp.bigquery]`), whose
+    scans ask for their trailing `window_hours`, is asked for the baseline window too."""
     import dataclasses
     from importlib import import_module
 
@@ -61,6 +62,10 @@ def _live_tables(live: Mapping[str, Any], report: Any, credentials: Mapping[str,
         connector = import_module(f"{__package__}.connectors.{cloud}")
         if "initial_hours" in {f.name for f in dataclasses.fields(config)}:
             config = dataclasses.replace(config, initial_hours=hours)
+        for name in ("athena", "bigquery"):  # [aws.athena], [gcp.bigquery]
+            warehouse = getattr(config, name, None)
+            if warehouse is not None and warehouse.window_hours < hours:
+                config = dataclasses.replace(config, **{name: dataclasses.replace(warehouse, window_hours=hours)})
         extra = {"credential": credentials[cloud]} if cloud in credentials else {}
         got = connector.scan(config, report, marks={}, flows=flows, **extra)
         for name, frame in got.tables.items():

@@ -240,6 +240,20 @@ def test_a_denied_athena_query_is_a_gap_and_the_scan_goes_on(live: Live, tmp_pat
     assert got.findings  # detection ran on what was read
 
 
+def test_model_training_asks_athena_for_the_baseline_window(live: Live, tmp_path: Path) -> None:
+    """`model train` over a live configuration: the flows of the whole baseline (two weeks and a day), not the
+    trailing `window_hours` a scan asks for."""
+    from spendwatch.engine.flows import FlowEngine
+    from spendwatch.model_cli import _live_tables
+    from spendwatch.report import RunReport
+
+    config = live_configs(str(_athena_toml(live, tmp_path, window_hours=2)))
+    with FlowEngine() as engine:
+        _live_tables({"aws": config["aws"]}, RunReport(), {}, flows=engine)
+        trained_on = engine.records
+    assert trained_on == live.truth.flow_records  # the day of data, all of it in the baseline window
+
+
 def test_athena_queries_run_as_the_role_arn_names(live: Live, tmp_path: Path) -> None:
     """A table in another account (log archive, Security Lake): the queries are signed with the assumed role's
     credentials, not the scanner's own (moto's STS hands out ASIA... keys; the scanner's is "testing")."""

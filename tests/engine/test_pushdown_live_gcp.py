@@ -130,6 +130,19 @@ def _started_in(root: Path, start_s: int, end_s: int) -> int:
     return count
 
 
+def test_model_training_asks_bigquery_for_the_baseline_window(live: Live, tmp_path: Path) -> None:
+    """`model train` over a live configuration: the sink's entries of the whole baseline, not the trailing
+    `window_hours` a scan asks for."""
+    from spendwatch.engine.flows import FlowEngine
+    from spendwatch.model_cli import _live_tables
+    from spendwatch.report import RunReport
+
+    config = live_configs(str(_bigquery_toml(live, tmp_path, window_hours=2)))
+    with FlowEngine() as engine:
+        _live_tables({"gcp": config["gcp"]}, RunReport(), {}, flows=engine)
+        assert engine.records == live.truth.flow_records
+
+
 def test_the_connector_asks_bigquery_for_the_trailing_window_in_the_job_project(live: Live, tmp_path: Path) -> None:
     """The connector itself (what scan_live and model training call)."""
     config = live_configs(str(_bigquery_toml(live, tmp_path, window_hours=3, project="acme-secops")))["gcp"]
