@@ -149,7 +149,11 @@ def cmd_model(args: argparse.Namespace) -> int:
     from .models.model_store import ModelFileError
     from .store import StoreError, resolve_state
 
-    state = resolve_state(args.state)
+    try:  # as `serve` with the same file: --state, the environment, then its [serve] state
+        state = resolve_state(args.state, configured=_configured_state(args.config))
+    except ConfigError as exc:
+        print(f"spendwatch: error: model {args.action}: {exc}", file=sys.stderr)
+        return EXIT_FATAL
     if args.action == "train":
         try:
             trained = retrain(state=state, data=Path(args.data).expanduser() if args.data else None,
@@ -179,6 +183,19 @@ def cmd_model(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _configured_state(config: str | None) -> str | None:
+    """`[serve] state` of the configuration file, if it names one (ConfigError for a non-string)."""
+    from .config import ConfigError, section
+
+    if config is None:
+        return None
+    serve = section(config, "serve") or {}
+    state = serve.get("state")
+    if state is not None and (not isinstance(state, str) or not state.strip()):
+        raise ConfigError(f"{config}: [serve] state: must be a non-empty string, not {state!r}")
+    return state
+
+
 def _stored(state: Path | str) -> tuple[Any, str]:
     """(the model kept with `state`, where it is kept); FileNotFoundError when there is none."""
     from .models.model_store import StoredModel
@@ -204,10 +221,12 @@ def add_commands(sub: Any) -> None:
     p.add_argument("action", choices=("train", "show"))
     where = p.add_mutually_exclusive_group()
     where.add_argument("--data", metavar="DIR", help="train: directory holding the exports")
-    where.add_argument("--config", metavar="FILE", help="train: TOML file naming live clouds ([aws], [gcp], [azure])")
+    where.add_argument("--config", metavar="FILE", help="train: TOML file naming live clouds ([aws], [gcp], [azure]); "
+                                                        "its [serve] state is the default state")
     p.add_argument("--state", metavar="PATH|URL",
                    help="state: a file (the model is saved beside it) or a postgresql:// URL (the model is kept in "
-                        "it); default: $SPENDWATCH_STATE, $SPENDWATCH_DATABASE_URL, then $SPENDWATCH_HOME/state.db")
+                        "it); default: $SPENDWATCH_STATE, $SPENDWATCH_DATABASE_URL, the --config file's [serve] "
+                        "state, then $SPENDWATCH_HOME/state.db")
     p.add_argument("--now", type=_when, metavar="TIME", help="train: judge the baseline as of this time (ISO)")
     p.add_argument("--json", action="store_true", help="print the model's record as one JSON object")
     p.set_defaults(func=cmd_model_checked)

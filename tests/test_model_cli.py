@@ -39,6 +39,26 @@ def test_train_then_show(data: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
     assert f"{trained['rows']:,} resource-hours" in text and "features" in text
 
 
+def test_the_config_files_serve_state_is_the_default_state(data: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """`model train|show --config FILE` keep the model with the state `serve` uses for the same file."""
+    for name in ("SPENDWATCH_STATE", "SPENDWATCH_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SPENDWATCH_HOME", str(tmp_path / "home"))
+    state = tmp_path / "served" / "state.db"
+    state.parent.mkdir()
+    assert main(["model", "train", "--data", str(data), "--state", str(state)]) == 0
+    config = tmp_path / "spendwatch.toml"
+    config.write_text(f"[serve]\nstate = '{state}'\n")
+    capsys.readouterr()
+    assert main(["model", "show", "--config", str(config), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["path"] == str(state.with_name(MODEL_FILE))
+    config.write_text("[serve]\nstate = 3\n")
+    assert main(["model", "show", "--config", str(config)]) == 1
+    assert "[serve] state: must be a non-empty string, not 3" in capsys.readouterr().err
+
+
 def test_train_refuses_what_it_cannot_use(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     state = tmp_path / "state.db"
     assert main(["model", "train", "--state", str(state)]) == 2
