@@ -466,3 +466,103 @@ def test_aws_state_path_says_it_takes_a_url_and_wins_over_the_secret() -> None:
 
     assert resolve_state(None, environ={"SPENDWATCH_STATE": "/mnt/efs/state.db",
                                         "SPENDWATCH_DATABASE_URL": "postgresql://db/x"}) == Path("/mnt/efs/state.db")
+
+
+# The database-url secret on GCP and Azure, behind use_database_url as on AWS. Unset, a GCP secret without a
+# version stops Cloud Run from starting the jobs and the service (it resolves secret env vars before an instance
+# starts), and an Azure secret still holding its placeholder is taken for the state: resolve_state puts
+# SPENDWATCH_DATABASE_URL before the configuration's [serve] state and opens "set-out-of-band" as an SQLite file.
+
+SECRET_RESOURCE = {"gcp": "google_secret_manager_secret.this[", "azure": "azurerm_key_vault_secret.this["}
+SECRET_MAPS = {"gcp": ("secrets", "job_secrets", "service_secrets"),
+               "azure": ("secrets", "job_secrets", "app_secrets", "secret_grants")}
+
+
+def _secret_references(node: object, for_each: str | None = None) -> list[tuple[str | None, str]]:
+    """(the nearest enclosing for_each, the expression) for every expression that indexes the secret resources,
+    and every Azure `secret_name` (a container's env naming one of the app's secrets)."""
+    if isinstance(node, dict):
+        for_each = node.get("for_each", for_each)
+        named = [(for_each, node["secret_name"])] if "secret_name" in node else []
+        return named + [r for v in node.values() for r in _secret_references(v, for_each)]
+    if isinstance(node, list):
+        return [r for v in node for r in _secret_references(v, for_each)]
+    return [(for_each, node)] if isinstance(node, str) and any(s in node for s in SECRET_RESOURCE.values()) else []
+
+
+def _without_descriptions(node: object) -> object:
+    if isinstance(node, dict):
+        return {k: _without_descriptions(v) for k, v in node.items() if k != "description" and not k.startswith("__")}
+    if isinstance(node, list):
+        return [_without_descriptions(v) for v in node]
+    return node
+
+
+@pytest.mark.parametrize("module", ["gcp", "azure"])
+def test_gcp_and_azure_database_url_secret_only_with_use_database_url(module: str) -> None:
+    root = TF / module
+    variable = blocks(load(root / "variables.tf"), "variable")["use_database_url"]
+    # Default true: the job(s) and the service/app always run apart and need one shared state, which these modules
+    # offer only through this secret; and a default of false would delete deployed secrets on the next apply.
+    assert variable["type"] == "bool" and variable["default"] is True
+    assert "SPENDWATCH_DATABASE_URL" in variable["description"] and "[serve] state" in variable["description"]
+    secrets = locals_of(load(root / "secrets.tf"))["secrets"]
+    assert ('var.use_database_url ? {"database-url" = {env = "SPENDWATCH_DATABASE_URL", readers = ["scanner", '
+            '"slack"]}} : {}') in secrets, secrets
+    # Nothing else names the secret or its variable (a literal env block included; descriptions and comments are
+    # prose): the secret, the grants and the mounts iterate over the map.
+    values = [s for p in root.glob("*.tf") for s in strings(_without_descriptions(load(p)))]
+    assert [s for s in values if "database-url" in s or "SPENDWATCH_DATABASE_URL" in s] == [secrets]
+    exprs = {**locals_of(load(root / "secrets.tf")), **locals_of(load(root / "main.tf"))}
+    for name in ("secret_grants", "job_secrets", "service_secrets" if module == "gcp" else "app_secrets"):
+        assert re.match(r"\$\{\{?(merge\(\[)?for \w+, s in local\.secrets :", exprs[name]), (name, exprs[name])
+    references = [r for p in root.glob("*.tf") for r in _secret_references(load(p))]
+    # The grants, and the secrets of both jobs and the service/app (Azure: as app secrets, then as env).
+    assert len(references) == {"gcp": 4, "azure": 7}[module], references
+    for for_each, expr in references:
+        assert for_each and re.fullmatch(r"\$\{.*local\.(secrets|secret_grants|job_secrets|service_secrets|"
+                                         r"app_secrets)\b.*\}", for_each), (for_each, expr)
+    assert blocks(load(root / "secrets.tf"), "resource")[SECRET_RESOURCE[module][:-1]]["for_each"] == "${local.secrets}"
+    # The example deploys the recommended shape: a PostgreSQL state through the secret.
+    example = blocks(load(root / "examples" / "basic" / "main.tf"), "module")["spendwatch"]
+    assert example["use_database_url"] is True
+
+
+def _secret_maps(module: str, use_database_url: bool, work: Path) -> dict[str, dict[str, object]]:
+    """The module's secret maps as Terraform itself computes them, by `terraform console` on a root holding only
+    those locals: they name no resource, so no provider is needed (none can be downloaded here)."""
+    import shutil
+    import subprocess
+
+    terraform = shutil.which("terraform")
+    if terraform is None:
+        pytest.skip("no terraform binary: the static wiring test above still runs")
+    exprs = {**locals_of(load(TF / module / "secrets.tf")), **locals_of(load(TF / module / "main.tf"))}
+    work.mkdir()
+    body = "\n".join(f"  {name} = {exprs[name][2:-1]}" for name in SECRET_MAPS[module])
+    (work / "main.tf").write_text(f'variable "use_database_url" {{\n  type = bool\n}}\n\nlocals {{\n{body}\n}}\n')
+    (work / "cli.tfrc").write_text("")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(work), "CHECKPOINT_DISABLE": "1",
+           "TF_CLI_CONFIG_FILE": str(work / "cli.tfrc")}
+    query = "jsonencode({" + ", ".join(f"{n} = local.{n}" for n in SECRET_MAPS[module]) + "})"
+    done = subprocess.run([terraform, "console", f"-var=use_database_url={str(use_database_url).lower()}"],
+                          input=query, cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    maps: dict[str, dict[str, object]] = json.loads(json.loads(done.stdout))
+    return maps
+
+
+@pytest.mark.parametrize("module", ["gcp", "azure"])
+def test_gcp_and_azure_secret_maps_with_and_without_use_database_url(module: str, tmp_path: Path) -> None:
+    on, off = _secret_maps(module, True, tmp_path / "on"), _secret_maps(module, False, tmp_path / "off")
+    mounted = "service_secrets" if module == "gcp" else "app_secrets"
+    url = {"env": "SPENDWATCH_DATABASE_URL", "readers": ["scanner", "slack"]}
+    assert on["secrets"]["database-url"] == on["job_secrets"]["database-url"] == on[mounted]["database-url"] == url
+    for name in SECRET_MAPS[module]:
+        assert not [k for k in off[name] if k.startswith("database-url")], (name, off[name])
+        # Only the database URL goes: the Slack secrets (and Azure's configuration) stay as they were.
+        assert off[name] == {k: v for k, v in on[name].items() if not k.startswith("database-url")}, name
+    assert off["secrets"] and "slack-bot-token" in off["job_secrets"] and "slack-signing-secret" in off[mounted]
+    assert "slack-signing-secret" not in off["job_secrets"]  # the scanner never reads the signing secret
+    if module == "azure":
+        assert {"database-url/scanner", "database-url/slack"} <= set(on["secret_grants"])

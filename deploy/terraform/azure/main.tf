@@ -111,8 +111,9 @@ resource "azurerm_container_app_job" "scan" {
 }
 
 # Daily model retraining: `spendwatch model train --config` reads the live clouds' history (the scans read
-# incrementally and hold too little of it) and keeps the model with the state (the database-url secret's
-# PostgreSQL, `models` table). Same image, identity, configuration and secrets as the scan job.
+# incrementally and hold too little of it) and keeps the model with the state (a PostgreSQL state's `models`
+# table: the database-url secret's with use_database_url). Same image, identity, configuration and secrets as the
+# scan job.
 resource "azurerm_container_app_job" "retrain" {
   name                         = "${var.name}-retrain"
   location                     = azurerm_resource_group.this.location

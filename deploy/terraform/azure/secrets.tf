@@ -6,13 +6,22 @@
 data "azurerm_client_config" "current" {}
 
 locals {
-  secrets = {
-    "slack-signing-secret" = { env = "SLACK_SIGNING_SECRET", readers = ["slack"] }
-    "slack-bot-token"      = { env = "SLACK_BOT_TOKEN", readers = ["scanner", "slack"] }
-    "database-url"         = { env = "SPENDWATCH_DATABASE_URL", readers = ["scanner", "slack"] }
-    # spendwatch's TOML configuration (no secrets in it): mounted as the file /etc/spendwatch/spendwatch-toml.
-    "spendwatch-toml" = { env = null, readers = ["scanner", "slack"] }
-  }
+  # database-url only with use_database_url: until its value is set, the secret holds the placeholder, which the
+  # containers would take for the state (SPENDWATCH_DATABASE_URL comes before the configuration's [serve] state)
+  # and open as an SQLite file of that name, private to each replica. Everything below (the secret, its role
+  # assignments, the secret and env entries of the jobs and the app) iterates over this map, so leaving it out
+  # here leaves it out everywhere.
+  secrets = merge(
+    {
+      "slack-signing-secret" = { env = "SLACK_SIGNING_SECRET", readers = ["slack"] }
+      "slack-bot-token"      = { env = "SLACK_BOT_TOKEN", readers = ["scanner", "slack"] }
+      # spendwatch's TOML configuration (no secrets in it): mounted as the file /etc/spendwatch/spendwatch-toml.
+      "spendwatch-toml" = { env = null, readers = ["scanner", "slack"] }
+    },
+    var.use_database_url ? {
+      "database-url" = { env = "SPENDWATCH_DATABASE_URL", readers = ["scanner", "slack"] }
+    } : {}
+  )
   secret_readers = {
     scanner = azurerm_user_assigned_identity.scanner.principal_id
     slack   = azurerm_user_assigned_identity.slack.principal_id

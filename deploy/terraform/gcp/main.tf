@@ -114,8 +114,9 @@ resource "google_cloud_scheduler_job" "scan" {
 }
 
 # Daily model retraining: `spendwatch model train --config` reads the live clouds' history (the scans read
-# incrementally and hold too little of it) and keeps the model with the state (the database-url secret's
-# PostgreSQL, `models` table). Same image, account, configuration and secrets as the scan job.
+# incrementally and hold too little of it) and keeps the model with the state (a PostgreSQL state's `models`
+# table: the database-url secret's with use_database_url). Same image, account, configuration and secrets as the
+# scan job.
 resource "google_cloud_run_v2_job" "retrain" {
   project             = var.project_id
   location            = var.region

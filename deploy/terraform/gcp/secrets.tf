@@ -2,11 +2,19 @@
 #   printf %s "$VALUE" | gcloud secrets versions add <name>-slack-signing-secret --data-file=-
 
 locals {
-  secrets = {
-    "slack-signing-secret" = { env = "SLACK_SIGNING_SECRET", readers = ["slack"] }
-    "slack-bot-token"      = { env = "SLACK_BOT_TOKEN", readers = ["scanner", "slack"] }
-    "database-url"         = { env = "SPENDWATCH_DATABASE_URL", readers = ["scanner", "slack"] }
-  }
+  # database-url only with use_database_url: Cloud Run resolves a secret env var before an instance starts, so one
+  # without a version would stop the jobs and the service from starting. Everything below (the secret, its access
+  # grants, the env of the jobs and the service) iterates over this map, so leaving it out here leaves it out
+  # everywhere.
+  secrets = merge(
+    {
+      "slack-signing-secret" = { env = "SLACK_SIGNING_SECRET", readers = ["slack"] }
+      "slack-bot-token"      = { env = "SLACK_BOT_TOKEN", readers = ["scanner", "slack"] }
+    },
+    var.use_database_url ? {
+      "database-url" = { env = "SPENDWATCH_DATABASE_URL", readers = ["scanner", "slack"] }
+    } : {}
+  )
   secret_readers = {
     scanner = google_service_account.scanner.email
     slack   = google_service_account.slack.email

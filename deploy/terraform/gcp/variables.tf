@@ -144,6 +144,12 @@ variable "environment" {
   default     = {}
 }
 
+variable "use_database_url" {
+  description = "The state is a PostgreSQL database whose URL you put in the <name>-database-url secret: the module creates that secret, lets the scanner and Slack service accounts access it and passes it to the jobs and the service as SPENDWATCH_DATABASE_URL (Cloud Run reads it before an instance starts, so add a version before the first run). False: no such secret, grant or variable; the state is the configuration's [serve] state (or SPENDWATCH_STATE in environment), else a file inside each container, lost when it exits: a trial only, since the jobs and the service must share state. Turning it off deletes the secret and its versions."
+  type        = bool
+  default     = true
+}
+
 variable "reader_scope" {
   description = "Where the custom reader role is defined and bound: \"organization\" (one role, bound on the organization) or \"project\" (one role per project in scan_project_ids, bound there)."
   type        = string

@@ -26,6 +26,8 @@ module "spendwatch" {
   schedule         = "*/15 * * * *"
   subscription_ids = ["00000000-0000-0000-0000-000000000001", "00000000-0000-0000-0000-000000000002"]
   alert_emails     = ["platform-oncall@example.com"]
+  # The state's PostgreSQL URL goes in the vault's database-url secret (set it before the first run).
+  use_database_url = true
 }
 
 output "slack_request_url" {

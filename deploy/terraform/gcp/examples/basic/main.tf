@@ -28,6 +28,8 @@ module "spendwatch" {
   reader_scope    = "organization"
   organization_id = "123456789012"
   alert_emails    = ["platform-oncall@example.com"]
+  # The state's PostgreSQL URL goes in the <name>-database-url secret (add a version before the first run).
+  use_database_url = true
 }
 
 output "slack_request_url" {
