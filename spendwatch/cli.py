@@ -49,9 +49,12 @@ class Fatal(Exception):
 def _state_path(arg: str | None) -> Path | str:
     """Where the state is: `--state` (a file or a postgresql:// URL), else $SPENDWATCH_STATE, else
     $SPENDWATCH_DATABASE_URL, else $SPENDWATCH_HOME/state.db: the order every command and `serve` use."""
-    from .store import resolve_state
+    from .store import StoreError, resolve_state
 
-    return resolve_state(arg)
+    try:
+        return resolve_state(arg)
+    except StoreError as exc:  # e.g. a $SPENDWATCH_DATABASE_URL that is no URL
+        raise Fatal(str(exc)) from None
 
 
 def _open_store(arg: str | None) -> Any:

@@ -434,7 +434,7 @@ def cmd_from_activity(args: argparse.Namespace) -> int:
     """`spendwatch approvals from-activity --data DIR|--config FILE [--post]`."""
     from .report import RunReport
     from .sinks.console import render_report
-    from .store import resolve_state
+    from .store import StoreError, resolve_state
 
     if bool(args.data) == bool(args.config):
         print("spendwatch: error: from-activity needs one of --data DIR or --config FILE", file=sys.stderr)
@@ -450,7 +450,7 @@ def cmd_from_activity(args: argparse.Namespace) -> int:
         hours = args.hours if args.hours is not None else conf.hours or DEFAULT_HOURS
         with _open(resolve_state(args.state, configured=conf.state)) as store:
             done = request_denied(store, activity, client=client, channel=channel, hours=hours, post=args.post)
-    except (CommandError, RequestError) as exc:
+    except (CommandError, RequestError, StoreError) as exc:
         print(f"spendwatch: error: {exc}", file=sys.stderr)
         return 1
     report.tables = {"activity": len(activity)}

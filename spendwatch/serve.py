@@ -809,8 +809,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     from .store import StoreError, resolve_state
 
-    service = Service(settings, state=resolve_state(args.state, configured=settings.state))
     try:
+        service = Service(settings, state=resolve_state(args.state, configured=settings.state))
         return service.once() if args.once else service.serve(schedule=not args.no_schedule)
     except (OSError, StoreError) as exc:  # the port is taken, the state cannot be opened, ...
         emit("serve.error", logging.ERROR, error=str(exc))

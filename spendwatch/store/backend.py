@@ -63,7 +63,14 @@ def resolve_state(explicit: Path | str | None = None, *, environ: Mapping[str, s
     does not belong in the TOML (which is not secret).
     """
     env = os.environ if environ is None else environ
-    for value in (explicit, env.get("SPENDWATCH_STATE"), env.get("SPENDWATCH_DATABASE_URL"), configured, default):
+    url = env.get("SPENDWATCH_DATABASE_URL")
+    if url and not (explicit or env.get("SPENDWATCH_STATE")) and not is_postgres_url(url):
+        # a secret still holding a placeholder would otherwise open as an SQLite file of that name, one per
+        # container, and the job and the service would each keep their own state without a word
+        shown = f"a {urlsplit(url).scheme}:// URL" if "://" in url else repr(url[:40])  # no password shown
+        raise StoreError(f"SPENDWATCH_DATABASE_URL is set but is not a postgresql:// URL ({shown}): "
+                         "set the secret's value, or unset it")
+    for value in (explicit, env.get("SPENDWATCH_STATE"), url, configured, default):
         if value:
             return state_location(value)
     from .core import default_path

@@ -470,8 +470,8 @@ def test_aws_state_path_says_it_takes_a_url_and_wins_over_the_secret() -> None:
 
 # The database-url secret on GCP and Azure, behind use_database_url as on AWS. Unset, a GCP secret without a
 # version stops Cloud Run from starting the jobs and the service (it resolves secret env vars before an instance
-# starts), and an Azure secret still holding its placeholder is taken for the state: resolve_state puts
-# SPENDWATCH_DATABASE_URL before the configuration's [serve] state and opens "set-out-of-band" as an SQLite file.
+# starts), and an Azure secret still holding its placeholder stops every command (resolve_state puts
+# SPENDWATCH_DATABASE_URL before the configuration's [serve] state and refuses one that is not a postgresql:// URL).
 
 SECRET_RESOURCE = {"gcp": "google_secret_manager_secret.this[", "azure": "azurerm_key_vault_secret.this["}
 SECRET_MAPS = {"gcp": ("secrets", "job_secrets", "service_secrets"),

@@ -6,9 +6,9 @@
 data "azurerm_client_config" "current" {}
 
 locals {
-  # database-url only with use_database_url: until its value is set, the secret holds the placeholder, which the
-  # containers would take for the state (SPENDWATCH_DATABASE_URL comes before the configuration's [serve] state)
-  # and open as an SQLite file of that name, private to each replica. Everything below (the secret, its role
+  # database-url only with use_database_url: until its value is set, the secret holds the placeholder, and the
+  # containers refuse to start (SPENDWATCH_DATABASE_URL comes before the configuration's [serve] state and must
+  # be a postgresql:// URL). Everything below (the secret, its role
   # assignments, the secret and env entries of the jobs and the app) iterates over this map, so leaving it out
   # here leaves it out everywhere.
   secrets = merge(

@@ -142,7 +142,7 @@ variable "environment" {
 }
 
 variable "use_database_url" {
-  description = "The state is a PostgreSQL database whose URL you put in the vault's database-url secret: the module creates that secret, lets the scanner and Slack identities read it and passes it to the jobs and the app as SPENDWATCH_DATABASE_URL (set it before the first run: until then the secret holds the placeholder, which spendwatch would open as an SQLite file of that name in each replica). False: no such secret, role assignment or variable; the state is the configuration's [serve] state (or SPENDWATCH_STATE in environment), else a file inside each replica, lost when it stops: a trial only, since the jobs and the app must share state. Turning it off deletes the secret (the vault keeps it soft-deleted for 90 days)."
+  description = "The state is a PostgreSQL database whose URL you put in the vault's database-url secret: the module creates that secret, lets the scanner and Slack identities read it and passes it to the jobs and the app as SPENDWATCH_DATABASE_URL (set it before the first run: until then the secret holds the placeholder, which spendwatch refuses as not a postgresql:// URL). False: no such secret, role assignment or variable; the state is the configuration's [serve] state (or SPENDWATCH_STATE in environment), else a file inside each replica, lost when it stops: a trial only, since the jobs and the app must share state. Turning it off deletes the secret (the vault keeps it soft-deleted for 90 days)."
   type        = bool
   default     = true
 }
