@@ -80,7 +80,10 @@ class DetectionConfig:
                     elif isinstance(old, Severity):
                         val = Severity.parse(val)
                     fixed[key] = val
-                changes[name] = dataclasses.replace(current, **fixed)
+                try:  # a section that checks its values (IForestConfig) names the key; say where it came from
+                    changes[name] = dataclasses.replace(current, **fixed)
+                except ValueError as exc:
+                    raise ValueError(f"detection config: {exc}") from exc
             else:
                 changes[name] = value
         return dataclasses.replace(self, **changes)

@@ -10,9 +10,10 @@ alert budget: the isolation score (an unusual combination of values inside the b
 range novelty (how far, in each feature's unit, values lie beyond anything the baseline did; isolation trees
 cannot see past the baseline's range, and a feature that never moved in the baseline cannot be split on at
 all). A resource whose hours sit far beyond the budget threshold for several hours gets a hit strong enough to
-reach medium on its own; a brief or marginal excursion stays weak, however extreme one hour of it is. The hour
-a scan's telemetry ends in is scored once most of it has been seen. It says "unlike this organisation", never
-"mining", and names the features that stood out against the baseline's percentiles.
+reach medium on its own, once the baseline has seen a day of history (`min_baseline_hours`); a brief or marginal
+excursion stays weak, however extreme one hour of it is, and so does every hit against a baseline of a few
+hours. The hour a scan's telemetry ends in is scored once most of it has been seen. It says "unlike this
+organisation", never "mining", and names the features that stood out against the baseline's percentiles.
 
 Without enough history for a baseline the forest falls back to the scan's own resource-hours, where it can
 only say "unusual here": weak hits (belief <= 0.25) on the most isolated resources.
@@ -303,6 +304,12 @@ class IForestConfig:
     # detections (0.5: one 15-minute tick later in the scenario suite, 0.9: two; the rules' are unchanged).
     min_window_coverage: float = 0.5
     baseline_belief_max: float = 0.5  # full level and persistence against the baseline: medium on its own
+    # ... but only once the baseline has seen this many hours of history (distinct hours of its training rows,
+    # `model_store.baseline_span`): "unlike this organisation" means little after two hours of it (the first model
+    # of a replay, a source switched on today). Below it, baseline hits top out at belief_max (weak, like the
+    # scan-only fallback's). 24: as many hours as one daily cycle (counted as hours with data, so a baseline of
+    # working hours only needs three days of them). 0 turns the check off.
+    min_baseline_hours: float = 24.0
     # Without a baseline: the scan's own resource-hours, weak hits on the most isolated resources.
     min_rows: int = 48  # fewer resource-hours than this: no fleet to compare with, no hits
     max_fit_rows: int = 200_000  # fit on a sample above this (each tree only sees max_samples rows anyway)
@@ -312,6 +319,12 @@ class IForestConfig:
     belief_max: float = 0.25
     top_k: int = 5  # at most this many resources get a hit per scan
     top_features: int = 3
+
+    def __post_init__(self) -> None:
+        hours = self.min_baseline_hours
+        if isinstance(hours, bool) or not isinstance(hours, int | float) or not 0 <= hours < float("inf"):
+            raise ValueError(f"iforest.min_baseline_hours: must be a number of hours >= 0 (0 turns the check off), "
+                             f"not {hours!r}")
 
 
 RULE_ID = "iforest"
@@ -370,12 +383,14 @@ def baseline_hits(rows: pd.DataFrame, trained: TrainedModel, cfg: IForestConfig,
     strength = max over k of level(s_k) x persistence(k), level(s) = (s - 0.5) / (full_alert_score - 0.5) and
     persistence(k) = k / full_windows, each capped at 1. Full strength (belief baseline_belief_max, medium on
     its own) takes full_windows hours at full_alert_score or above: one extreme hour among marginal ones stays
-    at a third of it, whatever made that hour extreme. Belief runs from belief_min to baseline_belief_max.
+    at a third of it, whatever made that hour extreme. Belief runs from belief_min to baseline_belief_max, or
+    only to belief_max (weak) while the baseline covers fewer than `min_baseline_hours` hours of history: the
+    same strengths, in the same order, on the no-baseline scale; the evidence says why and the facts carry the span.
 
     `now`: the instant the scan's telemetry reaches. The hour it falls in is scored only once it is
     `min_window_coverage` complete (`open_windows`).
     """
-    from .model_store import to_matrix
+    from .model_store import baseline_span, to_matrix
 
     names = list(trained.features)
     window = pd.to_datetime(rows["window"], utc=True)
@@ -403,12 +418,20 @@ def baseline_hits(rows: pd.DataFrame, trained: TrainedModel, cfg: IForestConfig,
     # The score held through the top full_windows hot hours (all of them, with fewer): what full strength needs.
     summary["held"] = ranked.groupby(KEY, observed=True, sort=False).head(full).groupby(
         KEY, observed=True, sort=False)["alert"].min()
-    summary = summary.assign(belief=cfg.belief_min + (cfg.baseline_belief_max - cfg.belief_min)
-                             * summary["strength"])
+    history, estimated = baseline_span(trained)
+    short = history < cfg.min_baseline_hours
+    ceiling = min(cfg.belief_max, cfg.baseline_belief_max) if short else cfg.baseline_belief_max
+    summary = summary.assign(belief=cfg.belief_min + (ceiling - cfg.belief_min) * summary["strength"])
     summary = summary.sort_values(["belief", "peak"], ascending=False).head(cfg.top_k)
     scope = "this account's baseline"
     where = (f"baseline {fmt_time(trained.window_start)} to {fmt_time(trained.window_end)}, "
              f"{trained.rows:,} resource-hours")
+    cap = ""
+    if short:  # an estimate is a lower bound (`baseline_span`): say so rather than "only"
+        seen = (f"baseline's span was not recorded (saved by an older version) and its rows show at least "
+                f"{round(history, 1):g} h of history" if estimated else
+                f"baseline covers only {round(history, 1):g} h of history")
+        cap = f". The {seen}; needs {cfg.min_baseline_hours:g} h before it can raise medium on its own"
     out = []
     for (cloud, account, resource), row in summary.iterrows():
         words = explain_in_words(est, X[int(row["row"])], names, top=cfg.top_features, scope=scope)
@@ -417,13 +440,14 @@ def baseline_hits(rows: pd.DataFrame, trained: TrainedModel, cfg: IForestConfig,
         evidence = (f"{resource} behaved unlike this account's baseline in {hours} of its {total} scanned hour(s) "
                     f"({where}); most in the hour from {fmt_time(row['window'])} (alert score "
                     f"{row['peak']:.2f}, 0.5 = the alert budget's threshold; higher = more anomalous; "
-                    f"{row['held']:.2f} or more in {held} hour(s)): " + "; ".join(words))
+                    f"{row['held']:.2f} or more in {held} hour(s)): " + "; ".join(words) + cap)
         out.append(Hit(
             rule=RULE_ID, cloud=str(cloud), account=str(account), resource=str(resource), principal=None,
             start=row["first"].to_pydatetime(), end=(row["last"] + pd.Timedelta(hours=1)).to_pydatetime(),
             belief=round(float(row["belief"]), 4), evidence=evidence, family=FAMILY,
             facts={"alert_score": round(float(row["peak"]), 4), "held_score": round(float(row["held"]), 4),
-                   "hours": hours, "baseline": "organisation",
+                   "hours": hours, "baseline": "organisation", "baseline_hours": round(history, 1),
+                   "baseline_hours_estimated": estimated,
                    "window": [trained.window_start.isoformat(), trained.window_end.isoformat()],
                    "explanation": words},
         ))

@@ -14,12 +14,13 @@ new one by the same policy and saves it; `spendwatch model train` does the same 
 its scans may run on different machines, so the same bytes go in the state's `models` table
 (spendwatch.store.models). An in-memory state keeps no model.
 
-A saved model is a skops file holding one dict: a format tag, the estimator, its training window, when it was
-trained, the feature list, and the versions that produced it. Loading refuses anything else (another
-estimator's .skops, a truncated or garbage file, a file needing types beyond the forest's own) with
-`ModelFileError`, so a wrong path can never silently score with the wrong model. skops (unlike pickle) only
-rebuilds types it is told to trust; we trust exactly the two non-default types our forest needs. The bytes kept
-in a state's `models` table are the same skops file and go through the same checks (`model_from_bytes`).
+A saved model is a skops file holding one dict: a format tag, the estimator, its training window, the hours of
+history its rows actually cover (`history_hours`), when it was trained, the feature list, and the versions that
+produced it. Loading refuses anything else (another estimator's .skops, a truncated or garbage file, a file
+needing types beyond the forest's own) with `ModelFileError`, so a wrong path can never silently score with the
+wrong model. skops (unlike pickle) only rebuilds types it is told to trust; we trust exactly the two non-default
+types our forest needs. The bytes kept in a state's `models` table are the same skops file and go through the
+same checks (`model_from_bytes`).
 """
 
 from __future__ import annotations
@@ -64,6 +65,25 @@ class TrainedModel:
     excluded: int  # resources left out (open incidents, marked expected)
     meta: dict[str, Any]
     trained_at: datetime | None = None  # the scan time it was trained for (its age is judged by scan time)
+    # Distinct clock hours holding at least one training row: the history the baseline has actually seen, which
+    # can be far less than its window (the first model of a replay, a source switched on yesterday). None for a
+    # model saved before this was recorded: `baseline_span` then estimates it from the rows.
+    history_hours: float | None = None
+
+
+def baseline_span(trained: TrainedModel) -> tuple[float, bool]:
+    """(hours of history `trained`'s baseline covers, whether that is an estimate).
+
+    Recorded at training. A model saved before it was recorded gets a lower bound from what its metadata has:
+    each resource gives at most one row per hour, so the rows cover at least rows / resources distinct hours
+    (and at most the window). Under-reading is the safe side: such a model loses only its medium-alone hits until
+    the next retrain (at most `max_model_age_hours`) records the real span; over-reading would let a model of a
+    few hours page on its own, which is what the span is there to stop.
+    """
+    if trained.history_hours is not None:
+        return float(trained.history_hours), False
+    window = (pd.Timestamp(trained.window_end) - pd.Timestamp(trained.window_start)) / pd.Timedelta(hours=1)
+    return float(min(trained.rows / max(trained.resources, 1), window)), True
 
 
 def to_matrix(rows: pd.DataFrame, features: Iterable[str] = RESOURCE_HOUR_FEATURES) -> np.ndarray:
@@ -100,6 +120,8 @@ def train_baseline(rows: pd.DataFrame, *, end: datetime | None = None, days: flo
 
     `rows` is `features.resource_hours(...)` (or any frame with KEY, `window_column` and the features) over
     the organisation's own history. `params` go to `ResourceHourForest` (alert_budget, random_state, ...).
+    `history_hours` counts the distinct clock hours the kept rows fall in, not first-to-last: three hours of flows
+    at each end of a two-week window are six hours of history, not two weeks.
     """
     names = tuple(features)
     times = pd.to_datetime(rows[window_column], utc=True)
@@ -121,6 +143,7 @@ def train_baseline(rows: pd.DataFrame, *, end: datetime | None = None, days: flo
         estimator=model, features=names, window_start=start.to_pydatetime(), window_end=stop.to_pydatetime(),
         rows=len(base), resources=int(base[KEY].drop_duplicates().shape[0]),
         excluded=len({k for k, out in zip(keys, left_out, strict=True) if out}), meta={},
+        history_hours=float(times[in_window.to_numpy() & ~left_out].dt.floor("h").nunique()),
     )
 
 
@@ -245,6 +268,7 @@ def _document(trained: TrainedModel) -> dict[str, Any]:
         "sklearn_version": sklearn.__version__, "created_at": datetime.now(UTC).isoformat(),
         "trained_at": trained.trained_at.isoformat() if trained.trained_at is not None else None,
         "training_window": [trained.window_start.isoformat(), trained.window_end.isoformat()],
+        "history_hours": trained.history_hours,
         "features": list(trained.features), "rows": trained.rows, "resources": trained.resources,
         "excluded": trained.excluded, "estimator": trained.estimator,
     }
@@ -332,6 +356,10 @@ def _from_document(doc: Any, source: str) -> TrainedModel:
     start, stop = (datetime.fromisoformat(t) for t in doc["training_window"])
     meta = _metadata(doc)
     trained_at = datetime.fromisoformat(doc["trained_at"]) if doc.get("trained_at") else None
+    hours = doc.get("history_hours")  # absent from models saved before it was recorded: see `baseline_span`
+    if hours is not None and (isinstance(hours, bool) or not isinstance(hours, int | float) or not hours >= 0):
+        raise ModelFileError(f"{source}: spendwatch model is damaged (history_hours is {hours!r}, not hours >= 0)")
     return TrainedModel(estimator=estimator, features=features, window_start=start, window_end=stop,
                         rows=int(doc["rows"]), resources=int(doc["resources"]), excluded=int(doc["excluded"]),
-                        meta=meta, trained_at=trained_at)
+                        meta=meta, trained_at=trained_at,
+                        history_hours=float(hours) if hours is not None else None)

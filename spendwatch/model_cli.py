@@ -133,8 +133,12 @@ def retrain(*, state: Path | str, data: Path | None = None, config: str | None =
 def describe(trained: Any, where: Path | str) -> dict[str, Any]:
     """What a person or a script needs to know about a stored model (`path`: where it is kept: a file, or the
     state's table)."""
+    from .models.model_store import baseline_span
+
+    history, estimated = baseline_span(trained)  # below IForestConfig.min_baseline_hours its hits stay weak
     return {"path": str(where), "trained_at": trained.trained_at.isoformat() if trained.trained_at else None,
             "training_window": [trained.window_start.isoformat(), trained.window_end.isoformat()],
+            "history_hours": round(history, 1), "history_hours_estimated": estimated,
             "rows": trained.rows, "resources": trained.resources, "excluded_resources": trained.excluded,
             "features": list(trained.features), "format_version": trained.meta.get("format_version"),
             "spendwatch_version": trained.meta.get("spendwatch_version"),
@@ -151,7 +155,7 @@ def cmd_model(args: argparse.Namespace) -> int:
 
     try:  # as `serve` with the same file: --state, the environment, then its [serve] state
         state = resolve_state(args.state, configured=_configured_state(args.config))
-    except ConfigError as exc:
+    except (ConfigError, StoreError) as exc:
         print(f"spendwatch: error: model {args.action}: {exc}", file=sys.stderr)
         return EXIT_FATAL
     if args.action == "train":
@@ -177,7 +181,9 @@ def cmd_model(args: argparse.Namespace) -> int:
     else:
         print(f"model {info['path']}: trained for {info['trained_at']} on {info['rows']:,} resource-hours of "
               f"{info['resources']} resources ({info['excluded_resources']} left out), window "
-              f"{info['training_window'][0]} to {info['training_window'][1]}; {len(info['features'])} features; "
+              f"{info['training_window'][0]} to {info['training_window'][1]} holding "
+              f"{'at least ' if info['history_hours_estimated'] else ''}{info['history_hours']:g} h of history; "
+              f"{len(info['features'])} features; "
               f"format {info['format_version']}, spendwatch {info['spendwatch_version']}, "
               f"scikit-learn {info['sklearn_version']}")
     return EXIT_OK
