@@ -176,12 +176,17 @@ def is_fresh(trained: TrainedModel, now: datetime, config: IForestConfig | None 
     """Whether a scan at `now` may score with `trained`: today's feature list, trained at most
     `max_model_age_hours` before `now` by scan time, and not trained for a scan more than an hour later than this
     one (a replay of older data must not score with a model that has seen its future; an hour absorbs the
-    spread of the newest record's time from one scan to the next)."""
+    spread of the newest record's time from one scan to the next). A baseline of less history than
+    `min_baseline_hours` (which cannot raise medium on its own) is fresh for an hour only: retrained as the
+    history grows, it can page as soon as a day of it is there, not a day after that."""
     cfg = config or IForestConfig()
     if trained.trained_at is None or tuple(trained.features) != tuple(WINDOW_FEATURES):
         return False
     age = pd.Timestamp(now) - pd.Timestamp(trained.trained_at)
-    return -timedelta(hours=1) <= age <= timedelta(hours=cfg.max_model_age_hours)
+    limit = cfg.max_model_age_hours
+    if baseline_span(trained)[0] < cfg.min_baseline_hours:
+        limit = min(limit, 1.0)
+    return -timedelta(hours=1) <= age <= timedelta(hours=limit)
 
 
 @dataclass

@@ -196,3 +196,19 @@ def test_model_show_prints_the_span(org, tmp_path: Path, capsys: pytest.CaptureF
     assert shown["history_hours"] == 6.0 and shown["history_hours_estimated"] is True
     assert main(["model", "show", "--state", str(tmp_path / "state.db")]) == 0
     assert "holding at least 6 h of history" in capsys.readouterr().out
+
+
+def test_a_short_baseline_is_retrained_within_the_hour_a_long_one_within_the_day(org) -> None:
+    """While a baseline cannot page on its own, scans retrain it as the history grows instead of keeping it a day."""
+    from datetime import timedelta
+
+    from spendwatch.models.model_store import is_fresh
+
+    truth, _, rows = org
+    days = baseline_model(rows, now=truth.end)
+    hours = baseline_model(rows, now=truth.end, config=SHORT)
+    assert days is not None and hours is not None
+    later = truth.end + timedelta(hours=2)
+    assert is_fresh(days, later) and not is_fresh(hours, later)
+    assert is_fresh(hours, truth.end + timedelta(minutes=45))
+    assert is_fresh(hours, later, IForestConfig(min_baseline_hours=0))  # the check off: a day, as before
