@@ -271,7 +271,9 @@ class AzureQuarantine(_AzureMixin, QuarantineAction):
                 from azure.mgmt.compute.models import CreationData, Snapshot
 
                 snap_name = f"spendwatch-{disk.name}-{stamp}"[:80]
-                snap = self.clients.compute.snapshots.begin_create_or_update(rg, snap_name, Snapshot(
+                # Flattened keywords: older SDKs take them as fields, the newer TypeSpec-generated models map them
+                # into `properties` (checked with azure-mgmt-compute 39); those models' stubs list only `properties`.
+                snap = self.clients.compute.snapshots.begin_create_or_update(rg, snap_name, Snapshot(  # type: ignore[call-overload]
                     location=disk.location, incremental=False,
                     creation_data=CreationData(create_option="Copy", source_resource_id=disk.id),
                     tags={QUARANTINE_TAG: marker, "spendwatch-vm": name},
@@ -304,13 +306,14 @@ class AzureQuarantine(_AzureMixin, QuarantineAction):
         except Exception as exc:
             if not _not_found(exc):
                 raise
-        rules = [SecurityRule(name=rule, direction=direction, access="Deny", priority=100, protocol="*",
+        # Flattened keywords, as for Snapshot above (azure-mgmt-network 33 maps them into `properties`).
+        rules = [SecurityRule(name=rule, direction=direction, access="Deny", priority=100, protocol="*",  # type: ignore[call-overload]
                               source_address_prefix="*", source_port_range="*", destination_address_prefix="*",
                               destination_port_range="*", description="spendwatch quarantine: deny all")
                  for rule, direction in DENY_RULES]
         if flush is None:
             flush = bool(current and current.flush_connection)
-        nsg = NetworkSecurityGroup(location=current.location if current else location, security_rules=rules,
+        nsg = NetworkSecurityGroup(location=current.location if current else location, security_rules=rules,  # type: ignore[call-overload]
                                    flush_connection=flush, tags={**((current.tags or {}) if current else {}),
                                                                  "spendwatch-managed": "true"})
         return str(net.network_security_groups.begin_create_or_update(rg, name, nsg).result().id)

@@ -80,8 +80,9 @@ def cur_spend_sql(table: str, start: datetime, end: datetime) -> str:
         raise ValueError(f"empty window {start:%Y-%m-%dT%H:%MZ}..{end:%Y-%m-%dT%H:%MZ}")
     periods = ", ".join(f"'{p}'" for p in billing_periods(start, end))
     # Athena's CUR timestamps have no zone and hold UTC: the window is written the same way.
-    return SPEND_SQL.format(key=", ".join(KEY), table=_table_ref(table), periods=periods, max_cost=f"{MAX_ABS_COST:.1f}",
-                            start=f"{start:%Y-%m-%d %H:%M:%S}", end=f"{end:%Y-%m-%d %H:%M:%S}")
+    return SPEND_SQL.format(key=", ".join(KEY), table=_table_ref(table), periods=periods,
+                            max_cost=f"{MAX_ABS_COST:.1f}", start=f"{start:%Y-%m-%d %H:%M:%S}",
+                            end=f"{end:%Y-%m-%d %H:%M:%S}")
 
 
 def window(position: str | None, now: datetime, initial_hours: int) -> tuple[datetime, datetime]:

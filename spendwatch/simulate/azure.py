@@ -170,7 +170,7 @@ def simulate_azure(out: Path, *, seed: int = 7, days: float = 2.0, instances: in
                                   f"30,{int(rng.integers(2000, 40000))},60,{int(rng.integers(20000, 400000))}")
             if vm.workload == "train":
                 tuples.append(f"{ms},{vm.ip},20.60.1.5,51000,443,6,O,C,NX,90000,5400000,150000,"
-                              f"{int(rng.integers(2e8, 4e8))}")
+                              f"{int(rng.integers(200_000_000, 400_000_000))}")
             if vm.miner_from is not None and ts >= vm.miner_from:
                 tuples.append(f"{ms},{vm.ip},{POOL[2]},40112,{POOL[1]},6,O,C,NX,20,{2400 + int(rng.integers(0, 600))},"
                               f"20,{2700 + int(rng.integers(0, 600))}")

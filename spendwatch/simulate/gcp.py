@@ -23,6 +23,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -83,7 +84,7 @@ class _Sink:
     def __init__(self) -> None:
         self.files: dict[str, list[tuple[float, str]]] = {}
 
-    def add(self, log: str, ts: float, entry: dict[str, object]) -> None:
+    def add(self, log: str, ts: float, entry: dict[str, Any]) -> None:
         self.files.setdefault(f"{LOGS}/{log}/{_hour_key(ts)}", []).append((ts, json.dumps(entry)))
 
     def write(self, out: Path) -> int:
@@ -112,7 +113,7 @@ def _audit(sink: _Sink, vm: Vm, rng: np.random.Generator) -> None:
     ua = ("google-cloud-sdk gcloud/497.0.0 command/gcloud.compute.instances.create" if vm.launched_by == SCIENTIST
           else "Terraform/1.9.8 terraform-provider-google/6.9.0" if vm.launched_by == TERRAFORM
           else "google-api-python-client/2.151.0 ml-agent-runner/0.4 langgraph/0.2.39")
-    entry = {
+    entry: dict[str, Any] = {
         "insertId": f"{vm.name}-{int(vm.launched)}", "logName": f"projects/{vm.project}/logs/"
         "cloudaudit.googleapis.com%2Factivity",
         "operation": {"id": f"operation-{int(vm.launched)}", "producer": "compute.googleapis.com", "first": True},
@@ -134,7 +135,7 @@ def _audit(sink: _Sink, vm: Vm, rng: np.random.Generator) -> None:
                                                        "instance_id": str(abs(hash(vm.name)) % 10**18)}},
         "severity": "NOTICE", "timestamp": _iso(vm.launched), "receiveTimestamp": _iso(vm.launched + 1),
     }
-    entry["resource"]["labels"]["instance_id"] = str(int(rng.integers(10**17, 10**18)))  # type: ignore[index]
+    entry["resource"]["labels"]["instance_id"] = str(int(rng.integers(10**17, 10**18)))
     sink.add("cloudaudit.googleapis.com/activity", vm.launched, entry)
     closing = {k: v for k, v in entry.items() if k != "operation"}
     closing["operation"] = {"id": f"operation-{int(vm.launched)}", "producer": "compute.googleapis.com", "last": True}
@@ -236,7 +237,8 @@ def simulate_gcp(out: Path, *, seed: int = 7, days: float = 2.0, instances: int 
                     _flow(sink, vm, ts, client, port, 443, int(rng.integers(20000, 400000)), 60, True)
                     flows += 2
             elif vm.workload == "train":
-                _flow(sink, vm, ts, "142.250.4.128", 443, 51000, int(rng.integers(2e8, 4e8)), 150000, False)
+                _flow(sink, vm, ts, "142.250.4.128", 443, 51000, int(rng.integers(200_000_000, 400_000_000)), 150000,
+                      False)
                 flows += 1
                 if ts % 3600 == 0:
                     _dns(sink, vm, ts, "storage.googleapis.com", "142.250.4.128")

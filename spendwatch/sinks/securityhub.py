@@ -59,8 +59,9 @@ def to_asff(f: Finding, *, region: str, account: str, updated_at: datetime, acti
     """One finding as an ASFF document. `updated_at` is when this version was produced (newer on each update)."""
     resource_id = f.resource or f.principal or f.id
     if f.cloud == "aws" and f.resource and f.resource.startswith("i-") and f.region:
-        resource = {"Type": "AwsEc2Instance", "Id": f"arn:aws:ec2:{f.region}:{f.account}:instance/{f.resource}",
-                    "Partition": "aws", "Region": f.region}
+        resource: dict[str, Any] = {"Type": "AwsEc2Instance",
+                                    "Id": f"arn:aws:ec2:{f.region}:{f.account}:instance/{f.resource}",
+                                    "Partition": "aws", "Region": f.region}
         if f.instance_type:
             resource["Details"] = {"AwsEc2Instance": {"Type": f.instance_type}}
     else:
