@@ -159,6 +159,24 @@ def test_a_partition_column_the_table_lacks_is_a_gap_naming_it(aws_data: Any, at
     assert len(gaps) == 1 and "FAILED" in gaps[0]["reason"] and '"dt"' in gaps[0]["reason"]
 
 
+def test_the_day_partition_bills_only_the_windows_days(aws_data: Any, athena: tuple[FakeAthena, str]) -> None:
+    """Three hours of a four-day table: the filtered queries read the files of three days (the window's, one
+    either side), not four, and lose no record (the fake bills pruned partitions as Athena does)."""
+    _, url = athena
+    start = int(aws_data.start.timestamp())
+    fetched = {}
+    for partition in ("source", None):
+        source = WarehouseFlows("athena", "vpc_flow_logs", "vpc_flow_logs", start, start + 3 * 3600,
+                                athena=AthenaOptions(database="logs", endpoint_url=url, poll_s=0.001),
+                                partition=partition)
+        scan_directory(aws_data.root, store=None, now=aws_data.end, flows_from=source)
+        fetched[partition] = source.fetched
+    pruned, whole = fetched["source"], fetched[None]
+    assert pruned is not None and whole is not None and pruned.records == whole.records > 0
+    assert pruned.bytes_scanned is not None and whole.bytes_scanned is not None
+    assert pruned.bytes_scanned < whole.bytes_scanned
+
+
 def test_the_cli_scan_on_athena_finds_what_the_local_scan_finds(aws_data: Any, athena: tuple[FakeAthena, str],
                                                                 tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,9 +12,10 @@ page starting with the header row, NULL cells without VarCharValue, ColumnInfo t
 documented Athena DDL (versions 2-5), string columns as the text has them (`-` included), integer columns NULL
 where the text has `-`, `region` from the S3 key where the record has none (the partition-projection DDL's
 `region` partition), and the DDL's partition `date` (DATE) from the key's `YYYY/MM/DD`, the day AWS delivered
-the file. `add_table(name, arrow_table)` loads any other table (Security Lake's OCSF, CUR) as it is,
-nested columns included. DataScannedInBytes: the table's bytes, per query that reads it. Faults: a workgroup in
-`denied_workgroups` answers AccessDeniedException.
+the file. Its DataScannedInBytes honours that partition as Athena prunes: a query with `"date" BETWEEN <day> AND
+<day>` is billed for the files of those days only; without such a filter, for every file. `add_table(name,
+arrow_table)` loads any other table (Security Lake's OCSF, CUR) as it is, nested columns included, billed its
+Arrow size per query that reads it. Faults: a workgroup in `denied_workgroups` answers AccessDeniedException.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class FakeAthena:
     signers: list[str] = field(default_factory=list)  # the access key id that signed each request, in order
     executions: dict[str, _Execution] = field(default_factory=dict)
     _tables: dict[str, tuple[str, int]] = field(default_factory=dict)  # name -> (DuckDB table, bytes)
+    _days: dict[str, dict[str, int]] = field(default_factory=dict)  # DuckDB table -> {date partition: bytes}
     _con: Any = field(default_factory=duckdb.connect)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ids: Any = field(default_factory=itertools.count)
@@ -104,6 +106,10 @@ class FakeAthena:
         self._con.execute(f"CREATE TABLE {local} AS SELECT {', '.join(columns)} FROM sw_raw")
         self._con.unregister("sw_raw")
         self._tables[name.lower()] = (local, sum(Path(f).stat().st_size for f in files))
+        days = self._days.setdefault(local, {})
+        for path in files:
+            year, month, day = path.split("/vpcflowlogs/", 1)[1].split("/")[1:4]
+            days[f"{year}-{month}-{day}"] = days.get(f"{year}-{month}-{day}", 0) + Path(path).stat().st_size
         return int(self._con.execute(f"SELECT count(*) FROM {local}").fetchone()[0])
 
     def add_table(self, name: str, table: pa.Table, scanned_bytes: int | None = None) -> int:
@@ -181,7 +187,7 @@ class FakeAthena:
             local = self._tables.get(full) or (self._tables.get(name) if not node.args.get("db") else None)
             if local is None:
                 raise _Failed(f"TABLE_NOT_FOUND: line 1:1: Table 'awsdatacatalog.{full}' does not exist")
-            scanned += local[1]
+            scanned += _pruned(tree, self._days[local[0]]) if local[0] in self._days else local[1]
             return exp.to_table(local[0], alias=node.alias or None)
 
         tree = tree.transform(swap)
@@ -242,6 +248,17 @@ class FakeAthena:
             execution.state = "CANCELLED"
             execution.reason = "Query cancelled by user"
         return _json({})
+
+
+def _pruned(tree: exp.Expression, days: dict[str, int]) -> int:
+    """The bytes of the `date` partitions a query's `"date" BETWEEN a AND b` keeps (all of them without one)."""
+    for between in tree.find_all(exp.Between):
+        column = between.this
+        if isinstance(column, exp.Column) and column.name.lower() == "date":
+            low, high = (str(between.args[k].this.this if isinstance(between.args[k], exp.Cast)
+                             else between.args[k].this) for k in ("low", "high"))
+            return sum(size for day, size in days.items() if low <= day <= high)
+    return sum(days.values())
 
 
 class _Failed(Exception):
