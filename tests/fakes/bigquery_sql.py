@@ -14,6 +14,15 @@ totalBytesProcessed: the bytes of those entries' JSON, per query. `sharded=True`
 without partitioned tables writes them, one table a day (`<table>_YYYYMMDD`): only the wildcard `<table>_*` is
 found, with `_TABLE_SUFFIX` the day of each entry's `timestamp`. Faults: projects in `denied` answer 403
 `accessDenied` to jobs; `table_denied` answers 403 for the table.
+
+`add_billing_export(root)` holds a detailed billing export table instead: the rows of the export's JSON lines
+under `root` (what the simulator writes, plus any a test adds) as BigQuery holds them (BILLING_SCHEMA: nested
+records, `credits` a repeated record, TIMESTAMP columns), with the `_PARTITIONTIME` pseudo-column set to the UTC
+day of `usage_start_time` (ingestion-time partitioning gives the day the row was exported: the same day or a
+little later). Named query parameters (`queryParameters` of the jobs.query body, scalar types) are substituted
+into the query as typed literals before it runs; a parameter the query names but the body lacks answers 400.
+Result columns of STRUCT, LIST and TIMESTAMP type go out as RECORD, REPEATED and TIMESTAMP fields (timestamps
+as int64 microseconds, as the client asks with `useInt64Timestamp`).
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ import itertools
 import json
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +55,26 @@ SINK_SCHEMA = pa.schema([
         ("bytes_sent", pa.int64()), ("packets_sent", pa.int64()),
         ("start_time", pa.timestamp("us", tz="UTC")), ("end_time", pa.timestamp("us", tz="UTC")),
         ("reporter", pa.string()), ("src_instance", _VM), ("dest_instance", _VM)])),
+])
+
+
+_CREDIT = pa.struct([("name", pa.string()), ("amount", pa.float64()), ("full_name", pa.string()),
+                     ("id", pa.string()), ("type", pa.string())])
+# The detailed usage cost export's columns that the simulator writes (the real table has more: labels, invoice,
+# price, ...), with BigQuery's types.
+BILLING_SCHEMA = pa.schema([
+    ("billing_account_id", pa.string()),
+    ("service", pa.struct([("id", pa.string()), ("description", pa.string())])),
+    ("sku", pa.struct([("id", pa.string()), ("description", pa.string())])),
+    ("usage_start_time", pa.timestamp("us", tz="UTC")), ("usage_end_time", pa.timestamp("us", tz="UTC")),
+    ("project", pa.struct([("id", pa.string()), ("name", pa.string())])),
+    ("resource", pa.struct([("name", pa.string()), ("global_name", pa.string())])),
+    ("location", pa.struct([("location", pa.string()), ("country", pa.string()), ("region", pa.string()),
+                            ("zone", pa.string())])),
+    ("cost", pa.float64()), ("currency", pa.string()), ("currency_conversion_rate", pa.float64()),
+    ("usage", pa.struct([("amount", pa.float64()), ("unit", pa.string())])),
+    ("credits", pa.list_(_CREDIT)), ("cost_type", pa.string()),
+    ("_PARTITIONTIME", pa.timestamp("us", tz="UTC")),
 ])
 
 
@@ -107,6 +136,30 @@ class FakeBigQuerySql:
         self._bytes = size
         return len(rows)
 
+    def add_billing_export(self, root: Path) -> int:
+        """Load the billing export rows of the JSON lines files under `root` as the table's rows (in place of
+        anything held before); returns their number."""
+        rows = []
+        size = 0
+        for path in sorted(Path(root).rglob("*.json")):
+            for line in path.read_text().splitlines():
+                if not line.strip():
+                    continue
+                size += len(line)
+                row = json.loads(line)
+                start = _time(row.get("usage_start_time"))
+                rows.append({**row, "usage_start_time": start, "usage_end_time": _time(row.get("usage_end_time")),
+                             "_PARTITIONTIME": start.replace(hour=0, minute=0, second=0, microsecond=0)
+                             if start else None})
+        if not rows:
+            raise ValueError(f"no billing export rows under {root}")
+        self._con.execute("SET TimeZone = 'UTC'")  # BigQuery truncates timestamps in UTC unless told otherwise
+        self._con.register("billing_rows", pa.Table.from_pylist(rows, schema=BILLING_SCHEMA))
+        self._con.execute("CREATE OR REPLACE TABLE sink AS SELECT * FROM billing_rows")
+        self._con.unregister("billing_rows")
+        self._bytes = size
+        return len(rows)
+
     def __call__(self, req: Request) -> Response:
         parts = req.path.strip("/").split("/")
         with self._lock:
@@ -133,6 +186,10 @@ class FakeBigQuerySql:
             tree = sqlglot.parse_one(sql, read="bigquery")
         except sqlglot.errors.SqlglotError as exc:
             return _error(400, "invalidQuery", f"Syntax error: {str(exc).splitlines()[0]}")
+        try:
+            tree = _bind(tree, body.get("queryParameters") or [])
+        except (KeyError, ValueError) as exc:
+            return _error(400, "invalidQuery", str(exc).strip("'\""))
         unknown = sorted({f.name for f in tree.find_all(exp.Anonymous)})
         if unknown:
             return _error(400, "invalidQuery", f"Function not found: {unknown[0]} at [1:1]")
@@ -197,16 +254,53 @@ class FakeBigQuerySql:
         return answer
 
 
+def _bind(tree: exp.Expr, params: list[dict[str, Any]]) -> exp.Expr:
+    """The query with each named parameter `@name` replaced by its value as a typed literal."""
+    values: dict[str, exp.Expression] = {}
+    for param in params:
+        kind = str((param.get("parameterType") or {}).get("type") or "")
+        if kind in ("ARRAY", "STRUCT", "RANGE", ""):
+            raise ValueError(f"query parameter {param.get('name')!r}: type {kind or 'missing'} is not supported "
+                             "by this fake")
+        value = (param.get("parameterValue") or {}).get("value")
+        literal = exp.null() if value is None else exp.Literal.string(str(value))
+        values[str(param.get("name")).lower()] = exp.cast(literal, exp.DataType.build(kind, dialect="bigquery"))
+
+    def swap(node: exp.Expression) -> exp.Expression:
+        if not isinstance(node, exp.Parameter):
+            return node
+        name = node.name.lower()
+        if name not in values:
+            raise KeyError(f"Query parameter '{node.name}' not found at [1:1]")
+        return values[name].copy()
+
+    return tree.transform(swap)
+
+
 def _cell(value: Any) -> Any:
     if value is None:
         return None
+    if isinstance(value, dict):  # a STRUCT: a RECORD's cells in field order
+        return {"f": [{"v": _cell(v)} for v in value.values()]}
+    if isinstance(value, list):  # a LIST: a REPEATED field's values
+        return [{"v": _cell(v)} for v in value]
+    if isinstance(value, datetime):  # TIMESTAMP as int64 microseconds since the epoch
+        since = (value if value.tzinfo else value.replace(tzinfo=UTC)) - datetime(1970, 1, 1, tzinfo=UTC)
+        return str(since // timedelta(microseconds=1))
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
 
 
-def _field(f: pa.Field) -> dict[str, str]:
+def _field(f: pa.Field) -> dict[str, Any]:
     t = f.type
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return {**_field(pa.field(f.name, t.value_type)), "mode": "REPEATED"}
+    if pa.types.is_struct(t):
+        return {"name": f.name, "type": "RECORD", "mode": "NULLABLE", "fields": [_field(t.field(i))
+                                                                                  for i in range(t.num_fields)]}
+    if pa.types.is_timestamp(t):
+        return {"name": f.name, "type": "TIMESTAMP", "mode": "NULLABLE"}
     kind = ("INTEGER" if pa.types.is_integer(t) else "FLOAT" if pa.types.is_floating(t) else
             "BOOLEAN" if pa.types.is_boolean(t) else "STRING")
     return {"name": f.name, "type": kind, "mode": "NULLABLE"}
