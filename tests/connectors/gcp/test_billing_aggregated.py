@@ -38,6 +38,7 @@ from spendwatch.pipeline import scan_live
 from spendwatch.report import RunReport
 from spendwatch.simulate import DEFAULT_END
 from spendwatch.simulate.gcp import BILLING, LOGS, MONITORING, simulate_gcp
+from tests.engine.test_flows import _view
 
 TABLE = "acme-billing.billing_export.gcp_billing_export_resource_v1_01A2B3_C4D5E6_F7A8B9"
 EXPORT = "billing_export"
@@ -180,11 +181,6 @@ bigquery_endpoint = "{world.bigquery_url}"
 anonymous = true
 backoff_s = 0.01
 {table}'''
-
-
-def _view(findings: list[Any]) -> list[str]:
-    return [json.dumps({k: v for k, v in vars(f).items() if k != "detected_at"}, sort_keys=True, default=str)
-            for f in findings]
 
 
 def test_a_live_scan_finds_the_same_with_the_summed_query(world: World, tmp_path: Path) -> None:
