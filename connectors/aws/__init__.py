@@ -458,9 +458,7 @@ class _Scan:
             return
 
         def query() -> None:  # query failures are gaps named athena:<table>; this catches the rest (no client)
-            options = AthenaOptions(database=athena.database, catalog=athena.catalog, workgroup=athena.workgroup,
-                                    output_location=str(athena.output_location) if athena.output_location else None,
-                                    timeout_s=athena.query_timeout_s)
+            options = AthenaOptions.from_aws(self.config)
             where = f"{label} {start:%Y-%m-%dT%H:%MZ}..{end:%Y-%m-%dT%H:%MZ}"
             try:
                 got = read_cur(Athena(options, self.athena_client()), table, start, end, self.report, where)

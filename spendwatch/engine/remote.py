@@ -72,6 +72,17 @@ class AthenaOptions:
     timeout_s: float = 600.0  # overall, per read
     page_rows: int = ATHENA_PAGE_MAX
 
+    @classmethod
+    def from_aws(cls, config: AwsConfig) -> AthenaOptions:
+        """The options of `config.athena` (`[aws.athena]`), region and endpoint defaulting to `[aws]`'s."""
+        athena = config.athena
+        if athena is None:
+            raise ValueError("the [aws] configuration has no [aws.athena] table")
+        return cls(database=athena.database, catalog=athena.catalog, workgroup=athena.workgroup,
+                   output_location=str(athena.output_location) if athena.output_location else None,
+                   region=athena.region or config.home_region,
+                   endpoint_url=athena.endpoint_url or config.endpoint_url, timeout_s=athena.query_timeout_s)
+
 
 @dataclass(frozen=True)
 class BigQueryOptions:
@@ -349,11 +360,7 @@ class WarehouseFlows:
         if athena is None or athena.table is None:
             raise ValueError("the [aws] configuration has no [aws.athena] table (flow log table)")
         end_s = int(now.timestamp())
-        options = AthenaOptions(database=athena.database, catalog=athena.catalog, workgroup=athena.workgroup,
-                                output_location=str(athena.output_location) if athena.output_location else None,
-                                region=athena.region or config.home_region,
-                                endpoint_url=athena.endpoint_url or config.endpoint_url,
-                                timeout_s=athena.query_timeout_s)
+        options = AthenaOptions.from_aws(config)
         return cls("athena", athena.source, athena.table, end_s - athena.window_hours * 3600, end_s,
                    athena=options, client=client, partition=athena.partition)
 
