@@ -4,7 +4,7 @@ Prints, from one run on the same data and the same fitted trees:
 - baseline: sklearn's plain `IsolationForest.score_samples` with default settings (sequential);
 - sklearn under a threading parallel_backend (splits trees; DESIGN's "halves it");
 - spendwatch's `ResourceHourForest.score_samples`: rows in cache-sized blocks walked by every tree's compiled
-  `apply`, threads splitting the rows (models/iforest.py `forest_path_sums`); checked bit-identical to sklearn;
+  `apply`, threads splitting the rows (models/forest.py `forest_path_sums`); checked bit-identical to sklearn;
 - spendwatch's `alert_score`, what detection scores with: the isolation score calibrated, plus range novelty.
 Rows have as many features as the model uses (`WINDOW_FEATURES`).
 Target: under 2 s for 1 M rows on 2 cores. On a shared machine the absolute figures move with the neighbours'
@@ -22,7 +22,7 @@ import numpy as np
 from joblib import parallel_backend
 
 from spendwatch.models.features import WINDOW_FEATURES
-from spendwatch.models.iforest import ResourceHourForest
+from spendwatch.models.forest import ResourceHourForest
 
 
 def best_of(fn, repeat: int = 3) -> float:

@@ -31,13 +31,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from .features import KEY, RESOURCE_HOUR_FEATURES, WINDOW_FEATURES
-from .iforest import FEATURE_UNITS, LOG_FEATURES, IForestConfig, ResourceHourForest
+from .iforest import FEATURE_UNITS, LOG_FEATURES, IForestConfig
+
+if TYPE_CHECKING:
+    from .forest import ResourceHourForest
 
 MODEL_FILE = "model.skops"  # beside the state database
 MODEL_NAME = "baseline"  # its name in a state's `models` table (PostgreSQL states)
@@ -123,6 +126,8 @@ def train_baseline(rows: pd.DataFrame, *, end: datetime | None = None, days: flo
     `history_hours` counts the distinct clock hours the kept rows fall in, not first-to-last: three hours of flows
     at each end of a two-week window are six hours of history, not two weeks.
     """
+    from .forest import ResourceHourForest
+
     names = tuple(features)
     times = pd.to_datetime(rows[window_column], utc=True)
     stop = pd.Timestamp(end) if end is not None else times.max()
@@ -349,6 +354,8 @@ def _refuse_untrusted(untrusted: set[str], source: str) -> None:
 
 def _from_document(doc: Any, source: str) -> TrainedModel:
     """The TrainedModel a loaded skops document holds; ModelFileError when it is not a spendwatch model."""
+    from .forest import ResourceHourForest
+
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ModelFileError(f"{source}: not a spendwatch model (a skops file holding {type(doc).__name__})")
     if doc.get("format_version") != FORMAT_VERSION:

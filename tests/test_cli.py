@@ -40,6 +40,19 @@ def test_help_is_quick_and_imports_nothing_heavy() -> None:
     assert out.strip() == "[]"
 
 
+def test_a_scan_with_no_forest_to_fit_does_not_import_scikit_learn(tmp_path: Path) -> None:
+    # scikit-learn and SciPy take about 0.9 s to import: a scan pays for them only when it fits or scores a forest
+    # (a function's cold start, a scan of an empty or a small export).
+    (tmp_path / "empty").mkdir()
+    code = (
+        "import sys, spendwatch.cli as c; "
+        f"c.main(['scan', '--data', {str(tmp_path / 'empty')!r}, '--no-progress', '--json']); "
+        "print(sorted(m for m in ('sklearn', 'scipy') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+
+
 def test_missing_directory_is_a_fatal_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, _, err = run(capsys, "scan", "--data", str(tmp_path / "nope"), "--state", str(tmp_path / "s.db"))
     assert code == 1

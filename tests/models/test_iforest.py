@@ -6,7 +6,8 @@ import pytest
 from sklearn.exceptions import NotFittedError
 
 from spendwatch.models.features import Features
-from spendwatch.models.iforest import IForestConfig, ResourceHourForest, anomaly_hits
+from spendwatch.models.forest import ResourceHourForest
+from spendwatch.models.iforest import IForestConfig, anomaly_hits
 
 
 def test_obvious_outlier_scores_highest_and_higher_means_more_anomalous():
@@ -58,7 +59,7 @@ def test_block_scorer_equals_sklearn_on_random_data_and_is_deterministic():
     from sklearn.ensemble import IsolationForest
     from sklearn.ensemble._iforest import _average_path_length
 
-    from spendwatch.models.iforest import forest_path_sums, sklearn_score
+    from spendwatch.models.forest import forest_path_sums, sklearn_score
 
     rng = np.random.default_rng(3)
     for max_features, rows in ((1.0, 30_000), (0.5, 9_001)):

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from spendwatch.models.features import RESOURCE_HOUR_FEATURES
-from spendwatch.models.iforest import ResourceHourForest, explain_in_words, percentile_words
+from spendwatch.models.forest import ResourceHourForest
+from spendwatch.models.iforest import explain_in_words, percentile_words
 from spendwatch.models.model_store import ModelFileError, load_model, save_model, to_matrix, train_baseline
 
 NAMES = list(RESOURCE_HOUR_FEATURES)
@@ -101,6 +102,22 @@ def test_save_and_load_give_identical_scores_and_keep_the_record(trained, tmp_pa
     assert loaded.window_start == model.window_start and loaded.window_end == model.window_end
     assert loaded.meta["format"] == "spendwatch-model" and loaded.meta["spendwatch_version"]
     assert b"pickle" not in path.read_bytes()[:4]  # a zip archive (skops), not a pickle stream
+
+
+def test_a_saved_model_names_the_forest_where_every_version_finds_it(trained, tmp_path: Path) -> None:
+    # The class lives in models/forest.py (scikit-learn is imported only with it), but saved files keep naming
+    # it spendwatch.models.iforest.ResourceHourForest, the address models saved before the move carry: files
+    # written by this version load in earlier ones, and earlier files load here.
+    import skops.io as sio
+
+    import spendwatch.models.iforest as iforest
+
+    path = save_model(trained[0], tmp_path / "forest.skops")
+    assert set(sio.get_untrusted_types(file=path)) == {"sklearn.tree._tree.Tree",
+                                                        "spendwatch.models.iforest.ResourceHourForest"}
+    assert iforest.ResourceHourForest is ResourceHourForest
+    with pytest.raises(AttributeError, match="no attribute 'Forest'"):
+        _ = iforest.Forest
 
 
 def test_loading_refuses_files_that_are_not_spendwatch_models(tmp_path: Path) -> None:

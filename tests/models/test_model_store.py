@@ -13,7 +13,8 @@ import pytest
 from spendwatch.findings import Finding, Severity
 from spendwatch.models import detect
 from spendwatch.models.features import WINDOW_FEATURES, Features, resource_windows
-from spendwatch.models.iforest import FEATURE_UNITS, IForestConfig, ResourceHourForest, anomaly_hits, telemetry_time
+from spendwatch.models.forest import ResourceHourForest
+from spendwatch.models.iforest import FEATURE_UNITS, IForestConfig, anomaly_hits, telemetry_time
 from spendwatch.models.model_store import (
     MODEL_FILE,
     StoredModel,
