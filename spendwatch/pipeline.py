@@ -69,8 +69,10 @@ def scan_directory(
 
     if not data.is_dir():
         raise FileNotFoundError(f"{data}: no such directory")
-    # Detection's imports (scikit-learn: about a second) load while the files are read, not before.
-    models = _import_in_background(f"{__package__}.models")
+    # Detection's imports load while the files are read, not before; the forest's (scikit-learn and SciPy: about
+    # a second) only when there is something to read, as a scan with no resource-hours never fits one.
+    anything = next((p for p in data.rglob("*") if p.is_file()), None) is not None
+    models = _import_in_background(f"{__package__}.models", *([f"{__package__}.models.forest"] if anything else []))
     started = datetime.now(UTC)
     report = RunReport(strict=strict)
     # Flow records are reduced into DuckDB while they are read, then summarised there for detection
@@ -107,15 +109,16 @@ def _flow_summary(engine: Any, tables: Tables, report: RunReport) -> Any:
     return summary
 
 
-def _import_in_background(name: str) -> threading.Thread:
-    """Start importing module `name` in a thread; join it before use (an import error then surfaces at the
-    ordinary import that follows). The readers release the GIL while parsing, so the two overlap."""
+def _import_in_background(*names: str) -> threading.Thread:
+    """Start importing modules `names`, in order, in a thread; join it before use (an import error then surfaces
+    at the ordinary import that follows). The readers release the GIL while parsing, so the two overlap."""
 
     def run() -> None:
-        with contextlib.suppress(Exception):
-            importlib.import_module(name)
+        for name in names:
+            with contextlib.suppress(Exception):
+                importlib.import_module(name)
 
-    thread = threading.Thread(target=run, name=f"import {name}", daemon=True)
+    thread = threading.Thread(target=run, name=f"import {', '.join(names)}", daemon=True)
     thread.start()
     return thread
 
@@ -143,6 +146,7 @@ def scan_aws(
     from .models import detect
     from .store import Watermarks
 
+    forest = _import_in_background(f"{__package__}.models.forest")  # while the clouds answer
     started = datetime.now(UTC)
     report = RunReport(strict=strict)
     marks = Watermarks(store).load("aws") if store is not None else {}
@@ -152,6 +156,7 @@ def scan_aws(
                        flows=engine)
             tables = got.tables
             summary = _flow_summary(engine, tables, report)
+        forest.join()
         with report.timed("detect"):
             found = (detect(tables, now=now or started, model=_org_model(store), flow_summary=summary)
                      if any(report.tables.values()) else [])
@@ -185,6 +190,7 @@ def scan_live(
     from .models import detect
     from .store import Watermarks
 
+    forest = _import_in_background(f"{__package__}.models.forest")  # while the clouds answer
     started = datetime.now(UTC)
     report = RunReport(strict=strict)
     parts: dict[str, list[Any]] = {}
@@ -206,6 +212,7 @@ def scan_live(
                                              else f"{len(accounts)} accounts"))
             tables = Tables.concat(parts)
             summary = _flow_summary(engine, tables, report)
+        forest.join()
         with report.timed("detect"):
             found = (detect(tables, now=now or started, model=_org_model(store), flow_summary=summary)
                      if any(report.tables.values()) else [])
