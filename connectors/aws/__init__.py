@@ -465,7 +465,7 @@ class _Scan:
             except WarehouseError as exc:
                 self.report.gap(label, f"spend query failed, no billing was read: {exc}")
                 return
-            self.report.read(label, "athena-cur", {"spend": got.line_items})
+            self.report.read(label, "athena-cur", {"spend": got.line_items - got.skipped}, got.skipped)
             scanned = (f"{got.bytes_scanned:,} bytes scanned" if got.bytes_scanned is not None
                        else "bytes scanned not reported")
             self.report.notes.append(f"{label}: {got.line_items:,} CUR line items reduced in Athena to {got.rows:,} "

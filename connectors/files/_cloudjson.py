@@ -49,14 +49,16 @@ def parse_time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def checked_time(value: Any, name: str, ctx: FileContext, line: int) -> datetime | None:
-    """`parse_time`, with a problem recorded for a missing, unreadable or implausible time."""
+def checked_time(value: Any, name: str, ctx: FileContext, line: int, *, records: int = 1,
+                 suffix: str = "") -> datetime | None:
+    """`parse_time`, with a problem recorded for a missing, unreadable or implausible time (costing `records`
+    records, its reason ending in `suffix`: for a row that sums several)."""
     when = parse_time(value)
     if when is None:
-        ctx.problem(f"{name} {value!r} is missing or not a time", line=line)
+        ctx.problem(f"{name} {value!r} is missing or not a time{suffix}", line=line, records=records)
         return None
     if reason := time_problem(when, name):
-        ctx.problem(reason, line=line)
+        ctx.problem(reason + suffix, line=line, records=records)
         return None
     return when
 

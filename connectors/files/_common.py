@@ -141,19 +141,26 @@ class FileContext:
         self.skipped += records
         self.report.problem(self.path, reason, line=line, records=records)
 
-    def line_problems(self, reason: str, lines: Sequence[int], values: Sequence[object] | None = None) -> None:
+    def line_problems(self, reason: str, lines: Sequence[int], values: Sequence[object] | None = None, *,
+                      records: Sequence[int] | None = None, unit: str = "records") -> None:
         """Record bad records, one problem per line up to MAX_LINE_PROBLEMS, then one for the rest.
 
-        `reason` may hold `{value}`, filled from `values` (same length as `lines`).
+        `reason` may hold `{value}`, filled from `values` (same length as `lines`). `records` (same length): how
+        many source records each line stands for, where a line is a sum of them (a warehouse's aggregate row);
+        a line of more than one says so, in `unit` ("line items"), and each problem counts them all.
         """
+        weights = [1] * len(lines) if records is None else [int(n) for n in records]
         for i, line in enumerate(lines[:MAX_LINE_PROBLEMS]):
             value = values[i] if values is not None else None
-            self.problem(reason.format(value=_show(value)), line=int(line))
+            summed = f" (a sum of {weights[i]:,} {unit})" if weights[i] > 1 else ""
+            self.problem(reason.format(value=_show(value)) + summed, line=int(line), records=weights[i])
         rest = len(lines) - MAX_LINE_PROBLEMS
         if rest > 0:
             generic = reason.format(value="...")
-            self.problem(f"{generic} (and {rest} more lines like it)", line=int(lines[MAX_LINE_PROBLEMS]),
-                         records=rest)
+            lost = sum(weights[MAX_LINE_PROBLEMS:])
+            summed = f", {lost:,} {unit} in all" if lost != rest else ""
+            self.problem(f"{generic} (and {rest} more lines like it{summed})", line=int(lines[MAX_LINE_PROBLEMS]),
+                         records=lost)
 
 
 def _show(value: object) -> str:

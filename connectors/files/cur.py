@@ -67,10 +67,11 @@ def read_parquet(rel: PurePath, raw: bytes, ctx: FileContext) -> FileResult:
     return read_cur2_table(table, ctx)
 
 
-def read_cur2_table(table: pa.Table, ctx: FileContext) -> FileResult:
+def read_cur2_table(table: pa.Table, ctx: FileContext, *, line_items: str | None = None) -> FileResult:
     """`spend` from an Arrow table with CUR 2.0's columns (a Parquet file's, or the rows of a query of Athena's
     CUR 2.0 table, `spendwatch.engine.spend_sql`): the checks and conversion every CUR 2.0 source goes through.
-    Problem line numbers are 1-based row numbers of `table`."""
+    Problem line numbers are 1-based row numbers of `table`. `line_items` names a column holding how many line
+    items each row sums (an aggregate query's): a rejected row then counts, and says, that many lost."""
     cols: dict[str, pa.ChunkedArray] = {}
     original: dict[str, str] = {}
     for name, field in CUR2.items():
@@ -83,7 +84,11 @@ def read_cur2_table(table: pa.Table, ctx: FileContext) -> FileResult:
                 cols[field] = pc.map_lookup(table["product"], attr, "first")
                 original[field] = f"product[{attr}]"
     frame = pd.DataFrame({k: _pandas(v) for k, v in cols.items()}, index=pd.RangeIndex(table.num_rows))
-    return _finish(frame.replace("", None), original, ctx, first_line=1)
+    weights = None
+    if line_items is not None:
+        counts = pc.fill_null(pc.cast(table[line_items], pa.int64()), 1)
+        weights = np.maximum(counts.to_numpy(), 1)
+    return _finish(frame.replace("", None), original, ctx, first_line=1, weights=weights)
 
 
 def read_csv(rel: PurePath, raw: bytes, ctx: FileContext) -> FileResult:
@@ -130,12 +135,14 @@ def _pandas(col: pa.ChunkedArray) -> pd.Series:
 
 
 def _finish(frame: pd.DataFrame, original: dict[str, str], ctx: FileContext, first_line: int,
-            skipped: list[int] | None = None) -> FileResult:
+            skipped: list[int] | None = None, weights: np.ndarray | None = None) -> FileResult:
+    """`weights`: line items per row, where rows are sums of them (None: one each)."""
     n = len(frame)
+    items = int(weights.sum()) if weights is not None else n
     missing = [_column_name(f, original) for f in REQUIRED if f not in frame.columns]
     if missing:
-        ctx.problem(f"billing file lacks column(s) {', '.join(missing)}: its {n} line items cannot be used",
-                    line=1 if first_line == 2 else None, records=n)
+        ctx.problem(f"billing file lacks column(s) {', '.join(missing)}: its {items} line items cannot be used",
+                    line=1 if first_line == 2 else None, records=items)
         return FileResult()
 
     def lines(rows: np.ndarray) -> list[int]:
@@ -151,7 +158,8 @@ def _finish(frame: pd.DataFrame, original: dict[str, str], ctx: FileContext, fir
         hit = np.asarray(mask, dtype=bool) & ~bad
         if hit.any():
             rows = np.flatnonzero(hit)
-            ctx.line_problems(reason, lines(rows), list(values.iloc[rows]) if values is not None else None)
+            ctx.line_problems(reason, lines(rows), list(values.iloc[rows]) if values is not None else None,
+                              records=None if weights is None else weights[rows].tolist(), unit="line items")
             bad |= hit
 
     start_name = original["start"]

@@ -256,22 +256,27 @@ def _dns(entry: dict[str, Any], line: int, ctx: FileContext) -> dict[str, Any] |
     }
 
 
-def read_billing(rel: PurePath, raw: bytes, ctx: FileContext) -> FileResult:
+def read_billing(rel: PurePath, raw: bytes, ctx: FileContext, *, summed: str | None = None) -> FileResult:
     """Read BigQuery detailed billing export rows (JSON lines, CSV or Parquet) into `spend`.
 
     cost_usd is `cost` plus `credits` when the currency is USD, else `cost / currency_conversion_rate`
     (the export's rate is currency units per USD). A row of an instance (its `resource.global_name` names
     `/instances/`, or a Compute Engine SKU for cores, RAM or GPUs) gets the canonical instance resource.
+    `summed` names a field holding how many export rows each row sums (the hourly sums of
+    `spendwatch.connectors.gcp.billing`): a rejected row then counts, and says, that many lost.
     """
     rows = []
     for line, row in table_rows(raw, ctx):
-        when = checked_time(pick(row, "usage_start_time"), "usage_start_time", ctx, line)
+        weight = _weight(row.get(summed)) if summed else 1
+        note = f" (a sum of {weight:,} export rows)" if weight > 1 else ""
+        when = checked_time(pick(row, "usage_start_time"), "usage_start_time", ctx, line, records=weight,
+                            suffix=note)
         if when is None:
             continue
         project = pick(row, "project.id", "project_id")
         cost = number(pick(row, "cost"))
         if not project or cost is None:
-            ctx.problem("billing row has no project.id or no numeric cost", line=line)
+            ctx.problem("billing row has no project.id or no numeric cost" + note, line=line, records=weight)
             continue
         credits = sum(number(c.get("amount")) or 0.0 for c in row.get("credits") or [] if isinstance(c, dict)) \
             if isinstance(row.get("credits"), list) else 0.0
@@ -280,7 +285,7 @@ def read_billing(rel: PurePath, raw: bytes, ctx: FileContext) -> FileResult:
         total = cost + credits
         if currency != "USD":
             if not rate:
-                ctx.problem(f"cost in {currency} with no currency_conversion_rate", line=line)
+                ctx.problem(f"cost in {currency} with no currency_conversion_rate{note}", line=line, records=weight)
                 continue
             total /= rate
         sku = str(pick(row, "sku.description", "sku_description") or "")
@@ -303,6 +308,12 @@ def read_billing(rel: PurePath, raw: bytes, ctx: FileContext) -> FileResult:
             "cost_usd": total, "usage_amount": number(pick(row, "usage.amount", "usage_amount")), "pricing": pricing,
         })
     return FileResult(tables={"spend": pa.Table.from_pylist(rows, schema=SPEND_SCHEMA)})
+
+
+def _weight(value: Any) -> int:
+    """The count of export rows a summed row stands for: a whole number >= 1 (anything else: 1)."""
+    n = number(value)
+    return int(n) if n is not None and n >= 1 and n == int(n) else 1
 
 
 def read_monitoring(rel: PurePath, raw: bytes, ctx: FileContext) -> FileResult:

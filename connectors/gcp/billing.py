@@ -163,7 +163,8 @@ def read_spend(report: RunReport, options: BillingOptions, *,
     finally:
         api.close()
     where = f"bigquery:{options.table} {start:%Y-%m-%dT%H:%MZ}..{end:%Y-%m-%dT%H:%MZ}"
-    result = read_billing(PurePosixPath("bigquery"), "\n".join(lines).encode(), FileContext(where, report))
+    ctx = FileContext(where, report)
+    result = read_billing(PurePosixPath("bigquery"), "\n".join(lines).encode(), ctx, summed="export_rows")
     spend = result.tables["spend"].to_pandas()
     out.rows = len(lines)
     summed = [item.get("export_rows") for item in items]

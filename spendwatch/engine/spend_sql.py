@@ -12,9 +12,10 @@ the same `spend` per (hour, account, region, service, usage_type, resource, pric
 What aggregation must not blur: the reader drops a line item whose cost is missing or implausible
 (|cost| >= `cur.MAX_ABS_COST`). Such line items are grouped apart from the good ones (the GROUP BY includes
 `abs(cost) >= MAX_ABS_COST`, true, false or NULL), and their row carries a cost the reader rejects the same way
-(NULL; the largest implausible cost), so good spend is summed exactly as the reader sums it. Problems are then
-counted per aggregate row, not per line item. Not read: line items without a usage start (they are in no
-window; AWS's export always writes one).
+(NULL; the largest implausible cost), so good spend is summed exactly as the reader sums it. A rejected row
+counts every line item it sums as lost (`line_items`), and its problem says how many: one problem per row,
+not per line item, with the same count of records lost as the files give. Not read: line items without a
+usage start (they are in no window; AWS's export always writes one).
 
 Window (`window`): billing is revised for days after the usage hour (late line items, a period's files
 rewritten several times a day), so each run asks for `REVISE` before the end of the last window it read up to
@@ -96,13 +97,15 @@ def window(position: str | None, now: datetime, initial_hours: int) -> tuple[dat
 @dataclass
 class SpendRead:
     """What one read of a CUR 2.0 table gave: canonical `spend` (Arrow), the line items its rows sum, the
-    aggregate rows brought back, the bytes Athena scanned (None where it did not say) and the query's id."""
+    aggregate rows brought back, the bytes Athena scanned (None where it did not say), the query's id, and the
+    line items the reader rejected (each a problem in the report; `line_items` includes them)."""
 
     spend: pa.Table
     line_items: int
     rows: int
     bytes_scanned: int | None
     query_id: str
+    skipped: int = 0
 
 
 def read_cur(athena: Athena, table: str, start: datetime, end: datetime, report: RunReport,
@@ -121,14 +124,14 @@ def read_cur(athena: Athena, table: str, start: datetime, end: datetime, report:
     if missing:
         raise WarehouseError(f"query {query_id}: the result has no column {', '.join(missing)}")
     ctx = FileContext(where, report)
-    result = read_cur2_table(rows, ctx)
+    result = read_cur2_table(rows, ctx, line_items="line_items")
     spend = result.tables.get("spend")
     if spend is None:  # the reader refused the whole result (and said why in the report)
         from spendwatch.connectors.files.cur import SCHEMA
 
         spend = SCHEMA.empty_table()
     line_items = int(pc.sum(rows["line_items"]).as_py() or 0)
-    return SpendRead(spend, line_items, rows.num_rows, scanned, query_id)
+    return SpendRead(spend, line_items, rows.num_rows, scanned, query_id, skipped=ctx.skipped)
 
 
 __all__ = ["KEY", "REVISE", "SpendRead", "billing_periods", "cur_spend_sql", "read_cur", "window"]

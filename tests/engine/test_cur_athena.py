@@ -68,8 +68,9 @@ def _cur_file(root: Path) -> Path:
 
 def _with_what_exports_hold(items: pa.Table) -> pa.Table:
     """The simulator's line items, plus: the first GPU instance's usage hours each written as two line items
-    (0.4 and 0.6 of the cost and usage), and three bad line items on an existing key (an implausible cost, a
-    missing cost) or none (a missing account), which both readers must drop without touching the good ones."""
+    (0.4 and 0.6 of the cost and usage), and five bad line items on an existing key (an implausible cost, two
+    with a missing cost) or none (two missing an account), which both readers must drop without touching the
+    good ones. The twins fall in one aggregate row each: Athena's answer has three bad rows for five items."""
     rows = items.to_pylist()
     gpu = next(r["line_item_resource_id"] for r in rows if (r["product_instance_type"] or "").startswith("p"))
     out: list[dict[str, Any]] = []
@@ -82,8 +83,8 @@ def _with_what_exports_hold(items: pa.Table) -> pa.Table:
             out.append(r)
     victim = next(r for r in rows if r["line_item_resource_id"] and r["line_item_resource_id"] != gpu)
     out.append({**victim, "line_item_unblended_cost": 5e9})
-    out.append({**victim, "line_item_unblended_cost": None})
-    out.append({**victim, "line_item_usage_account_id": None})
+    out.extend([{**victim, "line_item_unblended_cost": None}] * 2)
+    out.extend([{**victim, "line_item_usage_account_id": None}] * 2)
     return pa.Table.from_pylist(out, schema=items.schema)
 
 
@@ -149,17 +150,24 @@ def test_spend_from_athena_is_the_bucket_spend_with_the_same_findings(cur: Cur, 
     # the bucket's CUR objects were not read; the Athena read counts every line item of the window
     assert not any(s.kind == "cur2-parquet" for s in got.report.sources)
     assert any(s.kind == "cur2-parquet" for s in ref.report.sources)
-    assert [s.records for s in got.report.sources if s.path == f"athena:{CUR_TABLE}"] == \
-        [{"spend": cur.items.num_rows}]
+    assert [(s.records, s.skipped) for s in got.report.sources if s.path == f"athena:{CUR_TABLE}"] == \
+        [({"spend": cur.items.num_rows - 5}, 5)]
+    assert sum(s.records.get("spend", 0) for s in ref.report.sources if s.kind == "cur2-parquet") == \
+        cur.items.num_rows - 5
     assert sum("cur bucket s3://acme-billing/cur2/acme-cur2/ is not read" in n for n in got.report.notes) == 1
     # only CUR is pushed down: flows still come from the flow_logs bucket
     assert got.report.tables["flows"] == ref.report.tables["flows"] == cur.truth.flow_records
-    # the bad line items are problems on both paths, and nothing else is
+    # the bad line items are problems on both paths, and nothing else is: five line items lost on each, one
+    # problem per line item in the files, one per summed row from Athena, saying how many line items it sums
+    implausible = "line_item_unblended_cost 5000000000.0 is not a plausible line item cost (1e9 USD or more)"
     for report, where in ((ref.report, "s3://acme-billing/"), (got.report, f"athena:{CUR_TABLE} ")):
-        reasons = sorted(p.reason for p in report.problems)
         assert all(p.source.startswith(where) for p in report.problems)
-        assert reasons == ["line_item_unblended_cost 5000000000.0 is not a plausible line item cost (1e9 USD or more)",
-                           "line_item_unblended_cost is missing", "line_item_usage_account_id is missing"]
+        assert report.skipped_records == 5
+    assert sorted(p.reason for p in ref.report.problems) == [
+        implausible, *["line_item_unblended_cost is missing"] * 2, *["line_item_usage_account_id is missing"] * 2]
+    assert sorted((p.reason, p.records) for p in got.report.problems) == [
+        (implausible, 1), ("line_item_unblended_cost is missing (a sum of 2 line items)", 2),
+        ("line_item_usage_account_id is missing (a sum of 2 line items)", 2)]
     assert {g.source for g in got.report.gaps} == {g.source for g in ref.report.gaps}
 
 
@@ -234,11 +242,11 @@ def test_the_sql_parses_as_athena_and_on_duckdb_gives_the_files_readers_spend(cu
     rows = con.sql(cur_spend_sql("athena_cur", start, end)).to_arrow_table()
     assert rows.num_rows < cur.items.num_rows
     report = RunReport()
-    pushed = read_cur2_table(rows, FileContext("duckdb", report)).tables["spend"].to_pandas()
+    pushed = read_cur2_table(rows, FileContext("duckdb", report), line_items="line_items").tables["spend"].to_pandas()
     files = read_parquet(Path("x.parquet"), _parquet(cur.items), FileContext("file", RunReport()))
     local = files.tables["spend"].to_pandas()
     pd.testing.assert_frame_equal(_totals(pushed), _totals(local), check_exact=False, rtol=1e-9)
-    assert len(report.problems) == 3
+    assert len(report.problems) == 3 and report.skipped_records == 5
     # Athena's GetQueryResults writes a timestamp as text with milliseconds: read the same way
     text = pc.strftime(rows["line_item_usage_start_date"], format="%Y-%m-%d %H:%M:00.000")  # whole hours
     assert text[0].as_py().endswith(":00:00.000")

@@ -87,6 +87,30 @@ def test_cur2_absurd_cost_and_bad_times(bucket: Bucket, problems_of: Problems) -
     assert list(tables.spend["cost_usd"]) == [1.0]
 
 
+def test_rows_that_sum_line_items_count_them_all_when_rejected() -> None:
+    # An aggregate query's rows (Athena's CUR sums, spendwatch.engine.spend_sql) carry how many line items each
+    # sums: a rejected row loses them all, per row up to the per-line cap and in the lumped rest beyond it.
+    from spendwatch.connectors.files._common import MAX_LINE_PROBLEMS, FileContext
+    from spendwatch.connectors.files.cur import read_cur2_table
+
+    n = MAX_LINE_PROBLEMS + 5
+    table = cur2_table([None] * n + [1.0])
+    table = table.append_column("line_items", pa.array([3] * n + [7], pa.int64()))
+    report = RunReport()
+    ctx = FileContext("athena:cur", report)
+    spend = read_cur2_table(table, ctx, line_items="line_items").tables["spend"]
+    assert spend.num_rows == 1 and ctx.skipped == report.skipped_records == 3 * n
+    first, last = report.problems[0], report.problems[-1]
+    assert (first.line, first.reason, first.records) == (1, "line_item_unblended_cost is missing (a sum of 3 line "
+                                                            "items)", 3)
+    assert (last.line, last.records) == (MAX_LINE_PROBLEMS + 1, 15)
+    assert last.reason == "line_item_unblended_cost is missing (and 5 more lines like it, 15 line items in all)"
+    # without the column each row is one line item, as in a file
+    plain = RunReport()
+    read_cur2_table(table, FileContext("file", plain))
+    assert plain.skipped_records == n and plain.problems[0].reason == "line_item_unblended_cost is missing"
+
+
 def test_legacy_cur_csv(bucket: Bucket) -> None:
     bucket.put(CUR_CSV_KEY, bucket.sample("cur_legacy.csv"))
     tables, report = bucket.scan()

@@ -3,8 +3,8 @@
 The connector's real query runs, through the real google-cloud-bigquery client, in the executing BigQuery fake
 (tests/fakes/bigquery_sql.py: sqlglot BigQuery -> DuckDB) over the simulator's billing export plus rows real
 exports hold and the simulator does not write: one usage hour split into several rows (one starting at :30),
-credits of two types on one row (one of them committed use), rows in EUR with a conversion rate, a row with
-NULL cost and one with no project. The same files read by the files connector (`read_billing`, one row at a
+credits of two types on one row (one of them committed use), rows in EUR with a conversion rate, two rows
+with NULL cost and two with no project. The same files read by the files connector (`read_billing`, one row at a
 time) are the reference: the same `spend` per hour and key, the same bad rows reported, fewer rows through the
 query, and the same findings from a live scan either way.
 """
@@ -91,8 +91,11 @@ def _real_export_rows(export: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row(45, cost=0.2, currency="EUR", currency_conversion_rate=0.9, usage={"amount": 900, "unit": "seconds"},
             credits=[{"name": "Free trial", "amount": -0.1, "type": "PROMOTION", "id": "c3", "full_name": None}]),
         # rows the reader refuses, keyed like the good rows of the hour: they must not vanish into their sums
+        # (two of each, which BigQuery sums into one row each)
         row(15, cost=None),
+        row(45, cost=None),
         row(project={"id": None, "name": None}, cost=1.0),
+        row(30, project={"id": None, "name": None}, cost=2.0),
     ]
 
 
@@ -145,9 +148,11 @@ def test_the_query_sums_per_hour_and_gives_the_spend_the_rows_give(world: World)
     assert got.export_rows == rows_in_files
     assert got.rows < got.export_rows and len(got.spend) < len(expected)
     assert f"{got.rows} row(s) (hourly sums of {rows_in_files} export row(s))" in summary(got)
-    # the NULL cost and the projectless row are reported, not summed away (one problem per summed row)
-    assert len(files.problems) == 2 and len(report.problems) == 2
-    assert all("no project.id or no numeric cost" in p.reason for p in report.problems)
+    # the NULL-cost and the projectless rows are reported, not summed away: four export rows lost on both
+    # paths, one problem per row in the files, one per summed row from BigQuery, saying how many it sums
+    assert len(files.problems) == 4 and files.skipped_records == 4
+    assert [(p.reason, p.records) for p in report.problems] == \
+        [("billing row has no project.id or no numeric cost (a sum of 2 export rows)", 2)] * 2
     assert not report.gaps and [m.position for m in got.marks] == [DEFAULT_END.isoformat()]
 
 
