@@ -440,10 +440,11 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=5_000_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="where the generated files are cached")
-    parser.add_argument("--cases", default="text,parquet,window,naive,pushdown",
+    parser.add_argument("--cases", default="text,parquet,window,naive,pushdown,startup",
                         help="comma-separated: text, parquet (spendwatch and the ceiling on each), window (the "
                              "first 15 minutes), naive (pandas on text and Parquet), pushdown (the rows "
-                             "`scan --engine athena` brings back)")
+                             "`scan --engine athena` brings back), startup (`spendwatch --help` and a scan of "
+                             "an empty directory, against the bare interpreter)")
     parser.add_argument("--cores", type=int, default=2, help="CPU cores the children may use (default 2)")
     parser.add_argument("--child", choices=sorted(CASES), help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
@@ -476,11 +477,51 @@ def main() -> int:
         rows.append(("ceiling, pyarrow (15-min window)", run_child("ceiling", window, args.cores)))
         rows.append(("spendwatch (15-min window)", run_child("spendwatch", window, args.cores)))
     print_table(rows, info)
+    if "startup" in wanted:
+        print_startup(startup(args.cores))
     return 0
+
+
+STARTUP_RUNS = 7
+
+
+def startup(cores: int | None, runs: int = STARTUP_RUNS) -> dict[str, list[float]]:
+    """Wall seconds of `runs` fresh processes each: the bare interpreter (the baseline), `spendwatch --help`, and
+    `spendwatch scan` of an empty directory (a scan's fixed start: imports, the run report, no forest), which is
+    what a function's cold start pays before reading anything."""
+    import tempfile
+
+    pre = (lambda: os.sched_setaffinity(0, set(range(cores)))) if cores else None
+    with tempfile.TemporaryDirectory() as empty:
+        commands = {
+            "python -c pass": [sys.executable, "-c", "pass"],
+            "spendwatch --help": [sys.executable, "-m", "spendwatch", "--help"],
+            "spendwatch scan (empty directory)": [sys.executable, "-m", "spendwatch", "scan", "--data", empty,
+                                                  "--no-progress"],
+        }
+        times: dict[str, list[float]] = {name: [] for name in commands}
+        for _ in range(runs):  # interleaved, so a noisy moment hits every command alike
+            for name, cmd in commands.items():
+                t0 = time.perf_counter()
+                subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, preexec_fn=pre)
+                times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def print_startup(times: dict[str, list[float]]) -> None:
+    base = float(np.median(times["python -c pass"]))
+    print(f"\n{'start-up (' + str(len(next(iter(times.values())))) + ' runs each)':<34} {'median s':>9} "
+          f"{'min s':>7}  over the bare interpreter")
+    for name, values in times.items():
+        median = float(np.median(values))
+        extra = f"+{median - base:.2f} s" if name != "python -c pass" else "(baseline)"
+        print(f"{name:<34} {median:>9.2f} {min(values):>7.2f}  {extra}")
 
 
 def print_table(rows: list[tuple[str, dict[str, object]]], info: dict[str, object]) -> None:
     """Records/s counts every line of the flow files (NODATA too), the ceiling's count, so rates compare."""
+    if not rows:
+        return
     by = dict(rows)
 
     def lines(name: str) -> int:
