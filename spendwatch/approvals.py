@@ -16,6 +16,13 @@ The flow, each step audited (`store.write_audit`, action `approval.*`):
 4. `expire_due` (run by `spendwatch approvals expire`, or a scheduler) removes the policy and the tags when the
    expiry passes. The clock is injected, so tests move it.
 
+Accounts: IAM is changed in the principal's own account (`principal_target(...)[0]`). With an approver role
+set (`--approver-role`, env `SPENDWATCH_AWS_APPROVER_ROLE_NAME`; deploy/terraform/aws/modules/member-account
+creates it as `spendwatch-approver`), spendwatch assumes `arn:<partition>:iam::<account>:role/<name>` (session
+`spendwatch-approval`) for every principal, its own account's included. Without one it uses its own
+credentials, and a principal in another account than theirs is refused before anything changes
+(`ApproverAccessError`), as is a role that cannot be assumed: the decision fails, audited, nothing applied.
+
 What this does not do: it does not launch anything for the agent, and it cannot stop launches by a principal
 the guardrail does not cover (untagged, or where the guardrail is not attached). Apply the guardrail first.
 """
@@ -25,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import re
 import secrets
 import sys
@@ -44,6 +52,11 @@ MAX_COUNT = 64
 # IAM actions spendwatch needs to apply and revoke exceptions (the approver role).
 PERMISSIONS = ("iam:TagUser", "iam:UntagUser", "iam:TagRole", "iam:UntagRole", "iam:PutUserPolicy",
                "iam:DeleteUserPolicy", "iam:PutRolePolicy", "iam:DeleteRolePolicy")
+# The role spendwatch assumes in a principal's account to change its IAM (modules/member-account creates it);
+# guardrails.DEFAULT_APPROVER, the only principal the guardrail lets change the approval tags, names it too.
+APPROVER_ROLE_ENV = "SPENDWATCH_AWS_APPROVER_ROLE_NAME"
+DEFAULT_APPROVER_ROLE = "spendwatch-approver"
+SESSION_NAME = "spendwatch-approval"
 _ARN = re.compile(r"arn:aws[\w-]*:(iam|sts)::(\d{12}):(user|role|assumed-role)/(.+)")
 _INSTANCE_TYPE = re.compile(r"[a-z][a-z0-9-]*\.[a-z0-9]+")
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
@@ -51,6 +64,11 @@ _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
 
 class RequestError(ValueError):
     """A request that cannot be made (bad ARN, unknown instance type shape, bounds exceeded)."""
+
+
+class ApproverAccessError(RuntimeError):
+    """spendwatch cannot reach IAM in a principal's account: no approver role set for another account, or the
+    role could not be assumed. Raised before anything is changed."""
 
 
 def principal_target(arn: str) -> tuple[str, str, str]:
@@ -192,12 +210,14 @@ def revoke_exception(iam: Any, a: StoredApproval, *, keep_tag: bool = False) -> 
         iam.untag_role(RoleName=name, TagKeys=[APPROVAL_TAG, UNTIL_TAG])
 
 
-def decide(store: Store, iam_factory: Callable[[], Any], approval_id: str, *, approve: bool, actor: str,
+def decide(store: Store, iam_factory: Callable[[str], Any], approval_id: str, *, approve: bool, actor: str,
            now: datetime) -> tuple[StoredApproval | None, str]:
     """Approve or deny a pending request (the caller has checked the actor may). Returns (request, outcome line).
 
-    The pending -> approved transition is taken before IAM is touched, so two clicks cannot both apply; if
-    applying fails the request is marked `failed` and what was applied is rolled back."""
+    `iam_factory(account)` gives the IAM client for the principal's account (`iam_per_account`). The pending ->
+    approved transition is taken before IAM is touched, so two clicks cannot both apply; if the client cannot
+    be had (`ApproverAccessError`) or applying fails, the request is marked `failed` and what was applied is
+    rolled back."""
     records = Approvals(store)
     a = records.get(approval_id)
     if a is None:
@@ -216,13 +236,15 @@ def decide(store: Store, iam_factory: Callable[[], Any], approval_id: str, *, ap
     if not records.transition(a.id, from_status="pending", to_status="approved", by=actor, now=now,
                               expires_at=until):
         return records.get(a.id), "decided by another click"
-    iam = iam_factory()
+    iam = None
     try:
+        iam = iam_factory(principal_target(a.principal)[0])
         apply_exception(iam, a, until)
     except Exception as exc:
         records.transition(a.id, from_status="approved", to_status="failed", by=actor, now=now)
-        with contextlib.suppress(Exception):  # best effort; the audit line says what to check
-            revoke_exception(iam, a, keep_tag=_other_live(records, a))
+        if iam is not None:  # None: no client for the account, so nothing was applied
+            with contextlib.suppress(Exception):  # best effort; the audit line says what to check
+                revoke_exception(iam, a, keep_tag=_other_live(records, a))
         line = f":x: *Approval failed* ({type(exc).__name__}: {exc}); nothing is left applied"
         audit(store, a, at=now, actor=actor, action="approval.approve", outcome="error", description=line)
         return records.get(a.id), line
@@ -237,18 +259,26 @@ def _other_live(records: Approvals, a: StoredApproval) -> bool:
     return any(o.principal == a.principal and o.id != a.id for o in records.all(status="approved"))
 
 
-def expire_due(store: Store, iam_factory: Callable[[], Any], *, now: datetime, actor: str = "spendwatch:sweep",
-               client: Any = None) -> list[StoredApproval]:
-    """Revoke every approved exception whose expiry has passed; returns those revoked. Audited; a failure is
-    audited and retried on the next sweep (the request stays `approved`)."""
+def expire_due(store: Store, iam_factory: Callable[[str], Any], *, now: datetime, actor: str = "spendwatch:sweep",
+               client: Any = None, on_error: Callable[[StoredApproval, str], None] | None = None
+               ) -> list[StoredApproval]:
+    """Revoke every approved exception whose expiry has passed; returns those revoked. Audited; a failure (no
+    client for the principal's account included) is audited, passed to `on_error` (approval, description) and
+    retried on the next sweep: the request stays `approved` while its policy may still be there."""
     records = Approvals(store)
+    clients: dict[str, Any] = {}  # one client per account and sweep; a failed account is tried again per approval
     done = []
     for a in records.due(now):
+        account = principal_target(a.principal)[0]
         try:
-            revoke_exception(iam_factory(), a, keep_tag=_other_live(records, a))
+            if account not in clients:
+                clients[account] = iam_factory(account)
+            revoke_exception(clients[account], a, keep_tag=_other_live(records, a))
         except Exception as exc:
-            audit(store, a, at=now, actor=actor, action="approval.expire", outcome="error",
-                  description=f"revocation failed, retried next sweep: {type(exc).__name__}: {exc}")
+            line = f"revocation failed, retried next sweep: {type(exc).__name__}: {exc}"
+            audit(store, a, at=now, actor=actor, action="approval.expire", outcome="error", description=line)
+            if on_error is not None:
+                on_error(a, line)
             continue
         if records.transition(a.id, from_status="approved", to_status="expired", by=None, now=now):
             line = f":hourglass: *Expired* at {now:%H:%M}Z: policy and tag removed"
@@ -261,17 +291,55 @@ def expire_due(store: Store, iam_factory: Callable[[], Any], *, now: datetime, a
     return done
 
 
-def iam_client(endpoint_url: str | None = None, region: str = "us-east-1") -> Any:
-    import boto3
+def approver_session(account: str, *, approver_role: str | None, endpoint_url: str | None = None,
+                     region: str = "us-east-1", session: Any = None) -> Any:
+    """A boto3 session that may change IAM in `account`, the principal's account.
 
-    return boto3.client("iam", endpoint_url=endpoint_url, region_name=region)
+    With `approver_role`, that role in `account` is assumed (session `spendwatch-approval`), as the quarantine
+    assumes its role (`actions.aws.AwsClients.build`); without one, spendwatch's own credentials, refused for a
+    principal in another account than theirs. The partition comes from the caller's identity (GetCallerIdentity),
+    which IAM's global endpoint region cannot tell. Raises `ApproverAccessError` naming the account or role."""
+    import boto3  # lazily: the core must not need the AWS SDK
+    from botocore.exceptions import ClientError
+
+    session = session or boto3.session.Session(region_name=region)
+    sts = session.client("sts", region_name=region, endpoint_url=endpoint_url)
+    ident = sts.get_caller_identity()
+    own, partition = str(ident["Account"]), str(ident["Arn"]).split(":")[1]
+    if not approver_role:
+        if account != own:
+            raise ApproverAccessError(
+                f"principal in account {account}: set {APPROVER_ROLE_ENV} (role `{DEFAULT_APPROVER_ROLE}` in that "
+                f"account, from deploy/terraform/aws/modules/member-account); spendwatch's own credentials are "
+                f"for account {own}")
+        return session
+    role_arn = f"arn:{partition}:iam::{account}:role/{approver_role}"
+    try:
+        creds = sts.assume_role(RoleArn=role_arn, RoleSessionName=SESSION_NAME)["Credentials"]
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        raise ApproverAccessError(f"cannot assume the approver role {role_arn}: {error.get('Code', 'error')}: "
+                                  f"{error.get('Message', exc)}") from exc
+    return boto3.session.Session(aws_access_key_id=creds["AccessKeyId"],
+                                 aws_secret_access_key=creds["SecretAccessKey"],
+                                 aws_session_token=creds["SessionToken"], region_name=region)
+
+
+def account_iam(account: str, *, approver_role: str | None = None, endpoint_url: str | None = None,
+                region: str = "us-east-1") -> Any:
+    """The IAM client for principals of `account` (see `approver_session`)."""
+    session = approver_session(account, approver_role=approver_role, endpoint_url=endpoint_url, region=region)
+    return session.client("iam", region_name=region, endpoint_url=endpoint_url)
+
+
+def iam_per_account(approver_role: str | None = None, endpoint_url: str | None = None) -> Callable[[str], Any]:
+    """What `decide` and `expire_due` take: account -> IAM client, through the approver role when set."""
+    return lambda account: account_iam(account, approver_role=approver_role, endpoint_url=endpoint_url)
 
 
 # -- CLI ---------------------------------------------------------------------------------------------------
 
 def _slack_client() -> tuple[Any, str]:
-    import os
-
     from .sinks.slack import make_client
 
     token, channel = os.environ.get("SLACK_BOT_TOKEN", ""), os.environ.get("SPENDWATCH_SLACK_CHANNEL", "")
@@ -320,9 +388,16 @@ def cmd_approvals(args: argparse.Namespace) -> int:
             client = None
             with contextlib.suppress(RequestError):  # no Slack configured: revoke anyway, tell nobody
                 client, _ = _slack_client()
-            done = expire_due(store, lambda: iam_client(args.endpoint_url), now=datetime.now(UTC), client=client)
+            failed: list[str] = []
+
+            def report(a: StoredApproval, line: str) -> None:
+                failed.append(a.id)
+                print(f"spendwatch: error: {a.id} ({a.principal}): {line}", file=sys.stderr)
+
+            done = expire_due(store, iam_per_account(args.approver_role, args.endpoint_url), now=datetime.now(UTC),
+                              client=client, on_error=report)
             print(json.dumps([a.id for a in done]) if args.json else f"{len(done)} approval(s) expired")
-            return 0
+            return 1 if failed else 0
         rows = Approvals(store).all()
     if args.json:
         print(json.dumps([a.to_json() for a in rows], indent=2))
@@ -352,6 +427,9 @@ def add_commands(sub: Any) -> None:
     a.add_argument("what", choices=("list", "expire", "from-activity"))
     a.add_argument("--state", metavar="PATH|URL", help=STATE_HELP)
     a.add_argument("--json", action="store_true")
+    a.add_argument("--approver-role", metavar="NAME", default=os.environ.get(APPROVER_ROLE_ENV) or None,
+                   help="(expire) role assumed in each principal's account to change its IAM (default "
+                   f"${APPROVER_ROLE_ENV}; unset: spendwatch's own credentials, this account only)")
     a.add_argument("--endpoint-url", help=argparse.SUPPRESS)
     from .denied_launches import add_arguments as add_from_activity_arguments
 

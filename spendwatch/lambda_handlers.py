@@ -29,6 +29,9 @@ Configuration comes from the environment (Terraform fills it from Secrets Manage
     SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET         or  SLACK_BOT_TOKEN_SSM_PARAMETER, SLACK_SIGNING_SECRET_SSM_PARAMETER
                                                       (SecureString names, read once per cold start, decrypted)
     SPENDWATCH_SLACK_CHANNEL, SPENDWATCH_SLACK_ALLOWED_USERS, SPENDWATCH_SLACK_ALLOWED_GROUPS (slack handler)
+    SPENDWATCH_AWS_QUARANTINE_ROLE_NAME           (slack handler: the role assumed in a finding's account)
+    SPENDWATCH_AWS_APPROVER_ROLE_NAME             (both: the role assumed in a GPU-launch principal's account to
+                                                   apply and sweep approvals; unset: own account only)
 
 State: the scheduled function and the Slack function must share one state (findings, Slack threads, replay
 digests, quarantine records). PostgreSQL (a `postgresql://` URL, e.g. RDS; the functions then need a VPC

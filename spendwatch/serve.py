@@ -23,7 +23,9 @@ What runs:
   formatter, so a log pipeline sees one format.
 
 - The approval sweep (`approvals.expire_due`: GPU-launch exceptions whose time is up are revoked) runs every
-  `approval_sweep_s` on a worker of its own, so a long scan never holds back a revocation.
+  `approval_sweep_s` on a worker of its own, so a long scan never holds back a revocation. It acts in each
+  principal's account through the role SPENDWATCH_AWS_APPROVER_ROLE_NAME names (unset: its own account only);
+  a revocation that failed is logged (`approvals.expire_failed`), audited and tried again by the next sweep.
 - With live clouds (`[aws]`, `[gcp]`, `[azure]`) a daily job retrains the organisation's baseline model from
   their history (spendwatch.model_cli.retrain); incremental scans hold too little history to do it themselves.
 
@@ -136,6 +138,7 @@ class ServeSettings:
     sinks: dict[str, Any] | None = None  # the file's [sinks.*] tables: delivered after every scan
     approval_sweep_s: float = 300.0  # how often expired GPU-launch approvals are revoked (spendwatch.approvals)
     denied_launch_hours: float = 4.0  # what a request from a denied launch asks for (spendwatch.denied_launches)
+    approver_role: str | None = None  # env SPENDWATCH_AWS_APPROVER_ROLE_NAME: the sweep's role in each account
     source: str | None = None  # the file the settings came from, for the live tables' error messages
 
     @property
@@ -204,6 +207,7 @@ class ServeSettings:
             overdue_s=t.number("overdue_s", None, minimum=1.0),
             approval_sweep_s=t.number("approval_sweep_s", 300.0, minimum=1.0),
             denied_launch_hours=t.number("denied_launch_hours", 4.0, minimum=0.0, above=True),
+            approver_role=env.get("SPENDWATCH_AWS_APPROVER_ROLE_NAME") or None,
         )
         t.done()
         from .approvals import MAX_HOURS
@@ -289,6 +293,7 @@ def _slack_settings(table: Any, *, path: Path | str | None, environ: dict[str, s
         signing_secret=environ["SLACK_SIGNING_SECRET"], bot_token=environ["SLACK_BOT_TOKEN"], channel=channel,
         allowed_users=frozenset(users), allowed_groups=frozenset(groups), api_base_url=api_url,
         aws_endpoint_url=aws_endpoint, actions=ActionSettings.from_env(environ),
+        approver_role=environ.get("SPENDWATCH_AWS_APPROVER_ROLE_NAME") or None,
     )
 
 
@@ -506,15 +511,19 @@ class Service:
     def sweep_approvals(self) -> int:
         """Revoke the GPU-launch approvals whose time is up (`approvals.expire_due`: policy and tags removed in
         IAM, audited, the Slack message updated). Never raises: a failure is logged and the next sweep retries."""
-        from .approvals import expire_due, iam_client
+        from .approvals import expire_due, iam_per_account
         from .store import Store
 
         slack = self.settings.slack
+
+        def failed(a: Any, line: str) -> None:  # audited too; retried by the next sweep
+            emit("approvals.expire_failed", logging.ERROR, approval=a.id, principal=a.principal, error=line)
+
         try:
             client = self._alerter_client()
             with Store(self.state) as store:
-                done = expire_due(store, lambda: iam_client(slack.aws_endpoint_url if slack else None),
-                                  now=datetime.now(UTC), client=client)
+                iam = iam_per_account(self.settings.approver_role, slack.aws_endpoint_url if slack else None)
+                done = expire_due(store, iam, now=datetime.now(UTC), client=client, on_error=failed)
         except Exception as exc:
             emit("approvals.sweep_failed", logging.ERROR, error=f"{type(exc).__name__}: {exc}")
             return 0

@@ -125,6 +125,7 @@ class SlackSettings:
     api_base_url: str | None = None
     aws_endpoint_url: str | None = None
     quarantine_role: str | None = None  # role name assumed in the finding's account before acting
+    approver_role: str | None = None  # role name assumed in a GPU-launch principal's account (spendwatch.approvals)
     gcp_endpoint_url: str | None = None
     azure_endpoint_url: str | None = None
     gcp_credentials: Any = field(default=None, repr=False, compare=False)
@@ -152,6 +153,7 @@ class SlackSettings:
             allowed_groups=ids("SPENDWATCH_SLACK_ALLOWED_GROUPS"),
             api_base_url=env.get("SPENDWATCH_SLACK_API_URL") or None,
             quarantine_role=env.get("SPENDWATCH_AWS_QUARANTINE_ROLE_NAME") or None,
+            approver_role=env.get("SPENDWATCH_AWS_APPROVER_ROLE_NAME") or None,
             actions=ActionSettings.from_env(dict(env)),
         )
 
@@ -608,7 +610,7 @@ class InteractionApp:
     def _gpu_decide(self, store: Store, click: _Click, *, approve: bool) -> None:
         """Approve or deny an approval request (`click.finding_id` carries its id). Refused unless the user is
         an allowed approver; the decision itself, IAM changes and audit live in spendwatch.approvals."""
-        from .approvals import audit, decide, iam_client, message
+        from .approvals import audit, decide, iam_per_account, message
         from .store import Approvals
 
         request = Approvals(store).get(click.finding_id)
@@ -623,7 +625,8 @@ class InteractionApp:
             self._ephemeral(click, f":no_entry: Not done: {why}. Nothing was changed.")
             return
         before = request.status
-        decided, line = decide(store, lambda: iam_client(self.settings.aws_endpoint_url), request.id,
+        decided, line = decide(store, iam_per_account(self.settings.approver_role, self.settings.aws_endpoint_url),
+                               request.id,
                                approve=approve, actor=click.actor, now=self.now())
         if decided is None or decided.status == before:
             self._ephemeral(click, f":information_source: Nothing to do: {esc(line)}.")

@@ -120,7 +120,7 @@ def test_request_approve_and_expire(world: dict[str, Any], capsys: pytest.Captur
 
     # Expiry: the sweep before the time leaves it; after, policy and tag are gone.
     with Store(world["store"]) as store:
-        factory = lambda: approvals.iam_client(world["aws"])  # noqa: E731
+        factory = approvals.iam_per_account(endpoint_url=world["aws"])
         assert approvals.expire_due(store, factory, now=T0 + timedelta(hours=4)) == []
         assert iam_state(world)[0] == policies
         done = approvals.expire_due(store, factory, now=T0 + timedelta(hours=4, minutes=5))

@@ -263,7 +263,7 @@ def at(event: dict[str, Any], when: datetime, n: int) -> dict[str, Any]:
 
 def test_decisions_answer_attempts_within_their_window(world: World) -> None:
     denied_event = records()[0]
-    iam_factory = lambda: approvals.iam_client(world.aws)  # noqa: E731
+    iam_factory = approvals.iam_per_account(endpoint_url=world.aws)
     client = make_client(TOKEN, base_url=world.fake.base_url)
 
     def scan(now: datetime, attempt: tuple[datetime, int] | None = None) -> denied_launches.Outcome:

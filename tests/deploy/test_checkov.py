@@ -37,6 +37,9 @@ EXPLAINED: dict[str, dict[str, str]] = {
     # Nothing: every statement carries the aws:TagKeys condition, which checkov counts as a constraint (it
     # passes CKV_AWS_286/289/290/355 on it); the module also narrows Resource to this account's principals.
     "approvals": {},
+    # The member account's approver role as modules/member-account builds it (approver_document, evaluated for
+    # one account): the same statements on role/* and user/* there, plus the Deny on spendwatch's own roles.
+    "approver": {},
     "read": {
         "CKV_AWS_287": "credentials exposure: sts:AssumeRole, narrowed by the module to the member read roles",
         "CKV_AWS_288": "data exfiltration: s3:GetObject, narrowed by the module to var.s3_bucket_arns' objects",
@@ -58,6 +61,19 @@ def _checkov_or_skip() -> Path:
 def _inline(name: str, document: Path) -> str:
     body = document.read_text()
     return f'resource "aws_iam_policy" "{name}" {{\n  name   = "{name}"\n  policy = <<EOT\n{body}EOT\n}}\n'
+
+
+def _member_approver_document(account: str = "111111111111") -> dict[str, Any]:
+    """modules/member-account's `approver_document` for `account` (tests/deploy/test_terraform.py checks the HCL)."""
+    declared = json.loads(GENERATED["approvals"].read_text())["Statement"]
+    kinds = {"SpendwatchApprovalsApplyRole": "role", "SpendwatchApprovalsRevokeRole": "role",
+             "SpendwatchApprovalsApplyUser": "user", "SpendwatchApprovalsRevokeUser": "user"}
+    allowed = [{**s, "Resource": f"arn:aws:iam::{account}:{kinds[s['Sid']]}/*"} for s in declared]
+    own = [f"arn:aws:iam::{account}:role/{name}" for name in ("spendwatch-read", "spendwatch-quarantine",
+                                                               "spendwatch-approver")]
+    deny = {"Sid": "NeverApproveSpendwatchRoles", "Effect": "Deny", "Resource": own,
+            "Action": [a for s in declared for a in s["Action"] if "Role" in a]}
+    return {"Version": "2012-10-17", "Statement": [*allowed, deny]}
 
 
 def _inline_azure_role(name: str, document: Path) -> str:
@@ -91,8 +107,10 @@ def scan(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path
     (each takes 10-20 s, mostly start-up). One run with two -d scans the first directory twice (3.3.30)."""
     checkov = _checkov_or_skip()
     inlined = tmp_path_factory.mktemp("policies")
+    approver = inlined / "approver.json"
+    approver.write_text(json.dumps(_member_approver_document(), indent=2) + "\n")
     documents = (_inline("quarantine", GENERATED["quarantine"]) + _inline("read", GENERATED["read"])
-                 + _inline("approvals", GENERATED["approvals"])
+                 + _inline("approvals", GENERATED["approvals"]) + _inline("approver", approver)
                  + _inline_azure_role("azure_quarantine", GENERATED["azure_quarantine"]))
     (inlined / "main.tf").write_text(documents)
     runs = [
@@ -132,7 +150,7 @@ def test_checkov_passes_with_every_skip_explained(scan: tuple[dict[str, Any], Pa
 
 def test_checkov_on_the_generated_policies_flags_only_what_is_explained(scan: tuple[dict[str, Any], Path]) -> None:
     report, inlined = scan
-    flagged: dict[str, set[str]] = {"quarantine": set(), "read": set(), "approvals": set(),
+    flagged: dict[str, set[str]] = {"quarantine": set(), "read": set(), "approvals": set(), "approver": set(),
                                     "azure_quarantine": set()}
     for check in report["results"]["failed_checks"]:
         if _in(check, inlined):
@@ -141,6 +159,9 @@ def test_checkov_on_the_generated_policies_flags_only_what_is_explained(scan: tu
     approvals_passed = {c["check_id"] for c in report["results"]["passed_checks"]
                         if _in(c, inlined) and c["resource"].endswith(".approvals")}
     assert {"CKV_AWS_286", "CKV_AWS_289", "CKV_AWS_355"} <= approvals_passed, approvals_passed
+    approver_passed = {c["check_id"] for c in report["results"]["passed_checks"]
+                       if _in(c, inlined) and c["resource"].endswith(".approver")}
+    assert {"CKV_AWS_286", "CKV_AWS_289", "CKV_AWS_355"} <= approver_passed, approver_passed
     for name, explained in EXPLAINED.items():
         unexplained = flagged[name] - set(explained)
         assert not unexplained, f"checkov flags the {name} policy for {sorted(unexplained)}: fix it or explain it here"

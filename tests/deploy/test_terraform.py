@@ -8,6 +8,7 @@ import json
 import re
 from importlib import import_module
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -376,17 +377,103 @@ def test_approvals_policy_goes_to_the_slack_and_scan_roles_behind_enable_approva
     assert slack["policy"] == "${jsonencode(local.approvals_slack_document)}"
     assert scan["role"] == "${aws_iam_role.scan.id}"
     assert scan["policy"] == "${jsonencode(local.approvals_scan_document)}"
-    assert slack["count"] == scan["count"] == "${var.enable_approvals ? 1 : 0}"
+    # Direct IAM permissions only while approvals do not go through the approver roles (enable_approver_role).
+    assert slack["count"] == scan["count"] == "${local.approvals_direct ? 1 : 0}"
+    local = locals_of(load(AWS / "iam.tf"))
+    assert local["approvals_direct"] == "${var.enable_approvals && !var.enable_approver_role}"
     attaching = sorted(k for k, v in resources.items() if "approvals_" in json.dumps(v.get("policy", "")))
     assert attaching == ["aws_iam_role_policy.scan_approvals", "aws_iam_role_policy.slack_approvals"]
     variable = blocks(load(AWS / "variables.tf"), "variable")["enable_approvals"]
     assert variable["type"] == "bool" and variable["default"] is True
-    # approvals.iam_client uses the function's own credentials: no member-account role is involved.
-    import inspect
 
+
+def _approvals_statements(resources: dict[str, str]) -> list[dict[str, Any]]:
+    """What `[for s in approvals_declared.Statement : merge(s, {Resource = resources[s.Sid]})]` evaluates to."""
+    declared = json.loads(GENERATED["approvals"].read_text())["Statement"]
+    return [{**s, "Resource": resources[s["Sid"]]} for s in declared]
+
+
+def test_member_approver_role_gets_exactly_the_approvals_permissions_on_its_accounts_principals() -> None:
     from spendwatch import approvals
 
-    assert "assume_role" not in inspect.getsource(approvals.iam_client)
+    doc = load(MEMBER / "main.tf")
+    local = locals_of(doc)
+    member = blocks(doc, "resource")
+    assert local["approvals_declared"] == '${jsondecode(file("${path.module}/../../policies/approvals.json"))}'
+    narrowed = ("${[for s in local.approvals_declared.Statement : "
+                "merge(s, {Resource = local.approvals_resources[s.Sid]})]}")
+    assert local["approver_allowed"] == {"Version": "2012-10-17", "Statement": narrowed}
+    # Evaluated: exactly approvals.PERMISSIONS, each on this account's roles or users, held to the two tags.
+    statements = _approvals_statements(local["approvals_resources"])
+    assert {a for s in statements for a in s["Action"]} == set(approvals.PERMISSIONS)
+    for s in statements:
+        assert s["Effect"] == "Allow", s
+        kind = "role" if all("Role" in a for a in s["Action"]) else "user"
+        assert all(("Role" in a) == (kind == "role") for a in s["Action"]), s
+        assert s["Resource"] == f"arn:${{local.partition}}:iam::${{local.account_id}}:{kind}/*", s
+    # The inline policy is those statements plus one Deny on spendwatch's own roles, the approver role included.
+    statement_expr = local["approver_document"]["Statement"]
+    assert statement_expr.startswith("${concat(local.approver_allowed.Statement, [")
+    extra = statement_expr[len("${concat(local.approver_allowed.Statement, "):]
+    assert 'Effect = "Deny"' in extra and '"Allow"' not in extra and "Resource = local.protected_role_arns" in extra
+    assert "local.approver_role_arn" in local["protected_role_arns"]
+    assert local["approver_role_arn"] == \
+        "arn:${local.partition}:iam::${local.account_id}:role/${var.approver_role_name}"
+    policy, boundary, role = (member["aws_iam_role_policy.approver"], member["aws_iam_policy.approver_boundary"],
+                              member["aws_iam_role.approver"])
+    assert policy["policy"] == "${jsonencode(local.approver_document)}"
+    assert policy["role"] == "${aws_iam_role.approver[0].id}"
+    assert boundary["policy"] == "${jsonencode(local.approver_allowed)}"
+    assert role["permissions_boundary"] == "${aws_iam_policy.approver_boundary[0].arn}"
+    assert role["max_session_duration"] == 3600 and role["tags"] == boundary["tags"] == "${local.tags}"
+    assert role["name"] == "${var.approver_role_name}"
+    attached = [k for k, v in member.items() if k.startswith("aws_iam_role_") and "aws_iam_role.approver[0]" in str(v)]
+    assert attached == ["aws_iam_role_policy.approver"], attached
+    # Optional: created only for the callers given, and trusted by them alone.
+    assert local["approver"] == "${length(var.approver_caller_arns) > 0}"
+    for body in (policy, boundary, role):
+        assert body["count"] == "${local.approver ? 1 : 0}"
+    trust = blocks(doc, "data")["aws_iam_policy_document.approver_trust"]
+    principals = [p for s in trust["statement"] for p in s["principals"]]
+    assert [(p["type"], p["identifiers"]) for p in principals] == [("AWS", "${var.approver_caller_arns}")]
+    assert [a for s in trust["statement"] for a in s["actions"]] == ["sts:AssumeRole"]
+    variables = blocks(load(MEMBER / "variables.tf"), "variable")
+    assert variables["approver_caller_arns"]["default"] == []
+    assert variables["approver_role_name"]["default"] == approvals.DEFAULT_APPROVER_ROLE
+    outputs = blocks(load(MEMBER / "outputs.tf"), "output")
+    assert outputs["approver_role_arn"]["value"] == "${local.approver ? aws_iam_role.approver[0].arn : null}"
+
+
+def test_only_the_spendwatch_functions_assume_the_approver_role_and_only_when_enabled() -> None:
+    from spendwatch import approvals
+
+    iam = load(AWS / "iam.tf")
+    local = locals_of(iam)
+    resources = {k: v for p in AWS.glob("*.tf") for k, v in blocks(load(p), "resource").items()}
+    assert local["approver_role"] == "${var.enable_approvals && var.enable_approver_role}"
+    assert local["approver_role_arns"] == \
+        '${[for a in local.role_accounts : "arn:${local.partition}:iam::${a}:role/${var.approver_role_name}"]}'
+    assume = blocks(iam, "data")["aws_iam_policy_document.assume_approver"]
+    assert [(s["actions"], s["resources"]) for s in assume["statement"]] == [
+        (["sts:AssumeRole"], "${local.approver_role_arns}")]
+    holders = {k: v for k, v in resources.items() if "assume_approver" in json.dumps(v.get("policy", ""))}
+    assert {k: (v["role"], v["count"]) for k, v in holders.items()} == {
+        "aws_iam_role_policy.slack_approver": ("${aws_iam_role.slack.id}", "${local.approver_role ? 1 : 0}"),
+        "aws_iam_role_policy.scan_approver": ("${aws_iam_role.scan.id}", "${local.approver_role ? 1 : 0}"),
+    }
+    # This account's approver role (scan_this_account) trusts the same two functions.
+    this_account = blocks(iam, "module")["this_account"]
+    assert this_account["approver_caller_arns"] == \
+        "${local.approver_role ? [aws_iam_role.slack.arn, aws_iam_role.scan.arn] : []}"
+    assert this_account["approver_role_name"] == "${var.approver_role_name}"
+    outputs = blocks(load(AWS / "outputs.tf"), "output")
+    assert outputs["approver_caller_arns"]["value"] == this_account["approver_caller_arns"]
+    # Both functions get the role's name, under the variable the code reads, only when enabled.
+    environment = locals_of(load(AWS / "main.tf"))["common_environment"]
+    assert f"local.approver_role ? {{{approvals.APPROVER_ROLE_ENV} = var.approver_role_name}} : {{}}" in environment
+    variables = blocks(load(AWS / "variables.tf"), "variable")
+    assert variables["enable_approver_role"]["type"] == "bool" and variables["enable_approver_role"]["default"] is False
+    assert variables["approver_role_name"]["default"] == approvals.DEFAULT_APPROVER_ROLE
 
 
 def test_athena_policy_is_loaded_narrowed_by_sid_and_given_to_the_scan_role_only_when_configured() -> None:

@@ -25,7 +25,7 @@ def approve(store: Store, aws: str, *, hours: float, at: datetime) -> str:
     a = approvals.new_request(principal=AGENT, instance_type="g5.12xlarge", count=1, region="us-east-1",
                               hours=hours, reason="nightly fine-tune", requested_by="agent", now=at)
     Approvals(store).add(a)
-    decided, line = approvals.decide(store, lambda: approvals.iam_client(aws), a.id, approve=True,
+    decided, line = approvals.decide(store, approvals.iam_per_account(endpoint_url=aws), a.id, approve=True,
                                      actor=f"slack:{ALICE}", now=at)
     assert decided is not None and decided.status == "approved", line
     return a.id

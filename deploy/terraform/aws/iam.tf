@@ -10,13 +10,18 @@ locals {
 
   read_role_arns       = [for a in local.role_accounts : "arn:${local.partition}:iam::${a}:role/${var.read_role_name}"]
   quarantine_role_arns = [for a in local.role_accounts : "arn:${local.partition}:iam::${a}:role/${var.quarantine_role_name}"]
+  approver_role_arns   = [for a in local.role_accounts : "arn:${local.partition}:iam::${a}:role/${var.approver_role_name}"]
 
   secret_arns = { for k, s in aws_secretsmanager_secret.this : k => s.arn }
 
-  # GPU-launch approvals (spendwatch/approvals.py) act with the functions' own credentials
-  # (approvals.iam_client assumes no role), so they reach this account's users and roles only: a principal in
-  # another account cannot be approved. Each generated statement is narrowed by Sid to this account's roles or
+  # GPU-launch approvals (spendwatch/approvals.py) act with the functions' own credentials unless
+  # SPENDWATCH_AWS_APPROVER_ROLE_NAME is set, so they reach this account's users and roles only: a principal in
+  # another account is refused. Each generated statement is narrowed by Sid to this account's roles or
   # users (a new Sid in approvals.json fails the plan here until it is given its resources).
+  # With enable_approver_role they act through the approver role in the principal's account instead (this
+  # account's too), and the functions hold only sts:AssumeRole on it: none of the direct statements below.
+  approver_role      = var.enable_approvals && var.enable_approver_role
+  approvals_direct   = var.enable_approvals && !var.enable_approver_role
   approvals_declared = jsondecode(file("${path.module}/policies/approvals.json"))
   approvals_resources = {
     SpendwatchApprovalsApplyRole  = "arn:${local.partition}:iam::${local.account_id}:role/*"
@@ -193,7 +198,7 @@ resource "aws_iam_role_policy" "scan_athena" {
 
 # The approval sweep after each scan removes expired GPU-launch exceptions (policy and tags) in this account.
 resource "aws_iam_role_policy" "scan_approvals" {
-  count = var.enable_approvals ? 1 : 0
+  count = local.approvals_direct ? 1 : 0
 
   name   = "spendwatch-approvals-revoke"
   role   = aws_iam_role.scan.id
@@ -273,11 +278,37 @@ resource "aws_iam_role_policy" "slack_runtime" {
 
 # Approve puts the bounded inline policy and the approval tags on the principal in this account.
 resource "aws_iam_role_policy" "slack_approvals" {
-  count = var.enable_approvals ? 1 : 0
+  count = local.approvals_direct ? 1 : 0
 
   name   = "spendwatch-approvals"
   role   = aws_iam_role.slack.id
   policy = jsonencode(local.approvals_slack_document)
+}
+
+# enable_approver_role: the Slack function (apply) and the scan function's sweep (revoke) act through the
+# approver role in the principal's account (modules/member-account), and may assume nothing else for it.
+data "aws_iam_policy_document" "assume_approver" {
+  statement {
+    sid       = "AssumeApproverRole"
+    actions   = ["sts:AssumeRole"]
+    resources = local.approver_role_arns
+  }
+}
+
+resource "aws_iam_role_policy" "slack_approver" {
+  count = local.approver_role ? 1 : 0
+
+  name   = "spendwatch-assume-approver"
+  role   = aws_iam_role.slack.id
+  policy = data.aws_iam_policy_document.assume_approver.json
+}
+
+resource "aws_iam_role_policy" "scan_approver" {
+  count = local.approver_role ? 1 : 0
+
+  name   = "spendwatch-assume-approver"
+  role   = aws_iam_role.scan.id
+  policy = data.aws_iam_policy_document.assume_approver.json
 }
 
 # EventBridge Scheduler may invoke the scan function and nothing else.
@@ -330,6 +361,8 @@ module "this_account" {
   external_id           = var.external_id
   read_role_name        = var.read_role_name
   quarantine_role_name  = var.quarantine_role_name
+  approver_caller_arns  = local.approver_role ? [aws_iam_role.slack.arn, aws_iam_role.scan.arn] : []
+  approver_role_name    = var.approver_role_name
   protected_role_arns   = [aws_iam_role.scan.arn, aws_iam_role.slack.arn, aws_iam_role.scheduler.arn]
   s3_bucket_arns        = var.s3_bucket_arns
   s3_kms_key_arns       = var.s3_kms_key_arns

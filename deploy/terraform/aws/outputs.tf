@@ -44,6 +44,11 @@ output "read_policy_json" {
 }
 
 output "approver_role_arns" {
-  description = "The roles that change the spendwatch:gpu-approval tags (Slack applies, the scan's sweep removes): with the AWS guardrail (spendwatch guardrail aws), its approver ARN pattern must match both, or its tag Deny refuses them."
-  value       = var.enable_approvals ? [aws_iam_role.slack.arn, aws_iam_role.scan.arn] : []
+  description = "The roles that change the spendwatch:gpu-approval tags (Slack applies, the scan's sweep removes; with enable_approver_role, the approver roles in the accounts): with the AWS guardrail (spendwatch guardrail aws), its approver ARN pattern must match them, or its tag Deny refuses them."
+  value       = local.approver_role ? local.approver_role_arns : (var.enable_approvals ? [aws_iam_role.slack.arn, aws_iam_role.scan.arn] : [])
+}
+
+output "approver_caller_arns" {
+  description = "Pass to the member-account module in every member account (approver_caller_arns) with enable_approver_role: the roles its approver role trusts. Empty otherwise."
+  value       = local.approver_role ? [aws_iam_role.slack.arn, aws_iam_role.scan.arn] : []
 }

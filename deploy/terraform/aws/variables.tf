@@ -244,6 +244,18 @@ variable "enable_approvals" {
   default     = true
 }
 
+variable "enable_approver_role" {
+  description = "GPU-launch approvals through the approver role in each principal's account (modules/member-account with approver_caller_arns = output approver_caller_arns; here too with scan_this_account): both functions may assume approver_role_name in member_account_ids (any account when empty) and get SPENDWATCH_AWS_APPROVER_ROLE_NAME, and lose enable_approvals' direct IAM permissions here. Needs enable_approvals. False: approvals reach this account's principals only."
+  type        = bool
+  default     = false
+}
+
+variable "approver_role_name" {
+  description = "Name of the approver role in each account (the member-account submodule creates it with this name; the AWS guardrail's default approver is spendwatch-approver)."
+  type        = string
+  default     = "spendwatch-approver"
+}
+
 variable "athena" {
   description = "With an [aws.athena] table in config_toml (flow logs and/or CUR reduced in Athena, not fetched): the workgroup, the Glue database and flow log table with the table's bucket, the CUR 2.0 table (cur_table, in cur_database, default database) with the bucket of the CUR export, and the query results bucket the scan function may use (policies/athena.json, each statement narrowed to these). Set table or cur_table or both, each with its bucket. catalog_account: the Glue catalog's account (default this one); region: the workgroup's (default this one). role_arn: the [aws.athena] role_arn the queries run as (a role in the account that owns the tables, holding the statements of policies/athena.json): the scan role is then only allowed to assume it. Null: no Athena permission."
   type = object({

@@ -3,6 +3,9 @@
 # - the quarantine role: trusted only by the Slack role, with exactly the union of the AWS actions' permissions
 #   (../../policies/quarantine.json), the same document as its permissions boundary, and an explicit Deny on
 #   changing spendwatch's own roles.
+# - the approver role (when approver_caller_arns is set): trusted only by those callers (the Slack and scan
+#   roles), with exactly spendwatch.approvals.PERMISSIONS (../../policies/approvals.json) on this account's roles
+#   and users, the same allows as its permissions boundary, and the same Deny on spendwatch's own roles.
 
 data "aws_caller_identity" "current" {}
 data "aws_partition" "current" {}
@@ -11,14 +14,17 @@ locals {
   account_id = data.aws_caller_identity.current.account_id
   partition  = data.aws_partition.current.partition
   quarantine = var.quarantine_caller_arn != null
+  approver   = length(var.approver_caller_arns) > 0
 
   read_role_arn       = "arn:${local.partition}:iam::${local.account_id}:role/${var.read_role_name}"
   quarantine_role_arn = "arn:${local.partition}:iam::${local.account_id}:role/${var.quarantine_role_name}"
+  approver_role_arn   = "arn:${local.partition}:iam::${local.account_id}:role/${var.approver_role_name}"
 
   quarantine_declared = jsondecode(file("${path.module}/../../policies/quarantine.json"))
 
-  # The roles the quarantine role must never loosen or lock: itself, the read role, and the central ones.
-  protected_role_arns = concat([local.read_role_arn, local.quarantine_role_arn], var.protected_role_arns)
+  # The roles the quarantine and approver roles must never loosen or lock: themselves, the read role, and the
+  # central ones.
+  protected_role_arns = concat([local.read_role_arn, local.quarantine_role_arn, local.approver_role_arn], var.protected_role_arns)
 
   quarantine_document = {
     Version = "2012-10-17"
@@ -26,6 +32,29 @@ locals {
       Sid      = "NeverChangeSpendwatchRoles"
       Effect   = "Deny"
       Action   = ["iam:PutRolePolicy", "iam:DeleteRolePolicy", "iam:PassRole"]
+      Resource = local.protected_role_arns
+    }])
+  }
+
+  # GPU-launch approvals (spendwatch/approvals.py): each generated statement narrowed by Sid to this account's
+  # roles or users (a new Sid in approvals.json fails the plan here until it is given its resources).
+  approvals_declared = jsondecode(file("${path.module}/../../policies/approvals.json"))
+  approvals_resources = {
+    SpendwatchApprovalsApplyRole  = "arn:${local.partition}:iam::${local.account_id}:role/*"
+    SpendwatchApprovalsRevokeRole = "arn:${local.partition}:iam::${local.account_id}:role/*"
+    SpendwatchApprovalsApplyUser  = "arn:${local.partition}:iam::${local.account_id}:user/*"
+    SpendwatchApprovalsRevokeUser = "arn:${local.partition}:iam::${local.account_id}:user/*"
+  }
+  approver_allowed = {
+    Version   = "2012-10-17"
+    Statement = [for s in local.approvals_declared.Statement : merge(s, { Resource = local.approvals_resources[s.Sid] })]
+  }
+  approver_document = {
+    Version = "2012-10-17"
+    Statement = concat(local.approver_allowed.Statement, [{
+      Sid      = "NeverApproveSpendwatchRoles"
+      Effect   = "Deny"
+      Action   = [for a in flatten(local.approvals_declared.Statement[*].Action) : a if strcontains(a, "Role")]
       Resource = local.protected_role_arns
     }])
   }
@@ -121,4 +150,47 @@ resource "aws_iam_role_policy" "quarantine" {
   name   = "spendwatch-quarantine"
   role   = aws_iam_role.quarantine[0].id
   policy = jsonencode(local.quarantine_document)
+}
+
+data "aws_iam_policy_document" "approver_trust" {
+  count = local.approver ? 1 : 0
+
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "AWS"
+      identifiers = var.approver_caller_arns
+    }
+    # No external ID: the callers are spendwatch's own roles, named exactly, and approvals.approver_session
+    # passes none (an external ID guards against a third party acting for someone else).
+  }
+}
+
+# The boundary caps the role at the declared approval actions on this account's principals.
+resource "aws_iam_policy" "approver_boundary" {
+  count = local.approver ? 1 : 0
+
+  name        = "${var.approver_role_name}-boundary"
+  description = "spendwatch: permissions boundary of the approver role (spendwatch.approvals.PERMISSIONS here)"
+  policy      = jsonencode(local.approver_allowed)
+  tags        = local.tags
+}
+
+resource "aws_iam_role" "approver" {
+  count = local.approver ? 1 : 0
+
+  name                 = var.approver_role_name
+  description          = "spendwatch: applies and removes GPU-launch approvals, assumed only by the spendwatch functions"
+  assume_role_policy   = data.aws_iam_policy_document.approver_trust[0].json
+  permissions_boundary = aws_iam_policy.approver_boundary[0].arn
+  max_session_duration = 3600
+  tags                 = local.tags
+}
+
+resource "aws_iam_role_policy" "approver" {
+  count = local.approver ? 1 : 0
+
+  name   = "spendwatch-approvals"
+  role   = aws_iam_role.approver[0].id
+  policy = jsonencode(local.approver_document)
 }

@@ -19,8 +19,19 @@ variable "quarantine_caller_arn" {
   }
 }
 
+variable "approver_caller_arns" {
+  description = "The spendwatch roles that apply and sweep GPU-launch approvals (output approver_caller_arns of the aws module: the Slack and scan roles): the only principals the approver role trusts. Empty: no approver role in this account."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for a in var.approver_caller_arns : can(regex("^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$", a))])
+    error_message = "approver_caller_arns must be IAM role ARNs."
+  }
+}
+
 variable "external_id" {
-  description = "External ID both roles require from their caller (optional; must match the aws module's external_id)."
+  description = "External ID the read and quarantine roles require from their caller (optional; must match the aws module's external_id). The approver role requires none."
   type        = string
   default     = null
 
@@ -42,8 +53,14 @@ variable "quarantine_role_name" {
   default     = "spendwatch-quarantine"
 }
 
+variable "approver_role_name" {
+  description = "Name of the approver role (spendwatch assumes it by this name: SPENDWATCH_AWS_APPROVER_ROLE_NAME; the AWS guardrail's default approver ARN is arn:aws:iam::*:role/spendwatch-approver)."
+  type        = string
+  default     = "spendwatch-approver"
+}
+
 variable "protected_role_arns" {
-  description = "Further roles the quarantine role may never put or delete policies on (spendwatch's own roles elsewhere)."
+  description = "Further roles the quarantine and approver roles may never put or delete policies on (spendwatch's own roles elsewhere)."
   type        = list(string)
   default     = []
 }
