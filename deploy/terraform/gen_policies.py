@@ -96,7 +96,8 @@ def approvals_policy() -> dict[str, Any]:
     `SpendwatchApprovalsRevoke<Kind>` (delete, untag: the sweep, and the Slack function's rollback), for
     Kind Role and User. Tag changes are held to the two tags `apply_exception` writes (aws:TagKeys; a request
     without tag keys, Put/DeletePolicy, passes ForAllValues). Resource "*": the module narrows it to this
-    account's roles and users, the only ones `approvals.iam_client` (the function's own credentials) reaches."""
+    account's roles and users: the functions' own (by default), or the approver role's in each member account
+    (modules/member-account, `approvals.approver_session`)."""
     from spendwatch import approvals
 
     tag_keys = [approvals.APPROVAL_TAG, approvals.UNTIL_TAG]
