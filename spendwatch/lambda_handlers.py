@@ -30,6 +30,7 @@ Configuration comes from the environment (Terraform fills it from Secrets Manage
                                                       (SecureString names, read once per cold start, decrypted)
     SPENDWATCH_SLACK_CHANNEL, SPENDWATCH_SLACK_ALLOWED_USERS, SPENDWATCH_SLACK_ALLOWED_GROUPS (slack handler)
     SPENDWATCH_AWS_QUARANTINE_ROLE_NAME           (slack handler: the role assumed in a finding's account)
+    SPENDWATCH_AWS_EXTERNAL_ID                    (slack handler: the external ID that role's trust requires)
     SPENDWATCH_AWS_APPROVER_ROLE_NAME             (both: the role assumed in a GPU-launch principal's account to
                                                    apply and sweep approvals; unset: own account only)
 

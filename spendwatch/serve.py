@@ -293,6 +293,8 @@ def _slack_settings(table: Any, *, path: Path | str | None, environ: dict[str, s
         signing_secret=environ["SLACK_SIGNING_SECRET"], bot_token=environ["SLACK_BOT_TOKEN"], channel=channel,
         allowed_users=frozenset(users), allowed_groups=frozenset(groups), api_base_url=api_url,
         aws_endpoint_url=aws_endpoint, actions=ActionSettings.from_env(environ),
+        quarantine_role=environ.get("SPENDWATCH_AWS_QUARANTINE_ROLE_NAME") or None,
+        external_id=environ.get("SPENDWATCH_AWS_EXTERNAL_ID") or None,
         approver_role=environ.get("SPENDWATCH_AWS_APPROVER_ROLE_NAME") or None,
     )
 

@@ -125,6 +125,7 @@ class SlackSettings:
     api_base_url: str | None = None
     aws_endpoint_url: str | None = None
     quarantine_role: str | None = None  # role name assumed in the finding's account before acting
+    external_id: str | None = None  # what that role's trust requires (env SPENDWATCH_AWS_EXTERNAL_ID), if anything
     approver_role: str | None = None  # role name assumed in a GPU-launch principal's account (spendwatch.approvals)
     gcp_endpoint_url: str | None = None
     azure_endpoint_url: str | None = None
@@ -153,6 +154,7 @@ class SlackSettings:
             allowed_groups=ids("SPENDWATCH_SLACK_ALLOWED_GROUPS"),
             api_base_url=env.get("SPENDWATCH_SLACK_API_URL") or None,
             quarantine_role=env.get("SPENDWATCH_AWS_QUARANTINE_ROLE_NAME") or None,
+            external_id=env.get("SPENDWATCH_AWS_EXTERNAL_ID") or None,
             approver_role=env.get("SPENDWATCH_AWS_APPROVER_ROLE_NAME") or None,
             actions=ActionSettings.from_env(dict(env)),
         )
@@ -754,7 +756,7 @@ def default_clients(settings: SlackSettings, target: Target) -> Any:
         from .actions.aws import AwsClients
 
         return AwsClients.build(region=target.region, endpoint_url=settings.aws_endpoint_url, account=target.account,
-                                assume_role=settings.quarantine_role)
+                                assume_role=settings.quarantine_role, external_id=settings.external_id)
     if target.cloud == "gcp":
         from .actions.gcp import GcpClients, parse_instance
 

@@ -60,10 +60,12 @@ class AwsClients:
         session: Any = None,
         account: str | None = None,
         assume_role: str | None = None,
+        external_id: str | None = None,
     ) -> AwsClients:
         """Clients for one region. With `assume_role`, the role of that name in `account` is assumed first:
         the deployed Slack handler holds no write permissions itself and acts through each member account's
-        quarantine role (deploy/terraform/aws/modules/member-account)."""
+        quarantine role (deploy/terraform/aws/modules/member-account), whose trust requires `external_id` when the
+        module was given one."""
         import boto3  # lazily: the core must not need the AWS SDK
 
         session = session or boto3.session.Session(region_name=region)
@@ -77,8 +79,10 @@ class AwsClients:
             if not account:
                 raise ValueError(f"assuming role {assume_role!r} needs the target account id")
             partition = session.get_partition_for_region(region)
+            extra = {"ExternalId": external_id} if external_id else {}
             creds = session.client("sts", **kwargs).assume_role(
                 RoleArn=f"arn:{partition}:iam::{account}:role/{assume_role}", RoleSessionName="spendwatch-quarantine",
+                **extra,
             )["Credentials"]
             session = boto3.session.Session(
                 aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],

@@ -307,3 +307,20 @@ def test_clients_can_act_through_the_member_accounts_quarantine_role(aws: str) -
     assert ":assumed-role/spendwatch-quarantine/spendwatch-quarantine" in identity["Arn"]
     with pytest.raises(ValueError, match="account"):
         AwsClients.build(region="us-east-1", endpoint_url=aws, assume_role="spendwatch-quarantine")
+
+
+def test_the_quarantine_role_is_assumed_with_the_external_id_its_trust_requires(aws: str) -> None:
+    # modules/member-account puts `sts:ExternalId` in the quarantine role's trust when given external_id: the
+    # Slack handler must send it (SPENDWATCH_AWS_EXTERNAL_ID), or every quarantine in a member account is denied.
+    import boto3
+
+    from spendwatch.actions.aws import AwsClients
+
+    sent: list[dict[str, Any]] = []
+    session = boto3.session.Session(region_name="us-east-1")
+    session.events.register("provide-client-params.sts.AssumeRole", lambda params, **_: sent.append(dict(params)))
+    for external_id in ("acme-7f3a", None):
+        AwsClients.build(region="us-east-1", endpoint_url=aws, session=session, account="234567890123",
+                         assume_role="spendwatch-quarantine", external_id=external_id)
+    assert [s.get("ExternalId") for s in sent] == ["acme-7f3a", None]
+    assert {s["RoleArn"] for s in sent} == {"arn:aws:iam::234567890123:role/spendwatch-quarantine"}

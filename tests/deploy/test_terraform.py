@@ -471,6 +471,8 @@ def test_only_the_spendwatch_functions_assume_the_approver_role_and_only_when_en
     # Both functions get the role's name, under the variable the code reads, only when enabled.
     environment = locals_of(load(AWS / "main.tf"))["common_environment"]
     assert f"local.approver_role ? {{{approvals.APPROVER_ROLE_ENV} = var.approver_role_name}} : {{}}" in environment
+    # The quarantine role's trust requires the external ID when one is set: the Slack function must send it.
+    assert "var.external_id == null ? {} : {SPENDWATCH_AWS_EXTERNAL_ID = var.external_id}" in environment
     variables = blocks(load(AWS / "variables.tf"), "variable")
     assert variables["enable_approver_role"]["type"] == "bool" and variables["enable_approver_role"]["default"] is False
     assert variables["approver_role_name"]["default"] == approvals.DEFAULT_APPROVER_ROLE

@@ -126,3 +126,21 @@ def test_serve_settings_refuse_a_data_directory_beside_a_live_cloud(tmp_path: Pa
     settings = ServeSettings.load(config, environ={})
     assert settings.clouds == ("aws", "gcp") and settings.target == "aws+gcp"
     assert set(settings.live_configs()) == {"aws", "gcp"}
+
+
+def test_serve_slack_acts_through_the_member_roles_the_environment_names(tmp_path: Path) -> None:
+    # `serve` is the container deployment of what the Lambda does: the same variables name the quarantine role
+    # (with its trust's external ID) and the approver role assumed in a finding's or principal's account.
+    config = tmp_path / "serve.toml"
+    config.write_text(f'[serve]\ndata = "{tmp_path}"\nport = 0\n[slack]\nchannel = "C0ALERTS"\n'
+                      'allowed_users = ["U0ALICE"]\n')
+    env = {"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_SIGNING_SECRET": "s" * 32,
+           "SPENDWATCH_AWS_QUARANTINE_ROLE_NAME": "spendwatch-quarantine", "SPENDWATCH_AWS_EXTERNAL_ID": "acme-7f3a",
+           "SPENDWATCH_AWS_APPROVER_ROLE_NAME": "spendwatch-approver"}
+    slack = ServeSettings.load(config, environ=env).slack
+    assert slack is not None
+    assert (slack.quarantine_role, slack.external_id, slack.approver_role) == (
+        "spendwatch-quarantine", "acme-7f3a", "spendwatch-approver")
+    bare = ServeSettings.load(config, environ={k: env[k] for k in ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET")}).slack
+    assert bare is not None and (bare.quarantine_role, bare.external_id, bare.approver_role) == (None, None, None)
+

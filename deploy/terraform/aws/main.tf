@@ -37,6 +37,8 @@ locals {
       # The Slack function is to assume this role in the finding's account before it acts (see README).
       SPENDWATCH_AWS_QUARANTINE_ROLE_NAME = var.quarantine_role_name
     },
+    # The quarantine role's trust requires the external ID when the member-account module was given one.
+    var.external_id == null ? {} : { SPENDWATCH_AWS_EXTERNAL_ID = var.external_id },
     # Both functions: the Slack function applies approvals through this role, the scan function's sweep revokes.
     local.approver_role ? { SPENDWATCH_AWS_APPROVER_ROLE_NAME = var.approver_role_name } : {},
     var.use_database_url ? { SPENDWATCH_DATABASE_URL_SSM_PARAMETER = local.secret_reference["database-url"] } : {},

@@ -221,7 +221,7 @@ variable "member_account_ids" {
 }
 
 variable "external_id" {
-  description = "External ID the scanner passes when assuming member read roles (optional; set the same on the member-account module)."
+  description = "External ID the scanner passes when assuming member read roles, and the Slack function when assuming their quarantine roles (SPENDWATCH_AWS_EXTERNAL_ID; optional; set the same on the member-account module)."
   type        = string
   default     = null
 }
