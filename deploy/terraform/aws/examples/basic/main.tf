@@ -1,5 +1,6 @@
-# spendwatch on AWS: the scanner and Slack endpoint in a security (or management) account, and the read and
-# quarantine roles in two member accounts. Apply the central module first: the member roles trust its roles.
+# spendwatch on AWS: the scanner and Slack endpoint in a security (or management) account, and the read,
+# quarantine and approver roles in two member accounts. Apply the central module first: the member roles trust
+# its roles.
 
 terraform {
   required_version = ">= 1.5.0"
@@ -31,9 +32,11 @@ module "spendwatch" {
   config_toml               = file("${path.module}/spendwatch.toml")
   # The state's PostgreSQL URL goes in the <name>/database-url secret (fill it before the first invocation).
   use_database_url = true
+  # GPU-launch approvals for the member accounts' agents, through each account's approver role.
+  enable_approver_role = true
 }
 
-# One provider and one module call per member account (or a StackSet with the same two roles).
+# One provider and one module call per member account (or a StackSet with the same three roles).
 provider "aws" {
   alias  = "member_111111111111"
   region = "eu-west-1"
@@ -48,6 +51,7 @@ module "member_111111111111" {
 
   scanner_role_arn      = module.spendwatch.scanner_role_arn
   quarantine_caller_arn = module.spendwatch.slack_role_arn
+  approver_caller_arns  = module.spendwatch.approver_caller_arns
   external_id           = "spendwatch-acme"
 }
 
@@ -65,6 +69,7 @@ module "member_222222222222" {
 
   scanner_role_arn      = module.spendwatch.scanner_role_arn
   quarantine_caller_arn = module.spendwatch.slack_role_arn
+  approver_caller_arns  = module.spendwatch.approver_caller_arns
   external_id           = "spendwatch-acme"
 }
 
