@@ -132,20 +132,28 @@ ORDER BY "window", cloud, account, interface, resource, src, dst, src_port, dst_
          region
 """
 
+# Per resource and window: the sums straight from sw_peers (a few thousand groups), and apart from them the one
+# thing that needs a row per (resource, peer, window), the peer count and the top peer, grouped with two
+# aggregates only: the same grouping with every sum (as `pp` did) holds a hash table several times wider,
+# which spills to disk at 512 MB (50 M records: 5.7 s against 2.1 s for the hour, identical results). The top
+# peer's persistence reads only the sw_peers rows of top peers.
 _WINDOWS = """
-WITH pp AS (
-  SELECT cloud, account, resource, remote, iv // {k} AS h, sum(bin) AS bin, sum(bout) AS bout, sum(b) AS b,
-         sum(pk) AS pk, sum(blong) AS blong, sum(bun) AS bun, sum(bunlong) AS bunlong, min(okey) AS okey,
-         min(osrc) AS osrc
-  FROM sw_peers GROUP BY cloud, account, resource, remote, iv // {k}
+WITH tops AS MATERIALIZED (
+  SELECT cloud, account, resource, h, count(*) AS peers, max(b) AS top_b, arg_max(remote, (b, okey, remote)) AS top
+  FROM (SELECT cloud, account, resource, remote, iv // {k} AS h, sum(b) AS b, min(okey) AS okey
+        FROM sw_peers GROUP BY cloud, account, resource, remote, iv // {k})
+  GROUP BY cloud, account, resource, h
 ), win AS MATERIALIZED (
-  SELECT cloud, account, resource, h, sum(bin) AS bin, sum(bout) AS bout, sum(b) AS b, sum(pk) AS pk,
-         sum(blong) AS blong, sum(bun) AS bun, sum(bunlong) AS bunlong, count(*) AS peers, max(b) AS top_b,
-         arg_max(remote, (b, okey, remote)) AS top, min(okey) AS okey, min(osrc) AS osrc
-  FROM pp GROUP BY cloud, account, resource, h
+  SELECT s.*, t.peers, t.top_b, t.top
+  FROM (SELECT cloud, account, resource, iv // {k} AS h, sum(bin) AS bin, sum(bout) AS bout, sum(b) AS b,
+               sum(pk) AS pk, sum(blong) AS blong, sum(bun) AS bun, sum(bunlong) AS bunlong, min(okey) AS okey,
+               min(osrc) AS osrc
+        FROM sw_peers GROUP BY cloud, account, resource, iv // {k}) s
+  JOIN tops t ON t.cloud = s.cloud AND t.account = s.account AND t.resource = s.resource AND t.h = s.h
 ), seen AS (
   SELECT w.cloud, w.account, w.resource, w.h, count(*) AS seen
-  FROM win w JOIN sw_peers p ON p.cloud = w.cloud AND p.account = w.account AND p.resource = w.resource
+  FROM win w JOIN (SELECT * FROM sw_peers WHERE remote IN (SELECT top FROM win)) p
+    ON p.cloud = w.cloud AND p.account = w.account AND p.resource = w.resource
     AND p.remote = w.top AND p.iv BETWEEN (w.h + 1) * {k} - {intervals} AND (w.h + 1) * {k} - 1
   GROUP BY w.cloud, w.account, w.resource, w.h
 )
