@@ -179,15 +179,21 @@ def test_an_approver_role_that_cannot_be_assumed_is_refused_naming_it(enforcing_
 
 # -- the sweep keeps trying ----------------------------------------------------------------------------------
 
+def expired_approval(state: Path, aws: str) -> approvals.StoredApproval:
+    """A one-hour approval of the member account's agent, applied through the approver role two hours ago."""
+    then = datetime.now(UTC) - timedelta(hours=2)
+    with Store(state) as store:
+        a = pending(store, AGENT, hours=1, at=then)
+        decided, line = approvals.decide(store, approvals.iam_per_account(ROLE, aws), a.id, approve=True,
+                                         actor="slack:U0ALICE", now=then)
+        assert decided is not None and decided.status == "approved", line
+    return a
+
 def test_a_failed_expiry_stays_approved_until_a_sweep_can_revoke_it(
         aws: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     iam = principals(aws)
     state = tmp_path / "state.db"
-    with Store(state) as store:
-        a = pending(store, AGENT, hours=1, at=datetime.now(UTC) - timedelta(hours=2))
-        decided, line = approvals.decide(store, approvals.iam_per_account(ROLE, aws), a.id, approve=True,
-                                         actor="slack:U0ALICE", now=datetime.now(UTC) - timedelta(hours=2))
-        assert decided is not None and decided.status == "approved", line
+    a = expired_approval(state, aws)
     for name in ("SLACK_BOT_TOKEN", "SPENDWATCH_SLACK_CHANNEL", approvals.APPROVER_ROLE_ENV):
         monkeypatch.delenv(name, raising=False)
 
@@ -217,11 +223,7 @@ def test_the_lambda_scan_handlers_sweep_uses_the_approver_role(aws: str, tmp_pat
 
     iam = principals(aws)
     state = tmp_path / "state.db"
-    with Store(state) as store:
-        a = pending(store, AGENT, hours=1, at=datetime.now(UTC) - timedelta(hours=2))
-        decided, line = approvals.decide(store, approvals.iam_per_account(ROLE, aws), a.id, approve=True,
-                                         actor="slack:U0ALICE", now=datetime.now(UTC) - timedelta(hours=2))
-        assert decided is not None and decided.status == "approved", line
+    a = expired_approval(state, aws)
     (tmp_path / "exports").mkdir()
     fake = FakeSlack().start()
     config = f"""
