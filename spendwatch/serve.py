@@ -171,6 +171,8 @@ class ServeSettings:
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, path: Path | str | None = None,
                   environ: dict[str, str] | None = None) -> ServeSettings:
+        from .approvals import APPROVER_ROLE_ENV, MAX_HOURS
+
         env = dict(os.environ if environ is None else environ)
         t = Table(data.get("serve"), "serve", path=path)
         raw_data = t.string("data", None)
@@ -207,11 +209,9 @@ class ServeSettings:
             overdue_s=t.number("overdue_s", None, minimum=1.0),
             approval_sweep_s=t.number("approval_sweep_s", 300.0, minimum=1.0),
             denied_launch_hours=t.number("denied_launch_hours", 4.0, minimum=0.0, above=True),
-            approver_role=env.get("SPENDWATCH_AWS_APPROVER_ROLE_NAME") or None,
+            approver_role=env.get(APPROVER_ROLE_ENV) or None,
         )
         t.done()
-        from .approvals import MAX_HOURS
-
         if settings.denied_launch_hours > MAX_HOURS:  # the bound of every approval request
             raise t.error("denied_launch_hours", f"must be at most {MAX_HOURS:g}")
         slack = _slack_settings(data.get("slack"), path=path, environ=env)
@@ -276,7 +276,7 @@ def _slack_settings(table: Any, *, path: Path | str | None, environ: dict[str, s
     if table is None:
         return None
     from .actions.base import ActionSettings
-    from .slack_app import SlackSettings
+    from .slack_app import SlackSettings, aws_roles_from_env
 
     t = Table(table, "slack", path=path)
     channel = t.string("channel")
@@ -292,10 +292,7 @@ def _slack_settings(table: Any, *, path: Path | str | None, environ: dict[str, s
     return SlackSettings(
         signing_secret=environ["SLACK_SIGNING_SECRET"], bot_token=environ["SLACK_BOT_TOKEN"], channel=channel,
         allowed_users=frozenset(users), allowed_groups=frozenset(groups), api_base_url=api_url,
-        aws_endpoint_url=aws_endpoint, actions=ActionSettings.from_env(environ),
-        quarantine_role=environ.get("SPENDWATCH_AWS_QUARANTINE_ROLE_NAME") or None,
-        external_id=environ.get("SPENDWATCH_AWS_EXTERNAL_ID") or None,
-        approver_role=environ.get("SPENDWATCH_AWS_APPROVER_ROLE_NAME") or None,
+        aws_endpoint_url=aws_endpoint, actions=ActionSettings.from_env(environ), **aws_roles_from_env(environ),
     )
 
 

@@ -50,18 +50,19 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from .actions.base import ActionSettings
 from .approvals import ACTION_APPROVE as ACTION_GPU_APPROVE
 from .approvals import ACTION_DENY as ACTION_GPU_DENY
+from .approvals import APPROVER_ROLE_ENV
 from .findings import Finding
 from .sinks.slack import (
     ACTION_CONSOLE,
@@ -153,11 +154,23 @@ class SlackSettings:
             channel=env.get("SPENDWATCH_SLACK_CHANNEL", ""), allowed_users=ids("SPENDWATCH_SLACK_ALLOWED_USERS"),
             allowed_groups=ids("SPENDWATCH_SLACK_ALLOWED_GROUPS"),
             api_base_url=env.get("SPENDWATCH_SLACK_API_URL") or None,
-            quarantine_role=env.get("SPENDWATCH_AWS_QUARANTINE_ROLE_NAME") or None,
-            external_id=env.get("SPENDWATCH_AWS_EXTERNAL_ID") or None,
-            approver_role=env.get("SPENDWATCH_AWS_APPROVER_ROLE_NAME") or None,
-            actions=ActionSettings.from_env(dict(env)),
+            actions=ActionSettings.from_env(dict(env)), **aws_roles_from_env(env),
         )
+
+
+class AwsRoles(TypedDict):
+    quarantine_role: str | None
+    external_id: str | None
+    approver_role: str | None
+
+
+def aws_roles_from_env(env: Mapping[str, str]) -> AwsRoles:
+    """The `SlackSettings` fields that name how the handlers act in other AWS accounts, from the variables every
+    deployment sets (the Lambda's and `serve`'s alike): the quarantine role and the external ID its trust
+    requires, and the approver role (`spendwatch.approvals`)."""
+    return AwsRoles(quarantine_role=env.get("SPENDWATCH_AWS_QUARANTINE_ROLE_NAME") or None,
+                    external_id=env.get("SPENDWATCH_AWS_EXTERNAL_ID") or None,
+                    approver_role=env.get(APPROVER_ROLE_ENV) or None)
 
 
 class _TrackingExecutor(ThreadPoolExecutor):
