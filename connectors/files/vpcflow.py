@@ -40,6 +40,7 @@ from ._common import (
     decompress,
     key_info,
     latest_time,
+    line_counts,
     payload,
     schema,
 )
@@ -248,7 +249,7 @@ def _batch(fields: list[str], key: KeyInfo, bodies: list[bytes], ctx: FileContex
                        invalid)
     except pa.ArrowInvalid as exc:
         raise _Dirty(str(exc)) from exc
-    counts = np.array([b.count(b"\n") for b in bodies], dtype=np.int64)
+    counts = line_counts(bodies)
     # One row per line: pyarrow skips blank lines, so a blank line (or a short row) shows up here too.
     if invalid or table.num_rows != int(counts.sum()):
         raise _Dirty("rows")

@@ -105,6 +105,18 @@ def _ns(col: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
     return pc.cast(col, pa.int64())
 
 
+def _small_offsets(col: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """A large_string key column as string, which Arrow groups with its fast, row-encoded hash table: with any
+    large_string key it falls back to a generic one several times slower (1.1 million flow records on one
+    core, 0.30 s against 1.48 s). A chunk past 2 GB of text cannot be cast and is grouped as it is."""
+    if not pa.types.is_large_string(col.type):
+        return col
+    try:
+        return pc.cast(col, pa.string())
+    except pa.ArrowInvalid:
+        return col
+
+
 def _client(port: Any, other: Any) -> Any:
     """Where `port` is the client's (as _CLIENT); False where either port is unknown."""
     ephemeral = pc.or_(pc.greater(port, other), pc.greater_equal(port, 32768))
@@ -158,7 +170,7 @@ def reduce_records(table: pa.Table, *, keep: pa.Array | None = None, constants: 
             if mm["min"] == mm["max"]:
                 constants[name] = mm["min"].as_py()
                 continue
-        cols[name] = col
+        cols[name] = _small_offsets(col)
     if keep is not None:
         cols["_keep"] = keep
     keys = [k for k in (*KEYS, "window", "_keep") if k in cols]
