@@ -324,47 +324,106 @@ def read_parquet_many(items: list[tuple[str, PurePath, FileContext]],
     footer DuckDB cannot read) or holds any record `_finish` would report gets None: the caller reads it with
     `read_parquet`, where each problem gets its record number. The rest give their record counts and
     NODATA/SKIPDATA tallies exactly as `read_parquet` would.
+
+    The checks read as little as they can. A range that the footer's statistics show every value of a column
+    within (ports, protocol, packets, bytes) is not checked record by record (`_proven`), and the null
+    addresses of data records are found on the reduced rows, with the malformed ones (`insert_reduced`). Only
+    when the reduced rows fail is every check run record by record, to tell the files with something to report
+    from the clean ones, which are reduced again.
     """
     results: list[FileResult | None] = [None] * len(items)
     groups: dict[tuple[tuple[str, str], ...], list[int]] = {}
+    proofs: dict[int, frozenset[str]] = {}
     for i, (path, rel, _) in enumerate(items):
         try:
-            arrow_schema = pq.read_schema(path)
+            metadata = pq.read_metadata(path)
+            arrow_schema = metadata.schema.to_arrow_schema()
         except (pa.ArrowException, OSError):
             continue
         columns = tuple((f.name, str(f.type)) for f in arrow_schema)
         if _parquet_plain(dict(columns), key_info(rel)):
             groups.setdefault(columns, []).append(i)
+            proofs[i] = _proven(metadata)
     for columns, members in groups.items():
         physical = {name.replace("_", "-"): name for name, _ in columns}
         types = {name.replace("_", "-"): t for name, t in columns}
         files = {items[i][0]: (i, key_info(items[i][1])) for i in members}
-        try:
-            checked = engine.query(_parquet_checks(files, physical))
-        except Exception:  # a file DuckDB cannot read, or a type it reads differently: the careful path
-            continue
-        clean: dict[str, tuple[int, KeyInfo]] = {}
-        records = 0
-        for row in checked.to_pylist():
-            if row["bad"] or row["filename"] not in files:
-                continue
-            i, key = files[row["filename"]]
-            result = FileResult(records={"flows": row["n"] - row["nodata"] - row["skipdata"]})
-            result.counts["flow NODATA"] += row["nodata"]
-            result.counts["flow SKIPDATA"] += row["skipdata"]
-            results[i] = result
-            clean[row["filename"]] = (i, key)
-            records += row["n"] - row["nodata"] - row["skipdata"]
-        if not clean:
-            continue
-        try:
-            stored = engine.insert_reduced(_parquet_records(clean, physical, types), records, addresses=_IP[1:-1])
-        except Exception:
-            stored = False
+        proven = frozenset.intersection(*(proofs[i] for i in members))
+        stored = _reduce_group(engine, files, physical, types, results, proven)
+        if stored is False:  # a data record with no address or a malformed one: every check, record by record
+            stored = _reduce_group(engine, files, physical, types, results, frozenset(), addresses_checked=True)
         if not stored:  # some address is not one (or DuckDB failed): each file read again, with its records
-            for i, _ in clean.values():
+            for i, _ in files.values():
                 results[i] = None
     return results
+
+
+def _reduce_group(engine: ParquetEngine, files: dict[str, tuple[int, KeyInfo]], physical: dict[str, str],
+                  types: dict[str, str], results: list[FileResult | None], proven: frozenset[str], *,
+                  addresses_checked: bool = False) -> bool | None:
+    """Check one group of files and reduce the clean ones into `engine`, filling their `results`. True when
+    stored; False when the reduced rows hold a null or malformed address; None when DuckDB failed (a file it
+    cannot read, a type it reads differently) or no file is clean. With `addresses_checked`, null addresses
+    are checked record by record too, so a False means a malformed address."""
+    try:
+        checked = engine.query(_parquet_checks(files, physical, proven, addresses=addresses_checked))
+    except Exception:  # the careful path
+        return None
+    clean: dict[str, tuple[int, KeyInfo]] = {}
+    records = 0
+    for row in checked.to_pylist():
+        if row["filename"] not in files:
+            continue
+        i, key = files[row["filename"]]
+        if row["bad"]:
+            results[i] = None
+            continue
+        result = FileResult(records={"flows": row["n"] - row["nodata"] - row["skipdata"]})
+        result.counts["flow NODATA"] += row["nodata"]
+        result.counts["flow SKIPDATA"] += row["skipdata"]
+        results[i] = result
+        clean[row["filename"]] = (i, key)
+        records += row["n"] - row["nodata"] - row["skipdata"]
+    if not clean:
+        return None
+    try:
+        stored = engine.insert_reduced(_parquet_records(clean, physical, types), records, addresses=_IP[1:-1])
+    except Exception:
+        return None
+    if not stored:
+        for i, _ in clean.values():
+            results[i] = None
+    return stored
+
+
+# Ranges `_parquet_checks` tests record by record unless the footer shows every value of the column within them.
+_RANGES: dict[str, tuple[int, int | None]] = {
+    "srcport": (0, 65535), "dstport": (0, 65535), "protocol": (0, 255), "packets": (0, None), "bytes": (0, None)}
+
+
+def _proven(metadata: pq.FileMetaData) -> frozenset[str]:
+    """The fields of `_RANGES` whose values the statistics of every row group show in range."""
+    out = set()
+    names = [metadata.schema.column(j).name for j in range(metadata.num_columns)]
+    for field, (lo, hi) in _RANGES.items():
+        name = field.replace("-", "_")
+        if name not in names:
+            continue
+        j = names.index(name)
+        if all(_within(metadata.row_group(r), j, lo, hi) for r in range(metadata.num_row_groups)):
+            out.add(field)
+    return frozenset(out)
+
+
+def _within(group: pq.RowGroupMetaData, j: int, lo: int, hi: int | None) -> bool:
+    """Whether the statistics of column `j` in one row group show every value in lo..hi (no value at all, in a
+    group of nulls only)."""
+    stats = group.column(j).statistics
+    if stats is None:
+        return False
+    if not stats.has_min_max:
+        return stats.has_null_count and stats.null_count == group.num_rows
+    return isinstance(stats.min, int) and stats.min >= lo and (hi is None or stats.max <= hi)
 
 
 def _parquet_plain(types: dict[str, str], key: KeyInfo) -> bool:
@@ -391,18 +450,21 @@ def _parquet_scan(files: dict[str, tuple[int, KeyInfo]]) -> str:
     return f"read_parquet([{listed}], filename = true)"
 
 
-def _parquet_checks(files: dict[str, tuple[int, KeyInfo]], physical: dict[str, str]) -> str:
-    """Per file: records, NODATA and SKIPDATA records, and records `_finish` would report (the same checks,
-    but for the addresses, which `insert_reduced` checks on the distinct values of the reduced rows)."""
+def _parquet_checks(files: dict[str, tuple[int, KeyInfo]], physical: dict[str, str],
+                    proven: frozenset[str] = frozenset(), *, addresses: bool = True) -> str:
+    """Per file: records, NODATA and SKIPDATA records, and records `_finish` would report: its checks, but for
+    the form of the addresses, which `insert_reduced` checks on the distinct values of the reduced rows, the
+    ranges of the fields in `proven` (the footer's statistics show them) and, without `addresses`, null
+    addresses (which the reduced rows show as well)."""
 
     def col(f: str) -> str:
         return f'"{physical[f]}"'
 
     lo, hi = int(EARLIEST.timestamp()), int(latest_time().timestamp())
-    bad = [f"{col(f)} IS NULL" for f in REQUIRED]
-    bad += [f"{col(f)} < 0 OR {col(f)} > 65535" for f in ("srcport", "dstport") if f in physical]
-    bad += [f"{col(f)} < 0 OR {col(f)} > 255" for f in ("protocol",) if f in physical]
-    bad += [f"{col(f)} < 0" for f in ("packets", "bytes") if f in physical]
+    bad = [f"{col(f)} IS NULL" for f in REQUIRED if addresses or f not in ("srcaddr", "dstaddr")]
+    for f, (low, high) in _RANGES.items():
+        if f in physical and f not in proven:
+            bad.append(f"{col(f)} < {low}" + (f" OR {col(f)} > {high}" if high is not None else ""))
     bad += [f"{col(f)} < {lo} OR {col(f)} > {hi}" for f in ("start", "end")]
     bad.append(f"{col('end')} < {col('start')}")
     status = col("log-status") if "log-status" in physical else None

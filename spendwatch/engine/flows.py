@@ -304,16 +304,16 @@ class FlowEngine:
         as `reduce_sql` reads them) into the aggregate, in DuckDB: for files DuckDB reads itself (Parquet), no
         record passes through Python. `records` is how many records `source` holds.
 
-        With `addresses` (a regular expression), every distinct src and dst address of the reduced rows must
-        match it in full, or nothing is stored and the answer is False: checking the aggregate's distinct
-        values costs a fraction of checking every record."""
+        With `addresses` (a regular expression), every reduced row must have a src and a dst, and every distinct
+        address must match it in full, or nothing is stored and the answer is False: checking the aggregate's
+        distinct values costs a fraction of checking every record."""
         columns = ", ".join(_q(c) for c in LAYOUT)
         cur = self._con.cursor()  # its own connection: the temporary table is this call's alone
         try:
             cur.execute(f"CREATE OR REPLACE TEMP TABLE sw_reduced AS SELECT {columns} FROM ({reduce_sql(source)})")
             if addresses is not None:
                 bad = cur.execute("SELECT count(*) FROM (SELECT src AS a FROM sw_reduced UNION SELECT dst FROM "
-                                  "sw_reduced) WHERE a IS NOT NULL AND NOT regexp_full_match(a, ?)",
+                                  "sw_reduced) WHERE a IS NULL OR NOT regexp_full_match(a, ?)",
                                   [addresses]).fetchone()
                 if bad and bad[0]:
                     return False

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from spendwatch.connectors import files
-from spendwatch.connectors.files import read_directory
+from spendwatch.connectors.files import read_directory, vpcflow
 from spendwatch.connectors.files.detect import FLOW_PARQUET
 from spendwatch.engine.flows import FlowEngine
 from spendwatch.models import detect
@@ -88,8 +88,9 @@ def test_clean_parquet_is_reduced_by_duckdb_with_the_same_features_findings_and_
     assert report.problems == by_records.problems == []
 
 
-def _flow_file(tmp_path: Path, name: str, **changes: object) -> Path:
-    """A small Parquet flow log (v5 fields); `changes` replace one column's values by name."""
+def _flow_file(tmp_path: Path, name: str, *, statistics: bool = True, **changes: object) -> Path:
+    """A small Parquet flow log (v5 fields); `changes` replace one column's values by name. Without
+    `statistics` the footer holds no column minimum and maximum."""
     account = "111122223333"
     t0 = 1_795_000_000
     columns: dict[str, pa.Array] = {
@@ -113,7 +114,7 @@ def _flow_file(tmp_path: Path, name: str, **changes: object) -> Path:
     path = (tmp_path / "AWSLogs" / account / "vpcflowlogs" / "us-east-1" / "2026" / "11" / "20"
             / f"{account}_vpcflowlogs_us-east-1_fl-0abc_20261120T1000Z_{name}.log.parquet")
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table(columns), path)
+    pq.write_table(pa.table(columns), path, write_statistics=statistics)
     return path
 
 
@@ -146,6 +147,31 @@ def test_a_file_with_anything_to_report_is_read_record_by_record(changes: dict[s
         assert str(clean) not in careful_reads
     assert [(s.path, s.records, s.skipped) for s in report.sources] == \
         [(s.path, s.records, s.skipped) for s in expected.sources]
+
+
+@pytest.mark.parametrize("changes", [{"srcport": [70000, 40001, None]}, {"bytes": [-5, 1800, None]}])
+def test_a_range_is_checked_record_by_record_where_the_footer_has_no_statistics(
+        changes: dict[str, list[object]], tmp_path: Path, careful_reads: list[str]) -> None:
+    clean = _flow_file(tmp_path, "clean")
+    bad = _flow_file(tmp_path, "bad", statistics=False, **changes)
+    assert vpcflow._proven(pq.read_metadata(clean)) == {"srcport", "dstport", "protocol", "packets", "bytes"}
+    assert vpcflow._proven(pq.read_metadata(bad)) == frozenset()
+    expected = RunReport()
+    read_directory(tmp_path, expected)
+    careful_reads.clear()
+    report = RunReport()
+    with FlowEngine() as engine:
+        read_directory(tmp_path, report, flows=engine)
+    assert careful_reads == [str(bad)]
+    assert report.problems == expected.problems and [p.source for p in report.problems] == [str(bad)]
+
+
+def test_the_footer_proves_only_the_ranges_every_row_group_keeps_to(tmp_path: Path) -> None:
+    path = _flow_file(tmp_path, "wide", srcport=[40000, 70000, None], bytes=[-1, 1800, None])
+    assert vpcflow._proven(pq.read_metadata(path)) == {"dstport", "protocol", "packets"}
+    table = pq.read_table(path)
+    pq.write_table(table, path, row_group_size=1)  # the bad values in one row group of three
+    assert vpcflow._proven(pq.read_metadata(path)) == {"dstport", "protocol", "packets"}
 
 
 def test_a_damaged_parquet_file_is_reported_and_the_others_are_read(tmp_path: Path) -> None:
