@@ -419,7 +419,8 @@ class _Scan:
         flows = self.flows
 
         def query() -> None:  # query failures are gaps named athena:<table>; this catches the rest (no client)
-            WarehouseFlows.from_aws(self.config, self.now, client=self.athena_client())(tables, flows, self.report)
+            WarehouseFlows.from_aws(self.config, self.now, client=self.athena_client(),
+                                    s3=self.athena_results_client())(tables, flows, self.report)
 
         self.guarded(ANY, athena.region or self.config.home_region, "flows", query)
 
@@ -436,6 +437,15 @@ class _Scan:
         session = self.clients.as_role(athena.role_arn) if athena.role_arn else self.session
         return Clients(replace(self.config, endpoint_url=athena.endpoint_url), hooks=self.clients.hooks,
                        session=session).base("athena", region)
+
+    def athena_results_client(self) -> Any:
+        """The S3 client Athena's result files are read with: as `[aws.athena] role_arn` when set (the role that
+        runs the queries reads their results), in its region, at the connector's own S3 endpoint."""
+        athena = self.config.athena
+        assert athena is not None
+        region = athena.region or self.config.home_region
+        return (self.clients.role(athena.role_arn, "s3", region) if athena.role_arn
+                else self.clients.base("s3", region))
 
     def athena_cur(self, table: str) -> None:
         """`[aws.athena] cur_table`: the window's CUR 2.0 line items aggregated in Athena per usage hour and read

@@ -7,9 +7,16 @@ public or DNS-named end, and the latest ones), and adds them to the FlowEngine. 
 local scan. Only aggregate rows travel back, never records.
 
 - Athena (boto3): start_query_execution, get_query_execution polled with back-off under an overall timeout
-  (a query still running then is stopped), get_query_results paged (the first page starts with the header
-  row; a cell without VarCharValue is NULL; values converted by the result's column types). The totals run
-  first: the rows query takes their latest end as a literal. Bytes scanned: the executions' DataScannedInBytes.
+  (a query still running then is stopped). The totals run first: the rows query takes their latest end as a
+  literal. The aggregate rows are streamed from the CSV file Athena writes to the output location (S3
+  GetObject, which GetQueryResults needs anyway; parsed by pyarrow in blocks: NULL is an unquoted empty
+  field, an empty string a quoted one) into the FlowEngine as they arrive, so memory does not follow the
+  rows: GetQueryResults gives at most 1,000 rows a call, one Python value per cell, which for the 4.2 million
+  rows of the bench's 50 million records is 4,209 calls, and 39 s of conversion here against 1.9 s to parse
+  the file (bench/flows_scale.py, `pushdown`). Where the file cannot be read (no output location,
+  a denied or missing object) the rows come through get_query_results, paged (the first page starts with the
+  header row; a cell without VarCharValue is NULL; values converted by the result's column types), and the
+  report says why. Bytes scanned: the executions' DataScannedInBytes.
 - BigQuery (google-cloud-bigquery): Client.query_and_wait, pages of rows turned into Arrow by the client;
   bytes: total_bytes_processed.
 
@@ -47,16 +54,25 @@ class WarehouseError(Exception):
     """A query that could not be run or read; the message names the engine, the table and the cause."""
 
 
+Sink = Callable[[pa.Table], None]  # takes aggregate rows (flows.SCHEMA) as they arrive
+
+
 @dataclass
 class Fetched:
-    """What one warehouse read gave: aggregate rows in `flows.SCHEMA`, the records they reduce (all records of
-    the window, not only the rows kept), bytes the warehouse scanned (None where it did not say) and the ids
-    of its queries."""
+    """What one warehouse read gave: aggregate rows in `flows.SCHEMA` (empty where they went to a sink as they
+    arrived), the records they reduce (all records of the window, not only the rows kept), bytes the warehouse
+    scanned (None where it did not say), the ids of its queries, how many rows came back and how."""
 
     rows: pa.Table
     records: int
     bytes_scanned: int | None
     queries: list[str] = field(default_factory=list)
+    returned: int = 0
+    via: str = ""
+
+
+def _empty() -> pa.Table:
+    return pa.table({c: pa.array([], SCHEMA.field(c).type) for c in LAYOUT}, schema=SCHEMA)
 
 
 @dataclass(frozen=True)
@@ -67,6 +83,7 @@ class AthenaOptions:
     output_location: str | None = None  # s3://bucket/prefix/ (needed unless the workgroup sets one)
     region: str | None = None  # default: the usual AWS environment
     endpoint_url: str | None = None  # default: the usual AWS environment (AWS_ENDPOINT_URL_ATHENA)
+    s3_endpoint_url: str | None = None  # where the result files are read; default: the usual AWS environment
     poll_s: float = 0.5  # first wait between polls; doubles up to max_poll_s
     max_poll_s: float = 5.0
     timeout_s: float = 600.0  # overall, per read
@@ -81,7 +98,8 @@ class AthenaOptions:
         return cls(database=athena.database, catalog=athena.catalog, workgroup=athena.workgroup,
                    output_location=str(athena.output_location) if athena.output_location else None,
                    region=athena.region or config.home_region,
-                   endpoint_url=athena.endpoint_url or config.endpoint_url, timeout_s=athena.query_timeout_s)
+                   endpoint_url=athena.endpoint_url or config.endpoint_url, s3_endpoint_url=config.endpoint_url,
+                   timeout_s=athena.query_timeout_s)
 
 
 @dataclass(frozen=True)
@@ -122,16 +140,26 @@ def _athena_value(kind: str, text: str | None) -> Any:
 
 
 class Athena:
-    """Queries through boto3's Athena client (built here from the usual AWS environment and the options)."""
+    """Queries through boto3's Athena client, and result files through its S3 client (each built here from the
+    usual AWS environment and the options unless given)."""
 
-    def __init__(self, options: AthenaOptions, client: Any = None) -> None:
+    def __init__(self, options: AthenaOptions, client: Any = None, s3: Any = None) -> None:
         self.options = options
         if client is None:
             import boto3
 
             client = boto3.client("athena", region_name=options.region, endpoint_url=options.endpoint_url)
         self.client = client
+        self._s3 = s3
         self.sleep: Callable[[float], None] = time.sleep
+
+    @property
+    def s3(self) -> Any:
+        if self._s3 is None:
+            import boto3
+
+            self._s3 = boto3.client("s3", region_name=self.options.region, endpoint_url=self.options.s3_endpoint_url)
+        return self._s3
 
     def start(self, sql: str) -> str:
         o = self.options
@@ -185,6 +213,11 @@ class Athena:
 
     def results(self, query_id: str) -> pa.Table:
         """Every row of a query's result, paged, as an Arrow table typed by the result's column types."""
+        return pa.concat_tables(self._pages(query_id))
+
+    def _pages(self, query_id: str, rows_per_table: int = 100_000) -> Iterator[pa.Table]:
+        """A query's result through GetQueryResults, as Arrow tables of about `rows_per_table` rows (at least
+        one table, for the column names and types)."""
         kinds: list[str] = []
         names: list[str] = []
         columns: list[list[Any]] = []
@@ -212,10 +245,41 @@ class Athena:
                 for i, cell in enumerate(data):
                     columns[i].append(_athena_value(kinds[i], cell.get("VarCharValue")))
             token = page.get("NextToken")
+            if not token or (columns and len(columns[0]) >= rows_per_table):
+                arrays = [pa.array(values, _arrow_type(kind)) for values, kind in zip(columns, kinds, strict=True)]
+                yield pa.table(arrays, names=names)
+                columns = [[] for _ in names]
             if not token:
-                break
-        arrays = [pa.array(values, _arrow_type(kind)) for values, kind in zip(columns, kinds, strict=True)]
-        return pa.table(arrays, names=names)
+                return
+
+    def stream(self, query_id: str, execution: dict[str, Any], sink: Sink) -> tuple[int, str]:
+        """Hand the aggregate rows of a finished query to `sink` as they arrive, from the result file where it
+        can be read, else through GetQueryResults; the rows handed over and how they came."""
+        location = str((execution.get("ResultConfiguration") or {}).get("OutputLocation") or "")
+        why = "no result file named"
+        if location.startswith("s3://") and location.endswith(".csv"):
+            from botocore.exceptions import BotoCoreError, ClientError
+
+            bucket, _, key = location.removeprefix("s3://").partition("/")
+            try:
+                body = self.s3.get_object(Bucket=bucket, Key=key)["Body"]
+            except ClientError as exc:
+                error = exc.response.get("Error") or {}
+                why = f"{location} could not be read: {error.get('Code', 'error')}: {error.get('Message', exc)}"
+            except BotoCoreError as exc:
+                why = f"{location} could not be read: {type(exc).__name__}: {exc}"
+            else:
+                try:
+                    return _csv_rows(body, f"query {query_id}: result file {location}", sink), f"from {location}"
+                finally:
+                    body.close()
+        returned = 0
+        for page in self._pages(query_id):
+            rows = to_schema(page, f"query {query_id}")
+            if rows.num_rows:
+                sink(rows)
+                returned += rows.num_rows
+        return returned, f"through GetQueryResults ({why})"
 
     def query(self, sql: str) -> tuple[pa.Table, int | None, str]:
         """One query (Athena's dialect) run to its end: its rows, the bytes it scanned and its id."""
@@ -224,9 +288,10 @@ class Athena:
         return self.results(query_id), _athena_scanned(executions.values()), query_id
 
     def fetch(self, source: str, table: str, start_s: int, end_s: int, named: Iterable[str],
-              partition: Partition = "source") -> Fetched:
+              partition: Partition = "source", sink: Sink | None = None) -> Fetched:
         """The totals, then the aggregate rows (needs the totals' latest end), read from Athena; `partition`:
-        the day partition both queries filter on (sql.DayPartition)."""
+        the day partition both queries filter on (sql.DayPartition). With `sink`, the rows go to it as they
+        arrive and `rows` is empty."""
         totals_id = self.start(translate(totals_sql(source, table=table, start_s=start_s, end_s=end_s,
                                                     partition=partition), "athena"))
         executions = self.wait([totals_id])
@@ -235,15 +300,43 @@ class Athena:
         latest = totals[0]["latest_end_ns"] if totals else None
         scanned = _athena_scanned(executions.values())
         if not records:
-            return Fetched(pa.table({c: pa.array([], SCHEMA.field(c).type) for c in LAYOUT}, schema=SCHEMA), 0,
-                           scanned, [totals_id])
+            return Fetched(_empty(), 0, scanned, [totals_id])
         rows_id = self.start(translate(pushdown_sql(source, table=table, start_s=start_s, end_s=end_s, named=named,
                                                     latest_end_ns=latest, partition=partition), "athena"))
         executions = self.wait([rows_id])
-        rows = to_schema(self.results(rows_id), f"query {rows_id}")
+        kept: list[pa.Table] = []
+        returned, via = self.stream(rows_id, executions[rows_id], sink or kept.append)
         more = _athena_scanned(executions.values())
-        return Fetched(rows, records, None if scanned is None or more is None else scanned + more,
-                       [totals_id, rows_id])
+        return Fetched(pa.concat_tables([_empty(), *kept]), records,
+                       None if scanned is None or more is None else scanned + more, [totals_id, rows_id], returned,
+                       via)
+
+
+def _csv_rows(body: Any, where: str, sink: Sink) -> int:
+    """Parse an Athena result file (CSV: a header row, every value quoted, NULL an unquoted empty field) as
+    aggregate rows, block by block, handing each to `sink`; the rows handed over. WarehouseError naming
+    `where` for a file that is not such rows or whose read broke off (rows already handed over stay)."""
+    import pyarrow.csv as pacsv
+    from botocore.exceptions import BotoCoreError
+
+    types = {c: pa.string() if pa.types.is_large_string(SCHEMA.field(c).type) else SCHEMA.field(c).type
+             for c in LAYOUT}
+    returned = 0
+    try:
+        reader = pacsv.open_csv(pa.PythonFile(body, mode="r"), read_options=pacsv.ReadOptions(block_size=8 << 20),
+                                parse_options=pacsv.ParseOptions(newlines_in_values=True),  # quoted, as any text
+                                convert_options=pacsv.ConvertOptions(
+                                    column_types=types, include_columns=list(LAYOUT), null_values=[""],
+                                    strings_can_be_null=True, quoted_strings_can_be_null=False))
+        for batch in reader:
+            rows = to_schema(pa.Table.from_batches([batch]), where)
+            if rows.num_rows:
+                sink(rows)
+                returned += rows.num_rows
+    except (pa.ArrowException, OSError, BotoCoreError) as exc:
+        raise WarehouseError(f"{where}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__} "
+                             f"({returned:,} rows read before)") from exc
+    return returned
 
 
 @contextlib.contextmanager
@@ -320,7 +413,7 @@ class BigQuery:
             latest_end_ns=first.get("latest_end_ns")), "bigquery"))
         rows = to_schema(got, f"job {rows_id}")
         return Fetched(rows, records, None if scanned is None or more is None else scanned + more,
-                       [totals_id, rows_id])
+                       [totals_id, rows_id], rows.num_rows)
 
     def close(self) -> None:
         self.client.close()
@@ -348,21 +441,23 @@ class WarehouseFlows:
     athena: AthenaOptions = field(default_factory=AthenaOptions)
     bigquery: BigQueryOptions = field(default_factory=BigQueryOptions)
     client: Any = None  # an SDK client to use instead of building one (tests)
+    s3_client: Any = None  # Athena: the S3 client its result files are read with, instead of building one
     fetched: Fetched | None = None  # what the last call read
     partition: Partition = "source"  # the table's day partition (sql.DayPartition): "source" is the source's usual
 
     @classmethod
-    def from_aws(cls, config: AwsConfig, now: datetime, *, client: Any = None) -> WarehouseFlows:
+    def from_aws(cls, config: AwsConfig, now: datetime, *, client: Any = None, s3: Any = None) -> WarehouseFlows:
         """The flows of a live AWS scan at `now` (`config.athena`, the `[aws.athena]` table): Athena's
-        aggregate rows for the records that started in the trailing `window_hours`. `client`: the Athena client
-        to use (the connector passes one built like its others: credentials, retries, declared calls)."""
+        aggregate rows for the records that started in the trailing `window_hours`. `client` and `s3`: the
+        Athena client and the S3 client for its result files (the connector passes them built like its
+        others: credentials, retries, declared calls)."""
         athena = config.athena
         if athena is None or athena.table is None:
             raise ValueError("the [aws] configuration has no [aws.athena] table (flow log table)")
         end_s = int(now.timestamp())
         options = AthenaOptions.from_aws(config)
         return cls("athena", athena.source, athena.table, end_s - athena.window_hours * 3600, end_s,
-                   athena=options, client=client, partition=athena.partition)
+                   athena=options, client=client, s3_client=s3, partition=athena.partition)
 
     @classmethod
     def from_gcp(cls, config: GcpConfig, now: datetime, *, client: Any = None) -> WarehouseFlows:
@@ -393,30 +488,40 @@ class WarehouseFlows:
         if named_private(named) is None:
             report.notes.append(f"{self.label}: more than {NAMED_LIMIT:,} DNS-named private addresses: every "
                                 "aggregate row is brought back, not only those with a public or named end")
+        arrived = 0
+
+        def sink(rows: pa.Table) -> None:  # rows as they arrive; their records are counted once all came
+            nonlocal arrived
+            arrived += rows.num_rows
+            flows.append(rows, records=0)
+
         try:
-            fetched = self._fetch(named)
+            fetched = self._fetch(named, sink)
         except WarehouseError as exc:
-            report.gap(self.label, f"flow query failed, no flows were read: {exc}")
+            kept = f" ({arrived:,} aggregate rows had arrived and are kept)" if arrived else ""
+            report.gap(self.label, f"flow query failed, {'not all' if arrived else 'no'} flows were read: "
+                                   f"{exc}{kept}")
             return
         self.fetched = fetched
         report.read(self.label, f"{self.engine}-flows", {"flows": fetched.records})
         scanned = (f"{fetched.bytes_scanned:,} bytes scanned" if fetched.bytes_scanned is not None
                    else "bytes scanned not reported")
+        via = f" {fetched.via}" if fetched.via else ""
         report.notes.append(f"{self.label}: {fetched.records:,} flow records in "
                             f"{_utc(self.start_s)}..{_utc(self.end_s)} reduced in {self.engine}, "
-                            f"{fetched.rows.num_rows:,} aggregate rows brought back, {scanned} "
+                            f"{fetched.returned:,} aggregate rows brought back{via}, {scanned} "
                             f"(queries {', '.join(fetched.queries)})")
         # The rows stand for every record of the window, not only for those behind the rows kept.
         flows.add(fetched.rows, records=fetched.records)
 
-    def _fetch(self, named: list[str]) -> Fetched:
+    def _fetch(self, named: list[str], sink: Sink | None = None) -> Fetched:
         """Fetched rows, or WarehouseError naming the engine's error (denied, bad query, no credentials)."""
         if self.engine == "athena":
             from botocore.exceptions import BotoCoreError, ClientError
 
             try:
-                return Athena(self.athena, self.client).fetch(self.source, self.table, self.start_s, self.end_s,
-                                                              named, self.partition)
+                return Athena(self.athena, self.client, self.s3_client).fetch(
+                    self.source, self.table, self.start_s, self.end_s, named, self.partition, sink)
             except ClientError as exc:
                 error = exc.response.get("Error") or {}
                 raise WarehouseError(f"{error.get('Code', 'error')}: {error.get('Message', exc)}") from exc

@@ -107,10 +107,11 @@ def test_athena_gives_the_local_scans_findings_and_only_aggregates_travel(aws_da
     assert fetched.records == local.report.tables["flows"] == remote.report.tables["flows"]
     # aggregate rows travel, not records: the scenario's own records are nearly one per conversation and window,
     # the busy interface's 6,000 records come back as the one row of its public peer (and the latest row)
-    assert fetched.rows.num_rows + 5_000 < fetched.records
+    assert fetched.returned + 5_000 < fetched.records
     assert fetched.bytes_scanned and fetched.bytes_scanned > 0 and len(fetched.queries) == 2
-    # paged: 200 rows a page, the header row in the first
-    assert fake.calls.count("GetQueryResults") == 1 + -(-(fetched.rows.num_rows + 1) // 200)
+    # paged (no output location, so no result file to read): 200 rows a page, the header row in the first
+    assert fetched.via == "through GetQueryResults (no result file named)"
+    assert fake.calls.count("GetQueryResults") == 1 + -(-(fetched.returned + 1) // 200)
     assert fake.calls.count("GetQueryExecution") >= 6  # QUEUED, RUNNING, SUCCEEDED for each query
     # the flow log files were not read here; the warehouse is a source of the report
     assert not any(s.kind.startswith("vpc-flow-logs") for s in remote.report.sources)
@@ -318,4 +319,4 @@ def test_security_lake_gives_the_local_scans_findings(aws_data: Any, lake: tuple
     assert fetched.records == local.report.tables["flows"]
     assert fake.sql(f"SELECT count(*) AS n FROM {fake.local('amazon_security_lake_glue_db_us_east_1.' + LAKE)} "
                     "WHERE src_endpoint.ip IS NULL")["n"][0].as_py() > 0
-    assert fetched.rows.num_rows + 5_000 < fetched.records
+    assert fetched.returned + 5_000 < fetched.records

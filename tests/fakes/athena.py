@@ -7,6 +7,9 @@ started; the execution then answers QUEUED, RUNNING (one poll each, `polls`) and
 parse, binder or "function not found" error as its StateChangeReason. A function sqlglot does not know as
 Trino's (DuckDB's epoch_ns, say) fails as it would in Athena. Results page at most `page_max` rows, the first
 page starting with the header row, NULL cells without VarCharValue, ColumnInfo typed as Athena types them.
+With `results_s3` (a boto3 S3 client, e.g. on a moto server) and an OutputLocation, a query's result is also
+written where Athena writes it, `<OutputLocation>/<QueryExecutionId>.csv`, as Athena writes it: a header row,
+every value quoted (a quote doubled), NULL an unquoted empty field; GetQueryExecution names the file.
 
 `add_flow_logs(name, root)` loads the gzip text VPC flow logs under `root` as a table with the columns of AWS's
 documented Athena DDL (versions 2-5), string columns as the text has them (`-` included), integer columns NULL
@@ -58,6 +61,7 @@ class _Execution:
     reason: str | None = None
     result: pa.Table | None = None
     scanned: int = 0
+    output: str | None = None  # s3://bucket/key.csv
 
 
 @dataclass
@@ -65,6 +69,7 @@ class FakeAthena:
     denied_workgroups: set[str] = field(default_factory=set)
     page_max: int = 1000  # Athena's own limit; the client may ask for fewer
     polls: int = 1  # polls answering QUEUED, then as many answering RUNNING
+    results_s3: Any = None  # a boto3 S3 client: result files are written with it (module doc)
     calls: list[str] = field(default_factory=list)  # operation names, in order
     signers: list[str] = field(default_factory=list)  # the access key id that signed each request, in order
     executions: dict[str, _Execution] = field(default_factory=dict)
@@ -159,12 +164,18 @@ class FakeAthena:
         qid = f"{next(self._ids):08d}-fake-athena-query"
         execution = _Execution(query, workgroup)
         self.executions[qid] = execution
+        location = str((body.get("ResultConfiguration") or {}).get("OutputLocation") or "")
+        if location:
+            execution.output = f"{location.rstrip('/')}/{qid}.csv"
         database = str((body.get("QueryExecutionContext") or {}).get("Database") or "default").lower()
         try:
             sql, execution.scanned = self._translate(query, database)
             execution.result = self._con.cursor().sql(sql).to_arrow_table()
         except (sqlglot.errors.SqlglotError, duckdb.Error, _Failed) as exc:
             execution.reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if execution.result is not None and execution.output and self.results_s3 is not None:
+            bucket, _, key = execution.output.removeprefix("s3://").partition("/")
+            self.results_s3.put_object(Bucket=bucket, Key=key, Body=athena_csv(execution.result))
         return _json({"QueryExecutionId": qid})
 
     def _translate(self, query: str, database: str) -> tuple[str, int]:
@@ -217,7 +228,8 @@ class FakeAthena:
             stats["DataScannedInBytes"] = execution.scanned
         return _json({"QueryExecution": {
             "QueryExecutionId": qid, "Query": execution.query, "StatementType": "DML", "WorkGroup": execution.workgroup,
-            "Status": status, "Statistics": stats, "ResultConfiguration": {}}})
+            "Status": status, "Statistics": stats,
+            "ResultConfiguration": {"OutputLocation": execution.output} if execution.output else {}}})
 
     def _results(self, body: dict[str, Any]) -> Response:
         qid, execution = self._execution(body)
@@ -248,6 +260,13 @@ class FakeAthena:
             execution.state = "CANCELLED"
             execution.reason = "Query cancelled by user"
         return _json({})
+
+
+def athena_csv(table: pa.Table) -> bytes:
+    """A result as Athena writes its CSV file: header row, every value quoted, NULL an unquoted empty field."""
+    out = pa.BufferOutputStream()
+    pacsv.write_csv(table, out, pacsv.WriteOptions(quoting_style="all_valid"))
+    return out.getvalue().to_pybytes()
 
 
 def _pruned(tree: exp.Expression, days: dict[str, int]) -> int:

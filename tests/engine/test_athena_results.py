@@ -1,0 +1,107 @@
+"""Athena's aggregate rows come from the result file Athena writes to S3, streamed into the FlowEngine, and through
+GetQueryResults' pages only where that file cannot be read; both ways give the same rows and the local scan's
+findings. Athena is the local fake (tests/fakes/athena.py), S3 a moto server, both through boto3."""
+
+from __future__ import annotations
+
+import io
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pyarrow as pa
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, where the fakes are
+
+from fakes.athena import FakeAthena, athena_csv
+from fakes.raw_http import serve
+
+from spendwatch.engine.flows import LAYOUT, SCHEMA
+from spendwatch.engine.remote import AthenaOptions, WarehouseError, WarehouseFlows, _csv_rows, to_schema
+from spendwatch.pipeline import scan_directory
+from tests.engine.test_pushdown import WHOLE, _view, aws_data  # noqa: F401  (a module fixture, shared)
+
+RESULTS = "s3://athena-results/spendwatch/"
+
+
+@pytest.fixture
+def athena_s3(aws_data: Any, aws: str) -> Iterator[tuple[FakeAthena, str, Any]]:  # noqa: F811
+    s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=aws)
+    s3.create_bucket(Bucket="athena-results")
+    fake = FakeAthena(page_max=1000, polls=0, results_s3=s3)
+    fake.add_flow_logs("logs.vpc_flow_logs", aws_data.root)
+    with serve(fake) as url:
+        yield fake, url, s3
+
+
+def _source(url: str, s3_url: str, **options: Any) -> WarehouseFlows:
+    return WarehouseFlows("athena", "vpc_flow_logs", "vpc_flow_logs", **WHOLE,
+                          athena=AthenaOptions(database="logs", endpoint_url=url, s3_endpoint_url=s3_url,
+                                               output_location=RESULTS, poll_s=0.001, **options))
+
+
+def test_the_rows_come_from_the_result_file_with_the_local_scans_findings(
+        aws_data: Any, athena_s3: tuple[FakeAthena, str, Any], aws: str) -> None:  # noqa: F811
+    fake, url, s3 = athena_s3
+    local = scan_directory(aws_data.root, store=None, now=aws_data.end)
+    source = _source(url, aws)
+    remote = scan_directory(aws_data.root, store=None, now=aws_data.end, flows_from=source)
+    assert remote.findings and _view(remote.findings) == _view(local.findings)
+    fetched = source.fetched
+    assert fetched is not None and fetched.records == local.report.tables["flows"]
+    rows_query = fetched.queries[1]
+    key = f"spendwatch/{rows_query}.csv"
+    assert fetched.via == f"from s3://athena-results/{key}"
+    written = fake.executions[rows_query].result
+    assert written is not None and fetched.returned == written.num_rows > 1_000  # more than one page's worth
+    assert fetched.rows.num_rows == 0  # they went to the engine as they came, not into a table
+    assert fake.calls.count("GetQueryResults") == 1  # the totals' one row only; no page of the rows
+    assert any(f"aggregate rows brought back from s3://athena-results/{key}" in n for n in remote.report.notes)
+    assert s3.head_object(Bucket="athena-results", Key=key)["ContentLength"] > 0
+
+
+def test_an_unreadable_result_file_falls_back_to_the_pages_and_says_why(
+        aws_data: Any, athena_s3: tuple[FakeAthena, str, Any], aws: str) -> None:  # noqa: F811
+    fake, url, _ = athena_s3
+    fake.results_s3 = None  # the file is never written: GetObject answers NoSuchKey
+    by_file = _source(url, aws)
+    local = scan_directory(aws_data.root, store=None, now=aws_data.end)
+    remote = scan_directory(aws_data.root, store=None, now=aws_data.end, flows_from=by_file)
+    assert _view(remote.findings) == _view(local.findings)
+    fetched = by_file.fetched
+    assert fetched is not None and fetched.via.startswith("through GetQueryResults (s3://athena-results/")
+    assert "NoSuchKey" in fetched.via
+    assert fake.calls.count("GetQueryResults") == 1 + -(-(fetched.returned + 1) // 1000)
+    assert remote.report.complete == local.report.complete  # a slower way, not a gap
+    assert any("NoSuchKey" in n for n in remote.report.notes)
+
+
+def _rows(**changes: list[Any]) -> pa.Table:
+    base: dict[str, list[Any]] = {c: [None, None, None] for c in LAYOUT}
+    base.update(cloud=["aws"] * 3, account=["012345678901"] * 3, src=["10.0.0.1", "", 'odd "quoted",\ntext'],
+                dst=["198.51.100.7", None, "2001:db8::1"], src_port=[None, 443, 0], dst_port=[3333, None, 65535],
+                protocol=[6, 17, None], window=[1, 2, 3], start_ns=[10, 20, 30], end_ns=[11, 21, 31],
+                packets=[1, 2, 3], bytes=[100, 200, 2**62], records=[1, 1, 1], long_bytes=[0, 0, 0])
+    base.update(changes)
+    return pa.table({c: pa.array(v, SCHEMA.field(c).type) for c, v in base.items()}, schema=SCHEMA)
+
+
+def test_the_result_file_keeps_nulls_empty_strings_and_quotes_apart() -> None:
+    table = _rows()
+    got: list[pa.Table] = []
+    assert _csv_rows(io.BytesIO(athena_csv(table)), "query q: result file f", got.append) == 3
+    assert pa.concat_tables(got).equals(to_schema(table, "expected"))
+    assert got[0]["src"].to_pylist() == ["10.0.0.1", "", 'odd "quoted",\ntext']  # "" stays a string
+    assert got[0]["dst"].to_pylist()[1] is None and got[0]["dst_port"].to_pylist()[1] is None
+
+
+def test_a_result_file_that_is_not_the_rows_is_an_error_naming_it() -> None:
+    table = _rows().drop_columns(["long_bytes"])
+    with pytest.raises(WarehouseError, match=r"result file s3://b/q\.csv: .*long_bytes"):
+        _csv_rows(io.BytesIO(athena_csv(table)), "query q: result file s3://b/q.csv", lambda rows: None)
+    broken = athena_csv(_rows()).replace(b'"100"', b'"a hundred"')
+    with pytest.raises(WarehouseError, match=r"result file s3://b/q\.csv: .*\(0 rows read before\)"):
+        _csv_rows(io.BytesIO(broken), "query q: result file s3://b/q.csv", lambda rows: None)
