@@ -17,8 +17,8 @@ local scan. Only aggregate rows travel back, never records.
   a denied or missing object) the rows come through get_query_results, paged (the first page starts with the
   header row; a cell without VarCharValue is NULL; values converted by the result's column types), and the
   report says why. Bytes scanned: the executions' DataScannedInBytes.
-- BigQuery (google-cloud-bigquery): Client.query_and_wait, pages of rows turned into Arrow by the client;
-  bytes: total_bytes_processed.
+- BigQuery (google-cloud-bigquery): Client.query_and_wait; the aggregate rows go into the FlowEngine page by
+  page as the client turns them into Arrow (RowIterator.to_arrow_iterable); bytes: total_bytes_processed.
 
 A query that fails, is denied or times out is a coverage gap naming the engine, the table and the error, and
 the scan goes on without flows (never an all clear). The SDKs are imported only here, only when used.
@@ -400,7 +400,21 @@ class BigQuery:
         table = rows.to_arrow(create_bqstorage_client=False)
         return table, rows.total_bytes_processed, str(rows.job_id or rows.query_id or "")
 
-    def fetch(self, source: str, table: str, start_s: int, end_s: int, named: Iterable[str]) -> Fetched:
+    def stream(self, sql: str, sink: Sink) -> tuple[int, int | None, str]:
+        """Run `sql` and hand its aggregate rows to `sink` page by page as they arrive; the rows, bytes processed
+        and the job's id."""
+        rows = self.client.query_and_wait(sql, page_size=self.options.page_rows, wait_timeout=self.options.timeout_s)
+        job = str(rows.job_id or rows.query_id or "")
+        returned = 0
+        for batch in rows.to_arrow_iterable():
+            got = to_schema(pa.Table.from_batches([batch]), f"job {job}")
+            if got.num_rows:
+                sink(got)
+                returned += got.num_rows
+        return returned, rows.total_bytes_processed, job
+
+    def fetch(self, source: str, table: str, start_s: int, end_s: int, named: Iterable[str],
+              sink: Sink | None = None) -> Fetched:
         totals, scanned, totals_id = self.run(translate(totals_sql(source, table=table, start_s=start_s,
                                                                    end_s=end_s), "bigquery"))
         first = totals.to_pylist()[0] if totals.num_rows else {}
@@ -408,12 +422,13 @@ class BigQuery:
         if not records:
             return Fetched(pa.table({c: pa.array([], SCHEMA.field(c).type) for c in LAYOUT}, schema=SCHEMA), 0,
                            scanned, [totals_id])
-        got, more, rows_id = self.run(translate(pushdown_sql(
+        kept: list[pa.Table] = []
+        returned, more, rows_id = self.stream(translate(pushdown_sql(
             source, table=table, start_s=start_s, end_s=end_s, named=named,
-            latest_end_ns=first.get("latest_end_ns")), "bigquery"))
-        rows = to_schema(got, f"job {rows_id}")
-        return Fetched(rows, records, None if scanned is None or more is None else scanned + more,
-                       [totals_id, rows_id], rows.num_rows)
+            latest_end_ns=first.get("latest_end_ns")), "bigquery"), sink or kept.append)
+        return Fetched(pa.concat_tables([_empty(), *kept]), records,
+                       None if scanned is None or more is None else scanned + more, [totals_id, rows_id], returned,
+                       "page by page")
 
     def close(self) -> None:
         self.client.close()
@@ -536,7 +551,7 @@ class WarehouseFlows:
             except GoogleAuthError as exc:
                 raise WarehouseError(f"no credentials for BigQuery: {exc}") from exc
             try:
-                return api.fetch(self.source, self.table, self.start_s, self.end_s, named)
+                return api.fetch(self.source, self.table, self.start_s, self.end_s, named, sink)
             except GoogleAPIError as exc:
                 raise WarehouseError(f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}") from exc
             finally:
