@@ -478,8 +478,9 @@ class _Scan:
             self.report.read(label, "athena-cur", {"spend": got.line_items - got.skipped}, got.skipped)
             scanned = (f"{got.bytes_scanned:,} bytes scanned" if got.bytes_scanned is not None
                        else "bytes scanned not reported")
+            via = f" {got.via}" if got.via else ""
             self.report.notes.append(f"{label}: {got.line_items:,} CUR line items reduced in Athena to {got.rows:,} "
-                                     f"rows, {scanned} (query {got.query_id})")
+                                     f"rows{via}, {scanned} (query {got.query_id})")
             self.frames.setdefault("spend", []).append(conform("spend", got.spend.to_pandas()))
             self.marks.append(Watermark(CLOUD, ANY, "", "billing", label, end.isoformat()))
 

@@ -151,6 +151,7 @@ class Athena:
             client = boto3.client("athena", region_name=options.region, endpoint_url=options.endpoint_url)
         self.client = client
         self._s3 = s3
+        self.via = ""  # how the last `query` read its rows
         self.sleep: Callable[[float], None] = time.sleep
 
     @property
@@ -252,27 +253,33 @@ class Athena:
             if not token:
                 return
 
+    def _result_file(self, execution: dict[str, Any]) -> tuple[str, Any, str]:
+        """The result file a finished query wrote: its location, its body (an open stream; None where it cannot
+        be read) and, then, why not."""
+        location = str((execution.get("ResultConfiguration") or {}).get("OutputLocation") or "")
+        if not (location.startswith("s3://") and location.endswith(".csv")):
+            return location, None, "no result file named"
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        bucket, _, key = location.removeprefix("s3://").partition("/")
+        try:
+            return location, self.s3.get_object(Bucket=bucket, Key=key)["Body"], ""
+        except ClientError as exc:
+            error = exc.response.get("Error") or {}
+            return location, None, (f"{location} could not be read: {error.get('Code', 'error')}: "
+                                    f"{error.get('Message', exc)}")
+        except BotoCoreError as exc:
+            return location, None, f"{location} could not be read: {type(exc).__name__}: {exc}"
+
     def stream(self, query_id: str, execution: dict[str, Any], sink: Sink) -> tuple[int, str]:
         """Hand the aggregate rows of a finished query to `sink` as they arrive, from the result file where it
         can be read, else through GetQueryResults; the rows handed over and how they came."""
-        location = str((execution.get("ResultConfiguration") or {}).get("OutputLocation") or "")
-        why = "no result file named"
-        if location.startswith("s3://") and location.endswith(".csv"):
-            from botocore.exceptions import BotoCoreError, ClientError
-
-            bucket, _, key = location.removeprefix("s3://").partition("/")
+        location, body, why = self._result_file(execution)
+        if body is not None:
             try:
-                body = self.s3.get_object(Bucket=bucket, Key=key)["Body"]
-            except ClientError as exc:
-                error = exc.response.get("Error") or {}
-                why = f"{location} could not be read: {error.get('Code', 'error')}: {error.get('Message', exc)}"
-            except BotoCoreError as exc:
-                why = f"{location} could not be read: {type(exc).__name__}: {exc}"
-            else:
-                try:
-                    return _csv_rows(body, f"query {query_id}: result file {location}", sink), f"from {location}"
-                finally:
-                    body.close()
+                return _csv_rows(body, f"query {query_id}: result file {location}", sink), f"from {location}"
+            finally:
+                body.close()
         returned = 0
         for page in self._pages(query_id):
             rows = to_schema(page, f"query {query_id}")
@@ -282,10 +289,24 @@ class Athena:
         return returned, f"through GetQueryResults ({why})"
 
     def query(self, sql: str) -> tuple[pa.Table, int | None, str]:
-        """One query (Athena's dialect) run to its end: its rows, the bytes it scanned and its id."""
+        """One query (Athena's dialect) run to its end: its rows, the bytes it scanned and its id. The rows come
+        from the result file where it can be read (typed by the result's ColumnInfo, which one GetQueryResults
+        call of one row gives), else through GetQueryResults' pages; `via` says which, and why."""
         query_id = self.start(sql)
         executions = self.wait([query_id])
-        return self.results(query_id), _athena_scanned(executions.values()), query_id
+        location, body, why = self._result_file(executions[query_id])
+        if body is None:
+            self.via = f"through GetQueryResults ({why})"
+            return self.results(query_id), _athena_scanned(executions.values()), query_id
+        try:
+            page = self.client.get_query_results(QueryExecutionId=query_id, MaxResults=1)
+            info = ((page.get("ResultSet") or {}).get("ResultSetMetadata") or {}).get("ColumnInfo") or []
+            types = {c["Name"]: _arrow_type(str(c.get("Type") or "varchar").lower()) for c in info}
+            table = _csv_table(body, f"query {query_id}: result file {location}", types)
+        finally:
+            body.close()
+        self.via = f"from {location}"
+        return table, _athena_scanned(executions.values()), query_id
 
     def fetch(self, source: str, table: str, start_s: int, end_s: int, named: Iterable[str],
               partition: Partition = "source", sink: Sink | None = None) -> Fetched:
@@ -312,6 +333,31 @@ class Athena:
                        via)
 
 
+def _csv_options(types: dict[str, pa.DataType], columns: list[str] | None = None) -> dict[str, Any]:
+    """pyarrow CSV options for an Athena result file: a header row, every value quoted (newlines too), NULL an
+    unquoted empty field, an empty string a quoted one."""
+    import pyarrow.csv as pacsv
+
+    return {"parse_options": pacsv.ParseOptions(newlines_in_values=True),
+            "convert_options": pacsv.ConvertOptions(
+                column_types={c: pa.string() if pa.types.is_large_string(t) else t for c, t in types.items()},
+                include_columns=columns or [], null_values=[""], strings_can_be_null=True,
+                quoted_strings_can_be_null=False)}
+
+
+def _csv_table(body: Any, where: str, types: dict[str, pa.DataType]) -> pa.Table:
+    """A whole Athena result file as a table typed by `types` (names -> Arrow types, as `_arrow_type` gives);
+    WarehouseError naming `where` for one that cannot be read so."""
+    import pyarrow.csv as pacsv
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        table = pacsv.read_csv(pa.PythonFile(body, mode="r"), **_csv_options(types))
+    except (pa.ArrowException, OSError, BotoCoreError) as exc:
+        raise WarehouseError(f"{where}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+    return table.cast(pa.schema([(f.name, types.get(f.name, f.type)) for f in table.schema]))
+
+
 def _csv_rows(body: Any, where: str, sink: Sink) -> int:
     """Parse an Athena result file (CSV: a header row, every value quoted, NULL an unquoted empty field) as
     aggregate rows, block by block, handing each to `sink`; the rows handed over. WarehouseError naming
@@ -319,15 +365,10 @@ def _csv_rows(body: Any, where: str, sink: Sink) -> int:
     import pyarrow.csv as pacsv
     from botocore.exceptions import BotoCoreError
 
-    types = {c: pa.string() if pa.types.is_large_string(SCHEMA.field(c).type) else SCHEMA.field(c).type
-             for c in LAYOUT}
     returned = 0
     try:
         reader = pacsv.open_csv(pa.PythonFile(body, mode="r"), read_options=pacsv.ReadOptions(block_size=8 << 20),
-                                parse_options=pacsv.ParseOptions(newlines_in_values=True),  # quoted, as any text
-                                convert_options=pacsv.ConvertOptions(
-                                    column_types=types, include_columns=list(LAYOUT), null_values=[""],
-                                    strings_can_be_null=True, quoted_strings_can_be_null=False))
+                                **_csv_options({c: SCHEMA.field(c).type for c in LAYOUT}, list(LAYOUT)))
         for batch in reader:
             rows = to_schema(pa.Table.from_batches([batch]), where)
             if rows.num_rows:

@@ -106,6 +106,7 @@ class SpendRead:
     bytes_scanned: int | None
     query_id: str
     skipped: int = 0
+    via: str = ""  # how the rows came back (Athena.via)
 
 
 def read_cur(athena: Athena, table: str, start: datetime, end: datetime, report: RunReport,
@@ -131,7 +132,8 @@ def read_cur(athena: Athena, table: str, start: datetime, end: datetime, report:
 
         spend = SCHEMA.empty_table()
     line_items = int(pc.sum(rows["line_items"]).as_py() or 0)
-    return SpendRead(spend, line_items, rows.num_rows, scanned, query_id, skipped=ctx.skipped)
+    return SpendRead(spend, line_items, rows.num_rows, scanned, query_id, skipped=ctx.skipped,
+                     via=getattr(athena, "via", ""))
 
 
 __all__ = ["KEY", "REVISE", "SpendRead", "billing_periods", "cur_spend_sql", "read_cur", "window"]

@@ -33,6 +33,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import sqlglot
 from sqlglot import exp
@@ -263,9 +264,12 @@ class FakeAthena:
 
 
 def athena_csv(table: pa.Table) -> bytes:
-    """A result as Athena writes its CSV file: header row, every value quoted, NULL an unquoted empty field."""
+    """A result as Athena writes its CSV file: header row, every value quoted, NULL an unquoted empty field,
+    timestamps to the millisecond (`2026-11-20 00:00:00.000`)."""
+    columns = [pc.strftime(c.cast(pa.timestamp("ms")), format="%Y-%m-%d %H:%M:%S")
+               if pa.types.is_timestamp(c.type) else c for c in table.columns]
     out = pa.BufferOutputStream()
-    pacsv.write_csv(table, out, pacsv.WriteOptions(quoting_style="all_valid"))
+    pacsv.write_csv(pa.table(columns, names=table.column_names), out, pacsv.WriteOptions(quoting_style="all_valid"))
     return out.getvalue().to_pybytes()
 
 
