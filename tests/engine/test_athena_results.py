@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pyarrow as pa
 import pytest
 
@@ -29,12 +28,10 @@ RESULTS = "s3://athena-results/spendwatch/"
 
 @pytest.fixture
 def athena_s3(aws_data: Any, aws: str) -> Iterator[tuple[FakeAthena, str, Any]]:  # noqa: F811
-    s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=aws)
-    s3.create_bucket(Bucket="athena-results")
-    fake = FakeAthena(page_max=1000, polls=0, results_s3=s3)
+    fake = FakeAthena(page_max=1000, polls=0)
     fake.add_flow_logs("logs.vpc_flow_logs", aws_data.root)
-    with serve(fake) as url:
-        yield fake, url, s3
+    with serve(fake) as url, fake.results_in(aws, "athena-results"):
+        yield fake, url, fake.results_s3
 
 
 def _source(url: str, s3_url: str, **options: Any) -> WarehouseFlows:

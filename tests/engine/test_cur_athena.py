@@ -174,18 +174,10 @@ def test_spend_from_athena_is_the_bucket_spend_with_the_same_findings(cur: Cur, 
 def test_spend_read_from_athenas_result_file_is_the_spend_read_through_the_pages(cur: Cur, tmp_path: Path) -> None:
     """With an output location the rows come from the CSV file Athena writes there (types from the result's
     ColumnInfo): the same spend, problems and findings as through GetQueryResults' pages."""
-    import boto3
-
     paged = scan_live(live_configs(str(_config(cur, tmp_path))), store=None, now=cur.truth.end, keep_tables=True)
-    s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=cur.endpoint, aws_access_key_id="testing",
-                      aws_secret_access_key="testing")
-    s3.create_bucket(Bucket="acme-athena-results")
-    cur.fake.results_s3 = s3
-    try:
-        config = _config(cur, tmp_path, output_location="s3://acme-athena-results/cur/")
+    with cur.fake.results_in(cur.endpoint, "acme-athena-results") as results:
+        config = _config(cur, tmp_path, output_location=f"{results}cur/")
         got = scan_live(live_configs(str(config)), store=None, now=cur.truth.end, keep_tables=True)
-    finally:
-        cur.fake.results_s3 = None
     assert got.tables is not None and paged.tables is not None
     pd.testing.assert_frame_equal(_totals(got.tables.spend), _totals(paged.tables.spend))
     assert [(p.reason, p.records) for p in got.report.problems] == \

@@ -161,17 +161,9 @@ def test_a_live_scan_on_athena_finds_what_the_bucket_scan_finds(live: Live, tmp_
 def test_a_live_scan_reads_athenas_rows_from_the_result_file(live: Live, tmp_path: Path) -> None:
     """With an output location, the rows come from the CSV file Athena writes there, through the connector's S3
     client, and the findings are the same."""
-    import boto3
-
-    s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=live.endpoint, aws_access_key_id="testing",
-                      aws_secret_access_key="testing")
-    s3.create_bucket(Bucket="acme-athena-results")
-    live.athena.results_s3 = s3
-    try:
-        config = _athena_toml(live, tmp_path, output_location="s3://acme-athena-results/spendwatch/")
+    with live.athena.results_in(live.endpoint, "acme-athena-results") as results:
+        config = _athena_toml(live, tmp_path, output_location=f"{results}spendwatch/")
         got = scan_live(live_configs(str(config)), store=None, now=live.truth.end)
-    finally:
-        live.athena.results_s3 = None
     assert _view(got.findings) == _view(live.reference.findings)
     assert got.report.tables == live.reference.report.tables
     assert any("aggregate rows brought back from s3://acme-athena-results/spendwatch/" in n

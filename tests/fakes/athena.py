@@ -23,10 +23,12 @@ Arrow size per query that reads it. Faults: a workgroup in `denied_workgroups` a
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import itertools
 import json
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,6 +131,22 @@ class FakeAthena:
         cur.close()
         self._tables[name.lower()] = (local, table.nbytes if scanned_bytes is None else scanned_bytes)
         return table.num_rows
+
+    @contextlib.contextmanager
+    def results_in(self, endpoint: str, bucket: str) -> Iterator[str]:
+        """While in the block, write result files (module doc) to `bucket`, created on the S3 at `endpoint` (a
+        moto server); yields `s3://<bucket>/`, for an OutputLocation under it."""
+        import boto3
+
+        s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=endpoint, aws_access_key_id="testing",
+                          aws_secret_access_key="testing")
+        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+            s3.create_bucket(Bucket=bucket)
+        self.results_s3 = s3
+        try:
+            yield f"s3://{bucket}/"
+        finally:
+            self.results_s3 = None
 
     def sql(self, query: str) -> pa.Table:
         """A query in DuckDB's dialect over the loaded tables (by their DuckDB names: `local(name)`), for a test
