@@ -414,13 +414,17 @@ def case_pushdown(data: Path) -> dict[str, object]:
     rows = run(pushdown_sql("vpc_flow_logs", latest_end_ns=totals["latest_end_ns"], **window))
     return {"records": int(totals["records"]), "rows_back": rows.num_rows,  # type: ignore[attr-defined]
             "bytes_back": rows.nbytes, "parquet_bytes": sum(Path(f).stat().st_size for f in flow_files),  # type: ignore[attr-defined]
-            **athena_client_side(rows)}  # type: ignore[arg-type]
+            **athena_client_side(rows, data.parent / ATHENA_RESULT)}  # type: ignore[arg-type]
 
 
-def athena_client_side(rows: object) -> dict[str, object]:
+ATHENA_RESULT = "athena-result.csv"  # the push-down rows as Athena's result file, beside text/ and parquet/
+
+
+def athena_client_side(rows: object, keep: Path) -> dict[str, object]:
     """spendwatch's side of bringing Athena's rows back, both ways, with no network: parsing the result file
     Athena writes to S3 (its CSV), and converting GetQueryResults' pages of 1,000 rows (the time the stand-in
-    spends making each page is left out). The calls a real Athena would answer: one GetObject, or a page each."""
+    spends making each page is left out). The calls a real Athena would answer: one GetObject, or a page each.
+    The file is kept at `keep`, for the `into-engine` cases."""
     import io
 
     import pyarrow as pa
@@ -432,6 +436,7 @@ def athena_client_side(rows: object) -> dict[str, object]:
     out = pa.BufferOutputStream()
     pacsv.write_csv(table, out, pacsv.WriteOptions(quoting_style="all_valid"))  # as Athena writes it
     csv = out.getvalue().to_pybytes()
+    keep.write_bytes(csv)
     t0 = time.perf_counter()
     parsed = _csv_rows(io.BytesIO(csv), "bench", lambda batch: None)
     file_s = time.perf_counter() - t0
@@ -478,7 +483,35 @@ def available_memory() -> int | None:
     return None
 
 
-CASES = {"spendwatch": case_spendwatch, "ceiling": case_ceiling, "naive": case_naive, "pushdown": case_pushdown}
+def case_stream(path: Path) -> dict[str, object]:
+    """Athena's rows into the FlowEngine as a scan takes them: streamed from the result file in blocks."""
+    from spendwatch.engine.flows import FlowEngine
+    from spendwatch.engine.remote import _csv_rows
+
+    with FlowEngine() as engine, path.open("rb") as body:
+        rows = _csv_rows(body, str(path), lambda batch: engine.append(batch, records=0))
+        engine.flush()
+    return {"records": rows, "into_engine": "streamed from the result file"}
+
+
+def case_whole(path: Path) -> dict[str, object]:
+    """The same rows taken whole first, as the pages used to be (as Arrow here, lighter than the pages' Python
+    values), then added to the FlowEngine: the baseline for `case_stream`."""
+    import pyarrow.csv as pacsv
+
+    from spendwatch.engine.flows import LAYOUT, SCHEMA, FlowEngine
+    from spendwatch.engine.remote import _csv_options, to_schema
+
+    table = to_schema(pacsv.read_csv(path, **_csv_options({c: SCHEMA.field(c).type for c in LAYOUT}, list(LAYOUT))),
+                      str(path))
+    with FlowEngine() as engine:
+        engine.append(table, records=0)
+        engine.flush()
+    return {"records": table.num_rows, "into_engine": "taken whole, then added"}
+
+
+CASES = {"spendwatch": case_spendwatch, "ceiling": case_ceiling, "naive": case_naive, "pushdown": case_pushdown,
+         "stream": case_stream, "whole": case_whole}
 
 
 def run_child(case: str, data: Path, cores: int | None) -> dict[str, object]:
@@ -540,6 +573,8 @@ def main() -> int:
             rows.append((f"naive pandas ({fmt})", run_child("naive", root / fmt, args.cores)))
     if "pushdown" in wanted:
         rows.append(("push-down rows (parquet)", run_child("pushdown", root / "parquet", args.cores)))
+        for case in ("whole", "stream"):
+            rows.append((f"Athena's rows into the engine ({case})", run_child(case, root / ATHENA_RESULT, args.cores)))
     if "window" in wanted:
         slots = int(info["window_slots"])  # type: ignore[call-overload]
         window = window_dir(root, slots)
@@ -598,7 +633,7 @@ def print_table(rows: list[tuple[str, dict[str, object]]], info: dict[str, objec
 
     print(f"\n{'case':<34} {'records':>12} {'seconds':>8} {'CPU s':>7} {'records/s':>12} {'peak RSS':>9}  ratios")
     for name, r in rows:
-        if "rows_back" in r:  # not a scan: its own line below
+        if "rows_back" in r or "into_engine" in r:  # not a scan: its own line below
             continue
         rate = lines(name) / float(r["seconds"])  # type: ignore[arg-type]
         ratios = []
@@ -619,6 +654,9 @@ def print_table(rows: list[tuple[str, dict[str, object]]], info: dict[str, objec
             print(f"{name}: Athena's rows on spendwatch's side: the result file ({float(r['file_mb']):,.0f} MB of "  # type: ignore[arg-type]
                   f"CSV, 1 GetObject) parsed in {file_s:.2f} s; GetQueryResults' pages ({int(r['page_calls']):,} "  # type: ignore[call-overload]
                   f"calls) converted in {pages_s:.2f} s, {pages_s / max(file_s, 1e-9):.0f}x the file, network left out")
+        if "into_engine" in r:
+            print(f"{name}: {int(r['records']):,} rows {r['into_engine']} in {float(r['seconds']):.2f} s, "  # type: ignore[call-overload, arg-type]
+                  f"peak RSS {float(r['peak_mb']):,.0f} MB")  # type: ignore[arg-type]
         if "findings" in r:
             found = {res for res, sev, _ in r["findings"]}  # type: ignore[union-attr]
             miners = info["miners"]
