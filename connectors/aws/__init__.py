@@ -471,7 +471,8 @@ class _Scan:
             options = AthenaOptions.from_aws(self.config)
             where = f"{label} {start:%Y-%m-%dT%H:%MZ}..{end:%Y-%m-%dT%H:%MZ}"
             try:
-                got = read_cur(Athena(options, self.athena_client()), table, start, end, self.report, where)
+                got = read_cur(Athena(options, self.athena_client(), self.athena_results_client()), table, start, end,
+                               self.report, where)
             except WarehouseError as exc:
                 self.report.gap(label, f"spend query failed, no billing was read: {exc}")
                 return

@@ -406,10 +406,9 @@ def _proven(metadata: pq.FileMetaData) -> frozenset[str]:
     out = set()
     names = [metadata.schema.column(j).name for j in range(metadata.num_columns)]
     for field, (lo, hi) in _RANGES.items():
-        name = field.replace("-", "_")
-        if name not in names:
+        if field not in names:  # the Parquet names of these fields are the text ones
             continue
-        j = names.index(name)
+        j = names.index(field)
         if all(_within(metadata.row_group(r), j, lo, hi) for r in range(metadata.num_row_groups)):
             out.add(field)
     return frozenset(out)

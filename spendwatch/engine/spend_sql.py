@@ -133,7 +133,7 @@ def read_cur(athena: Athena, table: str, start: datetime, end: datetime, report:
         spend = SCHEMA.empty_table()
     line_items = int(pc.sum(rows["line_items"]).as_py() or 0)
     return SpendRead(spend, line_items, rows.num_rows, scanned, query_id, skipped=ctx.skipped,
-                     via=getattr(athena, "via", ""))
+                     via=athena.via)
 
 
 __all__ = ["KEY", "REVISE", "SpendRead", "billing_periods", "cur_spend_sql", "read_cur", "window"]

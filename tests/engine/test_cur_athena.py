@@ -187,6 +187,16 @@ def test_spend_read_from_athenas_result_file_is_the_spend_read_through_the_pages
                for n in got.report.notes)
     assert any(f"athena:{CUR_TABLE}" in n and "rows through GetQueryResults (no result file named)" in n
                for n in paged.report.notes)
+    # the file was read through the connector's own S3 client: one GetObject more among its counted calls
+    assert _calls(got, "s3:GetObject") == _calls(paged, "s3:GetObject") + 1
+    assert _calls(got, "athena:GetQueryResults") == _calls(paged, "athena:GetQueryResults") == 1
+
+
+def _calls(result: ScanResult, action: str) -> int:
+    """How many `action` calls the AWS connector counted (its "aws api calls" note)."""
+    note = next(n for n in result.report.notes if n.startswith("aws api calls: "))
+    counts = dict(item.rsplit(" ", 1) for item in note.removeprefix("aws api calls: ").split(", "))
+    return int(counts.get(action, 0))
 
 
 def test_the_connector_reads_the_window_and_revises_three_days_back(cur: Cur, tmp_path: Path) -> None:
