@@ -102,3 +102,23 @@ def test_a_result_file_that_is_not_the_rows_is_an_error_naming_it() -> None:
     broken = athena_csv(_rows()).replace(b'"100"', b'"a hundred"')
     with pytest.raises(WarehouseError, match=r"result file s3://b/q\.csv: .*\(0 rows read before\)"):
         _csv_rows(io.BytesIO(broken), "query q: result file s3://b/q.csv", lambda rows: None)
+
+
+def test_a_result_file_that_breaks_is_a_gap_not_an_all_clear(
+        aws_data: Any, athena_s3: tuple[FakeAthena, str, Any], aws: str,  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import fakes.athena
+
+    def damaged(table: pa.Table) -> bytes:  # a file cut short: its first row ends after two cells
+        head, _, rest = athena_csv(table).partition(b"\n")
+        first, _, others = rest.partition(b"\n")
+        return b"\n".join([head, b",".join(first.split(b",")[:2]), others])
+
+    monkeypatch.setattr(fakes.athena, "athena_csv", damaged)
+    source = _source(athena_s3[1], aws)
+    result = scan_directory(aws_data.root, store=None, now=aws_data.end, flows_from=source)
+    gaps = [g for g in result.report.gaps if g.source == "athena:vpc_flow_logs"]
+    assert len(gaps) == 1 and not result.report.complete
+    assert "no flows were read" in gaps[0].reason and "result file s3://athena-results/" in gaps[0].reason
+    assert "(0 rows read before)" in gaps[0].reason
+    assert result.report.tables.get("activity")  # the other sources were read
