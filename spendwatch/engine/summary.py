@@ -12,8 +12,13 @@ It reproduces, statement by statement, what `models.features.Features` derives f
 - the client side: the resource's local port is unknown, or >= 1024 and above the remote's, or >= 32768.
 
 Two passes over `agg`: one groups what has a public or DNS-named peer per (resource, peer, ten-minute
-interval) into `sw_peers` (the features' input) and lists the (resource, peer) pairs the rules read; the
-second takes the rows of those pairs. Row order mirrors the pandas path (the aggregate ordered by window,
+interval) into `sw_grouped` (the features' input, `sw_peers`) and lists the (resource, peer) pairs the rules
+read; the second takes the rows of those pairs. The per-peer tables hold integers only: a resource is its
+`rid` in `sw_rid` (negative where no resource is known, per cloud and account), an address its `aid` in
+`sw_addr`, numbered in the addresses' order so that the smallest id is the smallest address. Names come back
+only in the features' few rows: with the names and the sums as DuckDB makes them (HUGEINT), the two per-peer
+tables of 50 million records took about 1.2 GB, twice the engine's memory limit, and the summary spent half its
+time spilling them. Row order mirrors the pandas path (the aggregate ordered by window,
 cloud, account, interface), which is what decides the order of resource-windows for the isolation forest
 and, between peers with exactly the same bytes, which is the top peer.
 """
@@ -51,26 +56,32 @@ CREATE OR REPLACE TEMP MACRO sw_v4_public(a, b) AS NOT (
     a = 0 OR a = 10 OR (a = 100 AND b BETWEEN 64 AND 127) OR a = 127 OR (a = 169 AND b = 254)
     OR (a = 172 AND b BETWEEN 16 AND 31) OR (a = 192 AND b = 168) OR a >= 224);
 CREATE OR REPLACE TABLE sw_addr AS
-SELECT address, CASE WHEN regexp_full_match(address, '{_OCTET}(\.{_OCTET}){{3}}') THEN
+SELECT address, CAST(row_number() OVER (ORDER BY address) AS INTEGER) AS aid,
+  CASE WHEN regexp_full_match(address, '{_OCTET}(\.{_OCTET}){{3}}') THEN
     sw_v4_public(CAST(split_part(address, '.', 1) AS INTEGER), CAST(split_part(address, '.', 2) AS INTEGER))
-  END AS public
+  END AS public,
+  address IN (SELECT address FROM sw_answers) AS answered
 FROM (SELECT src AS address FROM agg UNION SELECT dst FROM agg)
 WHERE address IS NOT NULL;
 """
 
-# Every aggregate row seen from its resource's side (Features.flows). {res} resolves the resource; {joins}
-# add the private-address lookups where some interface is not known; {where} narrows the rows of `agg` (g).
+# Every aggregate row seen from its resource's side (Features.flows). {rid} resolves the resource (its id in
+# sw_rid); {joins} add the private-address lookups where some interface is not known; {where} narrows the rows
+# of `agg` (g).
 _SIDED = """
-SELECT a.*, r.resource_e, {res} AS res, r.irank,
-       CASE WHEN inbound THEN src ELSE dst END AS remote,
+SELECT a.*, r.resource_e, {rid} AS rid, r.irank,
+       CASE WHEN inbound THEN src_aid ELSE dst_aid END AS remote,
        CASE WHEN inbound THEN src_port ELSE dst_port END AS remote_port,
        CASE WHEN inbound THEN dst_port ELSE src_port END AS local_port,
-       CASE WHEN inbound THEN src_pub ELSE dst_pub END AS remote_public
+       CASE WHEN inbound THEN src_pub ELSE dst_pub END AS remote_public,
+       CASE WHEN inbound THEN src_answered ELSE dst_answered END AS remote_answered
 FROM (
   SELECT *, ingress OR (NOT ingress AND NOT egress AND src_pub AND NOT dst_pub) AS inbound
   FROM (SELECT g.*, coalesce(lower(g.direction) = 'ingress', false) AS ingress,
                coalesce(lower(g.direction) = 'egress', false) AS egress,
-               coalesce(sa.public, false) AS src_pub, coalesce(da.public, false) AS dst_pub
+               coalesce(sa.public, false) AS src_pub, coalesce(da.public, false) AS dst_pub,
+               sa.aid AS src_aid, da.aid AS dst_aid,
+               coalesce(sa.answered, false) AS src_answered, coalesce(da.answered, false) AS dst_answered
         FROM agg g LEFT JOIN sw_addr sa ON sa.address = g.src LEFT JOIN sw_addr da ON da.address = g.dst
         {where})
 ) a
@@ -82,38 +93,43 @@ JOIN sw_resolved r ON a.cloud IS NOT DISTINCT FROM r.cloud AND a.account IS NOT 
 _CLIENT = ("(local_port IS NULL OR (local_port >= 1024 AND (coalesce(local_port > remote_port, false) "
            "OR local_port >= 32768)))")
 
-# Per (resource, remote, ten-minute interval), for remotes that are public or named by a DNS answer.
+# Per (resource, remote, ten-minute interval), for remotes that are public or named by a DNS answer (in any
+# account; `named`: in the resource's own). Ids and sums as 4- and 8-byte integers (module doc).
 _GROUPED = f"""
 CREATE TABLE sw_grouped AS
-SELECT cloud, account, res, remote, "window" AS iv, bool_or(remote_public) AS remote_public,
-       sum(CASE WHEN inbound THEN coalesce(bytes, 0) ELSE 0 END) AS bin,
-       sum(CASE WHEN inbound THEN 0 ELSE coalesce(bytes, 0) END) AS bout,
-       sum(coalesce(bytes, 0)) AS b, sum(coalesce(packets, 0)) AS pk, sum(coalesce(long_bytes, 0)) AS blong,
-       sum(CASE WHEN client THEN coalesce(bytes, 0) ELSE 0 END) AS bclient,
-       sum(CASE WHEN client THEN coalesce(long_bytes, 0) ELSE 0 END) AS blclient,
-       count(*) FILTER (WHERE inbound) AS n_in, bool_or(client) AS client,
-       min(CAST("window" AS BIGINT) * {2 ** _RANK_BITS} + irank) AS okey, min(src) AS osrc
-FROM (SELECT *, {_CLIENT} AS client FROM ({{sided}}))
-WHERE remote_public OR remote IN (SELECT address FROM sw_answers)
-GROUP BY cloud, account, res, remote, "window"
+SELECT g.*, n.aid IS NOT NULL AS named
+FROM (
+  SELECT rid, remote AS aid, CAST("window" AS INTEGER) AS iv, bool_or(remote_public) AS remote_public,
+         CAST(sum(CASE WHEN inbound THEN coalesce(bytes, 0) ELSE 0 END) AS BIGINT) AS bin,
+         CAST(sum(CASE WHEN inbound THEN 0 ELSE coalesce(bytes, 0) END) AS BIGINT) AS bout,
+         CAST(sum(coalesce(packets, 0)) AS BIGINT) AS pk, CAST(sum(coalesce(long_bytes, 0)) AS BIGINT) AS blong,
+         CAST(sum(CASE WHEN client THEN coalesce(bytes, 0) ELSE 0 END) AS BIGINT) AS bclient,
+         CAST(sum(CASE WHEN client THEN coalesce(long_bytes, 0) ELSE 0 END) AS BIGINT) AS blclient,
+         CAST(count(*) FILTER (WHERE inbound) AS INTEGER) AS n_in, bool_or(client) AS client,
+         min(CAST("window" AS BIGINT) * {2 ** _RANK_BITS} + irank) AS okey, min(src_aid) AS osrc
+  FROM (SELECT *, {_CLIENT} AS client FROM ({{sided}}))
+  WHERE remote_public OR remote_answered
+  GROUP BY rid, remote, "window"
+) g
+JOIN sw_rid r ON r.rid = g.rid
+LEFT JOIN sw_named n ON n.cid = r.cid AND n.aid = g.aid
 """
 
+# The features' input: public peers of known resources (b, the bytes either way, is bin + bout: `inbound` is
+# never null), with the client bytes of peers no DNS answer in the account named.
 _PEERS = """
-CREATE TABLE sw_peers AS
-SELECT g.cloud, g.account, g.res AS resource, g.remote, g.iv, g.bin, g.bout, g.b, g.pk, g.blong, g.n_in, g.okey, g.osrc,
-       CASE WHEN n.address IS NULL THEN g.bclient ELSE 0 END AS bun,
-       CASE WHEN n.address IS NULL THEN g.blclient ELSE 0 END AS bunlong
-FROM sw_grouped g
-LEFT JOIN sw_answers n ON n.cloud = g.cloud AND n.account = g.account AND n.address = g.remote
-WHERE g.remote_public AND g.res IS NOT NULL
+CREATE OR REPLACE VIEW sw_peers AS
+SELECT rid, aid AS remote, iv, bin, bout, bin + bout AS b, pk, blong, n_in, okey, osrc,
+       CASE WHEN named THEN 0 ELSE bclient END AS bun, CASE WHEN named THEN 0 ELSE blclient END AS bunlong
+FROM sw_grouped
+WHERE remote_public AND rid > 0
 """
 
 _PAIRS = """
 CREATE TABLE sw_pairs AS
-SELECT DISTINCT g.cloud, g.account, g.res, g.remote
-FROM sw_grouped g
-LEFT JOIN sw_answers n ON n.cloud = g.cloud AND n.account = g.account AND n.address = g.remote
-WHERE (g.remote_public AND g.client) OR n.address IS NOT NULL
+SELECT DISTINCT g.rid, g.aid, a.address
+FROM sw_grouped g JOIN sw_addr a ON a.aid = g.aid
+WHERE (g.remote_public AND g.client) OR g.named
 """
 
 # The rows of the pairs (and of the latest record), one row per aggregate key, in the pandas path's order.
@@ -123,9 +139,7 @@ SELECT cloud, account, region, resource_e AS resource, interface, src, dst, src_
        CAST(sum(packets) AS BIGINT) AS packets, CAST(sum(bytes) AS BIGINT) AS bytes,
        CAST(sum(records) AS BIGINT) AS records, CAST(sum(long_bytes) AS BIGINT) AS long_bytes
 FROM ({sided}) s
-WHERE EXISTS (SELECT 1 FROM sw_pairs p WHERE p.cloud IS NOT DISTINCT FROM s.cloud
-              AND p.account IS NOT DISTINCT FROM s.account AND p.res IS NOT DISTINCT FROM s.res
-              AND p.remote IS NOT DISTINCT FROM s.remote)
+WHERE EXISTS (SELECT 1 FROM sw_pairs p WHERE p.rid = s.rid AND p.aid = s.remote)
    OR ({latest})
 GROUP BY ALL
 ORDER BY "window", cloud, account, interface, resource, src, dst, src_port, dst_port, protocol, action, direction,
@@ -139,25 +153,24 @@ ORDER BY "window", cloud, account, interface, resource, src, dst, src_port, dst_
 # peer's persistence reads only the sw_peers rows of top peers.
 _WINDOWS = """
 WITH tops AS MATERIALIZED (
-  SELECT cloud, account, resource, h, count(*) AS peers, max(b) AS top_b, arg_max(remote, (b, okey, remote)) AS top
-  FROM (SELECT cloud, account, resource, remote, iv // {k} AS h, sum(b) AS b, min(okey) AS okey
-        FROM sw_peers GROUP BY cloud, account, resource, remote, iv // {k})
-  GROUP BY cloud, account, resource, h
+  SELECT rid, h, count(*) AS peers, max(b) AS top_b, arg_max(remote, (b, okey, remote)) AS top
+  FROM (SELECT rid, remote, iv // {k} AS h, sum(b) AS b, min(okey) AS okey
+        FROM sw_peers GROUP BY rid, remote, iv // {k})
+  GROUP BY rid, h
 ), win AS MATERIALIZED (
   SELECT s.*, t.peers, t.top_b, t.top
-  FROM (SELECT cloud, account, resource, iv // {k} AS h, sum(bin) AS bin, sum(bout) AS bout, sum(b) AS b,
+  FROM (SELECT rid, iv // {k} AS h, sum(bin) AS bin, sum(bout) AS bout, sum(b) AS b,
                sum(pk) AS pk, sum(blong) AS blong, sum(bun) AS bun, sum(bunlong) AS bunlong, min(okey) AS okey,
                min(osrc) AS osrc
-        FROM sw_peers GROUP BY cloud, account, resource, iv // {k}) s
-  JOIN tops t ON t.cloud = s.cloud AND t.account = s.account AND t.resource = s.resource AND t.h = s.h
+        FROM sw_peers GROUP BY rid, iv // {k}) s
+  JOIN tops t ON t.rid = s.rid AND t.h = s.h
 ), seen AS (
-  SELECT w.cloud, w.account, w.resource, w.h, count(*) AS seen
+  SELECT w.rid, w.h, count(*) AS seen
   FROM win w JOIN (SELECT * FROM sw_peers WHERE remote IN (SELECT top FROM win)) p
-    ON p.cloud = w.cloud AND p.account = w.account AND p.resource = w.resource
-    AND p.remote = w.top AND p.iv BETWEEN (w.h + 1) * {k} - {intervals} AND (w.h + 1) * {k} - 1
-  GROUP BY w.cloud, w.account, w.resource, w.h
+    ON p.rid = w.rid AND p.remote = w.top AND p.iv BETWEEN (w.h + 1) * {k} - {intervals} AND (w.h + 1) * {k} - 1
+  GROUP BY w.rid, w.h
 )
-SELECT w.cloud, w.account, w.resource, w.h,
+SELECT r.cloud, r.account, r.resource, CAST(w.h AS BIGINT) AS h,
        CAST(w.bin AS DOUBLE) AS bytes_in, CAST(w.bout AS DOUBLE) AS bytes_out,
        CAST(w.b AS DOUBLE) / CAST(greatest(w.pk, 1) AS DOUBLE) AS bytes_per_packet,
        CAST(w.peers AS DOUBLE) AS peers,
@@ -166,8 +179,8 @@ SELECT w.cloud, w.account, w.resource, w.h,
        CASE WHEN w.b > 0 THEN CAST(w.bun AS DOUBLE) / CAST(w.b AS DOUBLE) ELSE 0.0 END AS unnamed_share,
        CAST(w.bunlong AS DOUBLE) AS unnamed_long_lived_bytes,
        CAST(coalesce(s.seen, 0) AS DOUBLE) / {intervals} AS top_peer_persistence
-FROM win w LEFT JOIN seen s ON s.cloud = w.cloud AND s.account = w.account AND s.resource = w.resource AND s.h = w.h
-ORDER BY w.okey, w.osrc, w.resource, w.h
+FROM win w JOIN sw_rid r ON r.rid = w.rid LEFT JOIN seen s ON s.rid = w.rid AND s.h = w.h
+ORDER BY w.okey, w.osrc, r.resource, w.h
 """
 
 EXTENDED = (*BASIC_FEATURES, "long_lived_share", "unnamed_share", "unnamed_long_lived_bytes", "top_peer_persistence")
@@ -236,28 +249,56 @@ def summarise(con: Any, tables: Tables, owners: dict[str, str], *, records: int)
         LEFT JOIN sw_imap im ON im.cloud = e.cloud AND im.account = e.account AND im.key = e.interface
     """)
     unresolved = _run(con, "SELECT count(*) FROM sw_resolved WHERE resource_i IS NULL")[0][0]
-    if unresolved and len(private_ips):
-        res = "coalesce(r.resource_i, ps.resource, pd.resource)"
-        joins = ("LEFT JOIN sw_pmap ps ON r.resource_i IS NULL AND ps.cloud = a.cloud AND ps.account = a.account "
-                 "AND ps.key = a.src\n"
-                 "LEFT JOIN sw_pmap pd ON r.resource_i IS NULL AND pd.cloud = a.cloud AND pd.account = a.account "
-                 "AND pd.key = a.dst")
+    lookups = bool(unresolved and len(private_ips))
+    # The resources, numbered: positive where known, negative for "none known" in a cloud and account.
+    pmap = "UNION SELECT cloud, account, resource FROM sw_pmap" if lookups else ""
+    _run(con, f"""
+        CREATE OR REPLACE TABLE sw_rid AS
+        SELECT cloud, account, resource, CAST(dense_rank() OVER (ORDER BY cloud, account) AS INTEGER) AS cid,
+               CAST(CASE WHEN resource IS NULL THEN -1 ELSE 1 END
+                    * row_number() OVER (ORDER BY cloud, account, resource) AS INTEGER) AS rid
+        FROM (SELECT DISTINCT cloud, account, resource_i AS resource FROM sw_resolved {pmap})
+    """)
+    _run(con, """
+        ALTER TABLE sw_resolved ADD COLUMN rid INTEGER;
+        UPDATE sw_resolved SET rid = r.rid FROM sw_rid r
+        WHERE r.cloud IS NOT DISTINCT FROM sw_resolved.cloud AND r.account IS NOT DISTINCT FROM sw_resolved.account
+          AND r.resource IS NOT DISTINCT FROM sw_resolved.resource_i
+    """)
+    _run(con, """
+        CREATE OR REPLACE TABLE sw_named AS
+        SELECT DISTINCT c.cid, a.aid
+        FROM sw_answers n JOIN (SELECT DISTINCT cloud, account, cid FROM sw_rid) c
+          ON c.cloud = n.cloud AND c.account = n.account
+        JOIN sw_addr a ON a.address = n.address
+    """)
+    if lookups:
+        _run(con, """
+            CREATE OR REPLACE TABLE sw_pmap_rid AS
+            SELECT p.cloud, p.account, p.key, r.rid FROM sw_pmap p
+            JOIN sw_rid r ON r.cloud = p.cloud AND r.account = p.account AND r.resource = p.resource
+        """)
+        rid = "coalesce(ps.rid, pd.rid, r.rid)"
+        joins = ("LEFT JOIN sw_pmap_rid ps ON r.resource_i IS NULL AND ps.cloud = a.cloud "
+                 "AND ps.account = a.account AND ps.key = a.src\n"
+                 "LEFT JOIN sw_pmap_rid pd ON r.resource_i IS NULL AND pd.cloud = a.cloud "
+                 "AND pd.account = a.account AND pd.key = a.dst")
     else:
-        res, joins = "r.resource_i", ""
-    for name in ("sw_grouped", "sw_peers", "sw_pairs"):
+        rid, joins = "r.rid", ""
+    _run(con, "DROP VIEW IF EXISTS sw_peers")
+    for name in ("sw_grouped", "sw_pairs"):
         _run(con, f"DROP TABLE IF EXISTS {name}")
-    _run(con, _GROUPED.format(sided=_SIDED.format(res=res, joins=joins, where="")))
+    _run(con, _GROUPED.format(sided=_SIDED.format(rid=rid, joins=joins, where="")))
     _run(con, _PEERS)
     _run(con, _PAIRS)
-    _run(con, "DROP TABLE sw_grouped")
     aggregates = _run(con, "SELECT count(*) FROM agg")[0][0]
     latest = _run(con, f"SELECT {', '.join(_quote(c) for c in LAYOUT)} FROM agg ORDER BY end_ns DESC, "
                        f"{', '.join(_quote(c) for c in LAYOUT)} LIMIT 1")
     # Only rows whose source or destination is one of the pairs' remotes can belong to a pair: the rest is
     # left out before any per-row work. The latest row's own key is kept too (module doc of flows.py).
-    narrow = ("WHERE g.src IN (SELECT remote FROM sw_pairs) OR g.dst IN (SELECT remote FROM sw_pairs)"
+    narrow = ("WHERE g.src IN (SELECT address FROM sw_pairs) OR g.dst IN (SELECT address FROM sw_pairs)"
               + (f" OR {_match(latest[0], prefix='g.')}" if latest else ""))
-    rows = _arrow(con, _ROWS.format(sided=_SIDED.format(res=res, joins=joins, where=narrow),
+    rows = _arrow(con, _ROWS.format(sided=_SIDED.format(rid=rid, joins=joins, where=narrow),
                                     latest=_match(latest[0], prefix="s.") if latest else "false"))
     return FlowSummary(rows=_canonical(rows), records=records, aggregates=aggregates, compute=_Windows(con))
 
@@ -326,8 +367,10 @@ class _Windows:
         from spendwatch.models.features import KEY
 
         got = _arrow(self.con, """
-            SELECT cloud, account, resource, CAST(sum(bin) AS DOUBLE) AS bytes FROM sw_peers
-            GROUP BY cloud, account, resource HAVING sum(n_in) > 0 ORDER BY cloud, account, resource
+            SELECT r.cloud, r.account, r.resource, p.bytes
+            FROM (SELECT rid, CAST(sum(bin) AS DOUBLE) AS bytes FROM sw_peers GROUP BY rid HAVING sum(n_in) > 0) p
+            JOIN sw_rid r ON r.rid = p.rid
+            ORDER BY r.cloud, r.account, r.resource
         """)
         if not got.num_rows:
             return pd.Series(dtype="float64")
