@@ -50,6 +50,8 @@ _RANK_BITS = 24
 # not in RFC 1918, loopback, "this network", CGNAT, link-local, multicast or reserved space. Run once per distinct
 # address (`sw_addr`); everything else (IPv6, an octet above 255, odd text) is left null there and decided by
 # is_public itself.
+# The octets are computed once, as columns: a macro's arguments are expressions, repeated wherever the body
+# names them (with split_part in them, the test took 2.0 s instead of 0.75 s on 2.6 million addresses).
 _OCTET = "(25[0-5]|2[0-4][0-9]|[01]?[0-9]?[0-9])"
 _ADDRESSES = rf"""
 CREATE OR REPLACE TEMP MACRO sw_v4_public(a, b) AS NOT (
@@ -57,17 +59,17 @@ CREATE OR REPLACE TEMP MACRO sw_v4_public(a, b) AS NOT (
     OR (a = 172 AND b BETWEEN 16 AND 31) OR (a = 192 AND b = 168) OR a >= 224);
 CREATE OR REPLACE TABLE sw_addr AS
 SELECT address, CAST(row_number() OVER (ORDER BY address) AS INTEGER) AS aid,
-  CASE WHEN regexp_full_match(address, '{_OCTET}(\.{_OCTET}){{3}}') THEN
-    sw_v4_public(CAST(split_part(address, '.', 1) AS INTEGER), CAST(split_part(address, '.', 2) AS INTEGER))
-  END AS public,
-  address IN (SELECT address FROM sw_answers) AS answered
-FROM (SELECT src AS address FROM agg UNION SELECT dst FROM agg)
-WHERE address IS NOT NULL;
+       CASE WHEN quad THEN sw_v4_public(a, b) END AS public, address IN (SELECT address FROM sw_answers) AS answered
+FROM (SELECT address, regexp_full_match(address, '{_OCTET}(\.{_OCTET}){{3}}') AS quad,
+             TRY_CAST(split_part(address, '.', 1) AS INTEGER) AS a,
+             TRY_CAST(split_part(address, '.', 2) AS INTEGER) AS b
+      FROM (SELECT src AS address FROM agg UNION SELECT dst FROM agg)
+      WHERE address IS NOT NULL);
 """
 
 # Every aggregate row seen from its resource's side (Features.flows). {rid} resolves the resource (its id in
 # sw_rid); {joins} add the private-address lookups where some interface is not known; {where} narrows the rows
-# of `agg` (g).
+# of `agg` (g), before the joins (in the joins' WHERE DuckDB applied it after them, to every row).
 _SIDED = """
 SELECT a.*, r.resource_e, {rid} AS rid, r.irank,
        CASE WHEN inbound THEN src_aid ELSE dst_aid END AS remote,
@@ -82,8 +84,8 @@ FROM (
                coalesce(sa.public, false) AS src_pub, coalesce(da.public, false) AS dst_pub,
                sa.aid AS src_aid, da.aid AS dst_aid,
                coalesce(sa.answered, false) AS src_answered, coalesce(da.answered, false) AS dst_answered
-        FROM agg g LEFT JOIN sw_addr sa ON sa.address = g.src LEFT JOIN sw_addr da ON da.address = g.dst
-        {where})
+        FROM (SELECT * FROM agg g {where}) g
+        LEFT JOIN sw_addr sa ON sa.address = g.src LEFT JOIN sw_addr da ON da.address = g.dst)
 ) a
 JOIN sw_resolved r ON a.cloud IS NOT DISTINCT FROM r.cloud AND a.account IS NOT DISTINCT FROM r.account
   AND a.resource IS NOT DISTINCT FROM r.resource AND a.interface IS NOT DISTINCT FROM r.interface
