@@ -218,10 +218,12 @@ class FlowEngine:
                                            "preserve_insertion_order": False,
                                            **({"threads": threads} if threads else {})})
         self._table = "agg"  # as cursors (other connections to the same database) name it
+        self._checkpoint = "CHECKPOINT"
         try:  # DuckDB >= 1.3 compresses an in-memory database: the aggregate takes about a sixth of the memory
             self._con.execute("ATTACH ':memory:' AS flows (COMPRESS)")
             self._con.execute("USE flows")
-            self._table = "flows.agg"
+            # A cursor's database is the default one (`memory`), not the USEd one: named, or it checkpoints that.
+            self._table, self._checkpoint = "flows.agg", "CHECKPOINT flows"
         except duckdb.Error:  # an older DuckDB: uncompressed, it spills sooner
             pass
         columns = ", ".join(f'"{c}" {"VARCHAR" if c in STRINGS else "BIGINT"}' for c in LAYOUT)
@@ -281,7 +283,7 @@ class FlowEngine:
                 self._unchecked += rows.num_rows
                 if self._unchecked >= CHECKPOINT_ROWS:
                     self._unchecked = 0
-                    cur.execute("CHECKPOINT")
+                    cur.execute(self._checkpoint)
             finally:
                 cur.close()
 
@@ -322,7 +324,7 @@ class FlowEngine:
                 self._unchecked += int(inserted[0]) if inserted else 0
                 if self._unchecked >= CHECKPOINT_ROWS:
                     self._unchecked = 0
-                    cur.execute("CHECKPOINT")
+                    cur.execute(self._checkpoint)
         finally:
             cur.execute("DROP TABLE IF EXISTS sw_reduced")
             cur.close()
