@@ -280,12 +280,16 @@ class FlowEngine:
             try:
                 cur.register("partial", rows)
                 cur.execute(f"INSERT INTO {self._table} SELECT {', '.join(_q(c) for c in LAYOUT)} FROM partial")
-                self._unchecked += rows.num_rows
-                if self._unchecked >= CHECKPOINT_ROWS:
-                    self._unchecked = 0
-                    cur.execute(self._checkpoint)
+                self._inserted(cur, rows.num_rows)
             finally:
                 cur.close()
+
+    def _inserted(self, cur: Any, rows: int) -> None:
+        """Count `rows` just inserted on `cur` (holding `_writing`); every CHECKPOINT_ROWS, compress them."""
+        self._unchecked += rows
+        if self._unchecked >= CHECKPOINT_ROWS:
+            self._unchecked = 0
+            cur.execute(self._checkpoint)
 
     def flush(self) -> None:
         """Insert what waits in the buffer (the summary does it first)."""
@@ -321,10 +325,7 @@ class FlowEngine:
                     return False
             with self._writing:
                 inserted = cur.execute(f"INSERT INTO {self._table} SELECT * FROM sw_reduced").fetchone()
-                self._unchecked += int(inserted[0]) if inserted else 0
-                if self._unchecked >= CHECKPOINT_ROWS:
-                    self._unchecked = 0
-                    cur.execute(self._checkpoint)
+                self._inserted(cur, int(inserted[0]) if inserted else 0)
         finally:
             cur.execute("DROP TABLE IF EXISTS sw_reduced")
             cur.close()
