@@ -465,8 +465,33 @@ def athena_client_side(rows: object, keep: Path) -> dict[str, object]:
     t0 = time.perf_counter()
     paged = sum(t.num_rows for t in Athena(AthenaOptions(), client=Pages(), s3=object())._pages("bench"))
     pages_s = time.perf_counter() - t0 - making
-    assert parsed == paged == table.num_rows
-    return {"file_s": file_s, "file_mb": len(csv) / 1e6, "pages_s": pages_s, "page_calls": Pages.calls}
+    # UNLOAD's way: the rows as gzip Parquet files of about a million rows (Athena writes several in parallel),
+    # read through Athena.unloaded from a stand-in S3 that hands over the bytes.
+    import pyarrow.parquet as pq
+
+    destination = "s3://bench/unload/"
+    objects: dict[str, bytes] = {}
+    for i, start in enumerate(range(0, table.num_rows, 1 << 20)):
+        out = pa.BufferOutputStream()
+        pq.write_table(table.slice(start, 1 << 20), out, compression="gzip")
+        objects[f"{destination}{i:05d}"] = out.getvalue().to_pybytes()
+    objects["s3://bench/q-manifest.csv"] = "".join(f"{k}\n" for k in objects).encode()
+
+    class S3:  # GetObject, counted
+        calls = 0
+
+        def get_object(self, Bucket: str, Key: str) -> dict:
+            S3.calls += 1
+            return {"Body": io.BytesIO(objects[f"s3://{Bucket}/{Key}"])}
+
+    t0 = time.perf_counter()
+    unloaded, _ = Athena(AthenaOptions(), client=object(), s3=S3()).unloaded(
+        "bench", {"Statistics": {"DataManifestLocation": "s3://bench/q-manifest.csv"}}, destination, lambda rows: None)
+    unload_s = time.perf_counter() - t0
+    assert parsed == paged == unloaded == table.num_rows
+    parquet = sum(len(body) for key, body in objects.items() if key.startswith(destination))
+    return {"file_s": file_s, "file_mb": len(csv) / 1e6, "pages_s": pages_s, "page_calls": Pages.calls,
+            "unload_s": unload_s, "unload_mb": parquet / 1e6, "unload_calls": S3.calls}
 
 
 NAIVE_BYTES_PER_RECORD = 440  # peak RSS of the naive case over its records: 438 at 5 M, 410 at 50 M
@@ -654,6 +679,11 @@ def print_table(rows: list[tuple[str, dict[str, object]]], info: dict[str, objec
             print(f"{name}: Athena's rows on spendwatch's side: the result file ({float(r['file_mb']):,.0f} MB of "  # type: ignore[arg-type]
                   f"CSV, 1 GetObject) parsed in {file_s:.2f} s; GetQueryResults' pages ({int(r['page_calls']):,} "  # type: ignore[call-overload]
                   f"calls) converted in {pages_s:.2f} s, {pages_s / max(file_s, 1e-9):.0f}x the file, network left out")
+            unload_s = float(r["unload_s"])  # type: ignore[arg-type]
+            print(f"{name}: through UNLOAD (the default): {float(r['unload_mb']):,.0f} MB of gzip Parquet "  # type: ignore[arg-type]
+                  f"({float(r['file_mb']) / max(float(r['unload_mb']), 1e-9):.1f}x less than the CSV; "  # type: ignore[arg-type]
+                  f"{int(r['unload_calls'])} GetObject with the manifest) read in {unload_s:.2f} s, "  # type: ignore[call-overload]
+                  f"{unload_s / max(file_s, 1e-9):.2f}x the CSV file's time")
         if "into_engine" in r:
             print(f"{name}: {int(r['records']):,} rows {r['into_engine']} in {float(r['seconds']):.2f} s, "  # type: ignore[call-overload, arg-type]
                   f"peak RSS {float(r['peak_mb']):,.0f} MB")  # type: ignore[arg-type]

@@ -26,6 +26,7 @@ for the aggregate rows of the trailing `window_hours` (`spendwatch.engine.remote
     workgroup = "primary"
     output_location = "s3://acme-athena-results/spendwatch/"  # unless the workgroup sets one
     window_hours = 3                               # trailing hours each scan asks for
+    unload = true                                  # rows as Parquet through UNLOAD (false: the CSV result)
 
 The query runs in `region` (default `home_region`) with the caller's own credentials, or as `role_arn` when
 the table, workgroup and results bucket belong to another account (a log-archive or Security Lake account):
@@ -100,6 +101,7 @@ class AthenaConfig:
     cur_table: str | None = None  # the CUR 2.0 table: spend aggregated in Athena, the `cur` bucket left unread
     role_arn: str | None = None  # None: the caller's own credentials; else the role the queries run as
     partition: Partition = "source"  # the flow table's day partition ("source": the source's usual one)
+    unload: bool = True  # flow rows as Parquet through UNLOAD under output_location (false: Athena's CSV result)
 
     @classmethod
     def from_dict(cls, data: Any) -> AthenaConfig:
@@ -141,7 +143,7 @@ class AthenaConfig:
                      window_hours=t.integer("window_hours", 3, minimum=1, maximum=24 * 42),
                      query_timeout_s=t.number("query_timeout_s", 600.0, minimum=0.0, above=True),
                      endpoint_url=t.string("endpoint_url", None), cur_table=cur_table, role_arn=role,
-                     partition=partition)
+                     partition=partition, unload=t.boolean("unload", True))
         t.done()
         return config
 

@@ -56,6 +56,9 @@ def add_warehouse_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workgroup", help="with --engine athena: the workgroup to run in (default: primary)")
     p.add_argument("--output-location", metavar="S3_URL",
                    help="with --engine athena: where Athena writes results (unless the workgroup sets it)")
+    p.add_argument("--no-unload", dest="unload", action="store_false",
+                   help="with --engine athena: read the flow rows from Athena's CSV result, not as Parquet "
+                        "through UNLOAD under --output-location")
     p.add_argument("--region", help="with --engine athena: the AWS region (default: the AWS environment's)")
     p.add_argument("--project", help="with --engine bigquery: the project the query job runs in "
                                      "(default: the table's)")
@@ -125,7 +128,8 @@ def warehouse(args: argparse.Namespace, engine: str) -> Any:
     if engine == "athena":
         options = AthenaOptions(database=args.database, catalog=args.catalog, workgroup=args.workgroup,
                                 output_location=args.output_location, region=args.region,
-                                endpoint_url=args.endpoint_url, timeout_s=args.query_timeout, **pages)
+                                endpoint_url=args.endpoint_url, timeout_s=args.query_timeout,
+                                unload=getattr(args, "unload", True), **pages)
         if options.page_rows > 1000:
             raise ValueError("--page-rows: Athena returns at most 1000 rows a page")
         return WarehouseFlows(engine, source, table, start_s, end_s, athena=options, partition=partition)

@@ -1,6 +1,8 @@
-"""Athena's aggregate rows come from the result file Athena writes to S3, streamed into the FlowEngine, and through
-GetQueryResults' pages only where that file cannot be read; both ways give the same rows and the local scan's
-findings. Athena is the local fake (tests/fakes/athena.py), S3 a moto server, both through boto3."""
+"""Athena's aggregate rows come as Parquet files an UNLOAD writes under the output location, or (`unload` off, or
+the UNLOAD failed or its files could not be read) from the CSV result file Athena writes to S3, streamed into the
+FlowEngine, and through GetQueryResults' pages only where that file cannot be read; every way gives the same rows
+and the local scan's findings. Athena is the local fake (tests/fakes/athena.py), S3 a moto server, both through
+boto3."""
 
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ def test_the_rows_come_from_the_result_file_with_the_local_scans_findings(
         aws_data: Any, athena_s3: tuple[FakeAthena, str, Any], aws: str) -> None:  # noqa: F811
     fake, url, s3 = athena_s3
     local = scan_directory(aws_data.root, store=None, now=aws_data.end)
-    source = _source(url, aws)
+    source = _source(url, aws, unload=False)
     remote = scan_directory(aws_data.root, store=None, now=aws_data.end, flows_from=source)
     assert remote.findings and _view(remote.findings) == _view(local.findings)
     fetched = source.fetched
@@ -64,7 +66,7 @@ def test_an_unreadable_result_file_falls_back_to_the_pages_and_says_why(
         aws_data: Any, athena_s3: tuple[FakeAthena, str, Any], aws: str) -> None:  # noqa: F811
     fake, url, _ = athena_s3
     fake.results_s3 = None  # the file is never written: GetObject answers NoSuchKey
-    by_file = _source(url, aws)
+    by_file = _source(url, aws, unload=False)
     local = scan_directory(aws_data.root, store=None, now=aws_data.end)
     remote = scan_directory(aws_data.root, store=None, now=aws_data.end, flows_from=by_file)
     assert _view(remote.findings) == _view(local.findings)
@@ -115,10 +117,100 @@ def test_a_result_file_that_breaks_is_a_gap_not_an_all_clear(
         return b"\n".join([head, b",".join(first.split(b",")[:2]), others])
 
     monkeypatch.setattr(fakes.athena, "athena_csv", damaged)
-    source = _source(athena_s3[1], aws)
+    source = _source(athena_s3[1], aws, unload=False)
     result = scan_directory(aws_data.root, store=None, now=aws_data.end, flows_from=source)
     gaps = [g for g in result.report.gaps if g.source == "athena:vpc_flow_logs"]
     assert len(gaps) == 1 and not result.report.complete
     assert "no flows were read" in gaps[0].reason and "result file s3://athena-results/" in gaps[0].reason
     assert "(0 rows read before)" in gaps[0].reason
+    assert result.report.tables.get("activity")  # the other sources were read
+
+
+# ---- UNLOAD: the rows as Parquet files ---------------------------------------------------------------------------
+
+def _fetch(url: str, s3_url: str, **options: Any) -> tuple[pa.Table, Any]:
+    """The aggregate rows one Athena read hands over (in a canonical order), and what it says of them."""
+    from spendwatch.engine.remote import Athena
+
+    got: list[pa.Table] = []
+    source = _source(url, s3_url, **options)
+    fetched = Athena(source.athena).fetch(source.source, source.table, source.start_s, source.end_s, [],
+                                          sink=got.append)
+    rows = pa.concat_tables([to_schema(_rows().slice(0, 0), "empty"), *got])
+    return rows.sort_by([(c, "ascending") for c in LAYOUT]), fetched
+
+
+def test_unload_hands_over_the_rows_of_the_result_file_from_parquet_files(
+        athena_s3: tuple[FakeAthena, str, Any], aws: str) -> None:
+    fake, url, s3 = athena_s3
+    fake.unload_file_rows = 700
+    by_csv, csv_fetched = _fetch(url, aws, unload=False)
+    calls = len(fake.calls)
+    by_unload, fetched = _fetch(url, aws)
+    assert by_unload.equals(by_csv) and by_unload.num_rows == fetched.returned > 1_000
+    unload = fake.executions[fetched.queries[1]]
+    assert unload.query.startswith("UNLOAD (WITH flow_records AS") and unload.manifest
+    assert fetched.via.startswith("as Parquet through UNLOAD (") and fetched.bytes_scanned == csv_fetched.bytes_scanned
+    files = -(-fetched.returned // 700)
+    assert f"({files} file(s), " in fetched.via
+    destination = fetched.via.split(" under ")[1].rstrip(")")
+    assert destination.startswith(f"{RESULTS}spendwatch-unload/") and destination.endswith("/")
+    listed = s3.list_objects_v2(Bucket="athena-results", Prefix=destination.removeprefix("s3://athena-results/"))
+    assert listed["KeyCount"] == files
+    assert fake.calls[calls:].count("GetQueryResults") == 1  # the totals' one row; the rows came from S3
+    # each UNLOAD writes under a prefix of its own (UNLOAD refuses one that holds anything)
+    _, again = _fetch(url, aws)
+    assert again.via.split(" under ")[1] != fetched.via.split(" under ")[1]
+
+
+def test_a_failed_unload_is_asked_again_as_a_query_and_says_why(
+        athena_s3: tuple[FakeAthena, str, Any], aws: str) -> None:
+    fake, url, _ = athena_s3
+    by_csv, _ = _fetch(url, aws, unload=False)
+    fake.unload_denied = True
+    rows, fetched = _fetch(url, aws)
+    assert rows.equals(by_csv)
+    assert fetched.via.startswith("from s3://athena-results/spendwatch/") and "(UNLOAD failed: query " in fetched.via
+    assert "Access denied when writing output to url: s3://athena-results/spendwatch/spendwatch-unload/" in fetched.via
+    assert len(fetched.queries) == 3  # the totals, the failed UNLOAD, the query
+
+
+def test_unload_files_that_cannot_be_read_are_asked_for_again(
+        athena_s3: tuple[FakeAthena, str, Any], aws: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = athena_s3[1]
+    by_csv, _ = _fetch(url, aws, unload=False)
+    write = FakeAthena._unload
+    monkeypatch.setattr(FakeAthena, "_unload", lambda self, *a: write(self, *a) + ".gone")  # names a missing file
+    rows, fetched = _fetch(url, aws)
+    assert rows.equals(by_csv) and fetched.via.startswith("from s3://athena-results/spendwatch/")
+    assert "(UNLOAD files could not be read: s3://athena-results/spendwatch/" in fetched.via
+    assert "-manifest.csv.gone: NoSuchKey" in fetched.via
+
+
+def test_an_unload_file_that_breaks_after_rows_arrived_is_a_gap(
+        aws_data: Any, athena_s3: tuple[FakeAthena, str, Any], aws: str,  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import fakes.athena
+    import pyarrow.parquet as pq
+
+    athena_s3[0].unload_file_rows = 700
+    written = 0
+
+    class CutShort:  # the fake's pyarrow.parquet, writing the second file of the UNLOAD only halfway
+        @staticmethod
+        def write_table(table: pa.Table, out: Any, **options: Any) -> None:
+            nonlocal written
+            written += 1
+            whole = pa.BufferOutputStream()
+            pq.write_table(table, whole, **options)
+            data = whole.getvalue()
+            out.write(data.slice(0, data.size // 2) if written == 2 else data)
+
+    monkeypatch.setattr(fakes.athena, "pq", CutShort)
+    source = _source(athena_s3[1], aws)
+    result = scan_directory(aws_data.root, store=None, now=aws_data.end, flows_from=source)
+    gaps = [g for g in result.report.gaps if g.source == "athena:vpc_flow_logs"]
+    assert len(gaps) == 1 and not result.report.complete
+    assert "not all flows were read" in gaps[0].reason and "(700 rows read before)" in gaps[0].reason
+    assert "_00001: " in gaps[0].reason and "700 aggregate rows had arrived and are kept" in gaps[0].reason
     assert result.report.tables.get("activity")  # the other sources were read

@@ -321,3 +321,13 @@ def test_security_lake_gives_the_local_scans_findings(aws_data: Any, lake: tuple
     assert fake.sql(f"SELECT count(*) AS n FROM {fake.local('amazon_security_lake_glue_db_us_east_1.' + LAKE)} "
                     "WHERE src_endpoint.ip IS NULL")["n"][0].as_py() > 0
     assert fetched.returned + 5_000 < fetched.records
+
+
+def test_no_unload_on_the_command_line_reads_athenas_csv_result() -> None:
+    from spendwatch.cli import build_parser
+    from spendwatch.engine.cli import warehouse
+
+    base = ["scan", "--data", ".", "--engine", "athena", "--table", "t", "--output-location", "s3://r/sw/"]
+    parser = build_parser()
+    assert warehouse(parser.parse_args(base), "athena").athena.unload is True
+    assert warehouse(parser.parse_args([*base, "--no-unload"]), "athena").athena.unload is False

@@ -159,15 +159,43 @@ def test_a_live_scan_on_athena_finds_what_the_bucket_scan_finds(live: Live, tmp_
 
 
 def test_a_live_scan_reads_athenas_rows_from_the_result_file(live: Live, tmp_path: Path) -> None:
-    """With an output location, the rows come from the CSV file Athena writes there, through the connector's S3
-    client, and the findings are the same."""
+    """With an output location and `unload = false`, the rows come from the CSV file Athena writes there, through
+    the connector's S3 client, and the findings are the same."""
     with live.athena.results_in(live.endpoint, "acme-athena-results") as results:
-        config = _athena_toml(live, tmp_path, output_location=f"{results}spendwatch/")
+        config = _athena_toml(live, tmp_path, output_location=f"{results}spendwatch/", unload=False)
         got = scan_live(live_configs(str(config)), store=None, now=live.truth.end)
     assert _view(got.findings) == _view(live.reference.findings)
     assert got.report.tables == live.reference.report.tables
     assert any("aggregate rows brought back from s3://acme-athena-results/spendwatch/" in n
                for n in got.report.notes)
+    assert not any("UNLOAD" in e.query for e in live.athena.executions.values())
+
+
+def test_a_live_scan_reads_athenas_rows_as_parquet_through_unload(live: Live, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """By default, with an output location, the rows query is an UNLOAD: Athena writes them as Parquet under a new
+    prefix of the output location, the data manifest lists the files, and the connector's S3 client reads them
+    (counted with its other calls); the findings are the same as the bucket scan's."""
+    monkeypatch.setattr(live.athena, "unload_file_rows", 500)  # several files
+    got: dict[bool, ScanResult] = {}
+    with live.athena.results_in(live.endpoint, "acme-athena-results") as results:
+        for unload in (False, True):
+            config = _athena_toml(live, tmp_path, output_location=f"{results}spendwatch/", unload=unload)
+            got[unload] = scan_live(live_configs(str(config)), store=None, now=live.truth.end)
+    assert _view(got[True].findings) == _view(live.reference.findings)
+    assert got[True].report.tables == live.reference.report.tables
+    note = next(n for n in got[True].report.notes if n.startswith(f"athena:{TABLE}:"))
+    files = int(note.split("as Parquet through UNLOAD (")[1].split(" file(s)")[0])
+    assert files > 1 and "under s3://acme-athena-results/spendwatch/spendwatch-unload/" in note
+    unloads = [e for e in live.athena.executions.values() if e.query.startswith("UNLOAD (")]
+    assert len(unloads) == 1 and "WITH (format = 'PARQUET', compression = 'GZIP')" in unloads[0].query
+
+    def get_object(result: ScanResult) -> int:  # through the connector's client, counted with its other calls
+        calls = next(n for n in result.report.notes if n.startswith("aws api calls"))
+        return int(calls.split("s3:GetObject ")[1].split(",")[0])
+
+    # the manifest and each file instead of the one CSV file
+    assert get_object(got[True]) == get_object(got[False]) + files
 
 
 def _started_in(root: Path, start_s: int, end_s: int) -> int:
@@ -303,6 +331,7 @@ def test_a_partition_column_the_table_lacks_is_a_gap_and_none_reads_it_whole(liv
     ('table = "t"\noutput_location = "athena-results/"', "output_location"),
     ('table = "t"\nquery_timeout_s = 0', "query_timeout_s"),
     ('table = "t"\nworkgroup = ""', "workgroup"),
+    ('table = "t"\nunload = "yes"', "unload"),
 ])
 def test_a_bad_athena_value_is_a_config_error_naming_the_key(tmp_path: Path, table: str, key: str) -> None:
     path = tmp_path / "bad.toml"
@@ -333,6 +362,9 @@ def test_the_window_is_the_trailing_hours_and_defaults_come_from_aws() -> None:
     assert source.end_s == int(now.timestamp()) and source.start_s == int((now - timedelta(hours=3)).timestamp())
     assert source.athena.region == "eu-west-1" and source.athena.endpoint_url == "http://127.0.0.1:9"
     assert source.athena.output_location == "s3://results/sw/" and source.athena.timeout_s == 600.0
+    assert source.athena.unload is True
+    off = AwsConfig.from_dict({"athena": {"table": TABLE, "unload": False}})
+    assert WarehouseFlows.from_aws(off, now).athena.unload is False
     with pytest.raises(ValueError, match=r"no \[aws\.athena\]"):
         WarehouseFlows.from_aws(AwsConfig(), now)
 

@@ -10,6 +10,11 @@ page starting with the header row, NULL cells without VarCharValue, ColumnInfo t
 With `results_s3` (a boto3 S3 client, e.g. on a moto server) and an OutputLocation, a query's result is also
 written where Athena writes it, `<OutputLocation>/<QueryExecutionId>.csv`, as Athena writes it: a header row,
 every value quoted (a quote doubled), NULL an unquoted empty field; GetQueryExecution names the file.
+`UNLOAD (query) TO 's3://...' WITH (format = 'PARQUET'[, compression = 'GZIP' | 'SNAPPY'])` writes the query's
+rows there instead, as Parquet files of at most `unload_file_rows` rows, and a data manifest listing them at
+`<OutputLocation>/<QueryExecutionId>-manifest.csv` (Statistics.DataManifestLocation); it fails as Athena does
+where the destination already holds an object, and, without `results_s3` or with `unload_denied`, as a write
+that was denied.
 
 `add_flow_logs(name, root)` loads the gzip text VPC flow logs under `root` as a table with the columns of AWS's
 documented Athena DDL (versions 2-5), string columns as the text has them (`-` included), integer columns NULL
@@ -27,6 +32,7 @@ import contextlib
 import gzip
 import itertools
 import json
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -37,6 +43,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import sqlglot
 from sqlglot import exp
 
@@ -65,6 +72,7 @@ class _Execution:
     result: pa.Table | None = None
     scanned: int = 0
     output: str | None = None  # s3://bucket/key.csv
+    manifest: str | None = None  # an UNLOAD's data manifest, s3://bucket/key-manifest.csv
 
 
 @dataclass
@@ -73,6 +81,8 @@ class FakeAthena:
     page_max: int = 1000  # Athena's own limit; the client may ask for fewer
     polls: int = 1  # polls answering QUEUED, then as many answering RUNNING
     results_s3: Any = None  # a boto3 S3 client: result files are written with it (module doc)
+    unload_file_rows: int = 1000  # rows per Parquet file an UNLOAD writes
+    unload_denied: bool = False  # an UNLOAD fails as a write the results bucket refuses (a SELECT still runs)
     calls: list[str] = field(default_factory=list)  # operation names, in order
     signers: list[str] = field(default_factory=list)  # the access key id that signed each request, in order
     executions: dict[str, _Execution] = field(default_factory=dict)
@@ -187,15 +197,47 @@ class FakeAthena:
         if location:
             execution.output = f"{location.rstrip('/')}/{qid}.csv"
         database = str((body.get("QueryExecutionContext") or {}).get("Database") or "default").lower()
+        unload = _UNLOAD.match(query)
         try:
-            sql, execution.scanned = self._translate(query, database)
+            sql, execution.scanned = self._translate(unload["query"] if unload else query, database)
             execution.result = self._con.cursor().sql(sql).to_arrow_table()
+            if unload:
+                execution.manifest = self._unload(qid, execution.result, unload, location)
+                execution.result = execution.result.schema.empty_table()  # the rows went to S3
         except (sqlglot.errors.SqlglotError, duckdb.Error, _Failed) as exc:
             execution.reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if execution.result is not None and execution.output and self.results_s3 is not None:
+            execution.result = None
+        if execution.result is not None and execution.output and self.results_s3 is not None and not unload:
             bucket, _, key = execution.output.removeprefix("s3://").partition("/")
             self.results_s3.put_object(Bucket=bucket, Key=key, Body=athena_csv(execution.result))
         return _json({"QueryExecutionId": qid})
+
+    def _unload(self, qid: str, result: pa.Table, unload: re.Match[str], location: str) -> str:
+        """Write an UNLOAD's rows as Parquet files under its destination and the data manifest listing them in the
+        query result location; the manifest's location. _Failed as Athena fails the query."""
+        destination = unload["to"]
+        properties = {k.lower(): v for k, v in re.findall(r"(\w+)\s*=\s*'([^']*)'", unload["properties"])}
+        if properties.get("format", "").upper() != "PARQUET":
+            raise _Failed(f"this fake writes UNLOAD's PARQUET format only, not {properties.get('format')!r}")
+        compression = properties.get("compression", "gzip").lower()
+        if compression not in ("gzip", "snappy"):
+            raise _Failed(f"INVALID_TABLE_PROPERTY: Unsupported compression {compression!r} for PARQUET")
+        if self.unload_denied or self.results_s3 is None or not location or not destination.startswith("s3://"):
+            raise _Failed(f"HIVE_CANNOT_OPEN_SPLIT: Access denied when writing output to url: {destination}")
+        bucket, _, prefix = destination.removeprefix("s3://").partition("/")
+        if self.results_s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("KeyCount"):
+            raise _Failed(f"HIVE_PATH_ALREADY_EXISTS: Target directory for table already exists: {destination}")
+        written = []
+        for i, start in enumerate(range(0, result.num_rows, self.unload_file_rows)):
+            out = pa.BufferOutputStream()
+            pq.write_table(result.slice(start, self.unload_file_rows), out, compression=compression)
+            key = f"{prefix.rstrip('/')}/{qid}_{i:05d}".lstrip("/")
+            self.results_s3.put_object(Bucket=bucket, Key=key, Body=out.getvalue().to_pybytes())
+            written.append(f"s3://{bucket}/{key}")
+        manifest = f"{location.rstrip('/')}/{qid}-manifest.csv"
+        m_bucket, _, m_key = manifest.removeprefix("s3://").partition("/")
+        self.results_s3.put_object(Bucket=m_bucket, Key=m_key, Body="".join(f"{w}\n" for w in written).encode())
+        return manifest
 
     def _translate(self, query: str, database: str) -> tuple[str, int]:
         """The query in DuckDB's dialect over the loaded tables, and the bytes of the tables it reads."""
@@ -245,6 +287,8 @@ class FakeAthena:
                                      "ErrorMessage": execution.reason}
         if execution.state == "SUCCEEDED":
             stats["DataScannedInBytes"] = execution.scanned
+            if execution.manifest:
+                stats["DataManifestLocation"] = execution.manifest
         return _json({"QueryExecution": {
             "QueryExecutionId": qid, "Query": execution.query, "StatementType": "DML", "WorkGroup": execution.workgroup,
             "Status": status, "Statistics": stats,
@@ -300,6 +344,10 @@ def _pruned(tree: exp.Expression, days: dict[str, int]) -> int:
                              else between.args[k].this) for k in ("low", "high"))
             return sum(size for day, size in days.items() if low <= day <= high)
     return sum(days.values())
+
+
+_UNLOAD = re.compile(r"\s*UNLOAD\s*\((?P<query>.*)\)\s*TO\s*'(?P<to>[^']*)'\s*WITH\s*\((?P<properties>[^)]*)\)\s*$",
+                     re.S | re.I)
 
 
 class _Failed(Exception):
