@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from .flows import LAYOUT, LONG_LIVED_S, WINDOW_S, reduce_sql
+from .flows import LAYOUT, LONG_LIVED_S, STRINGS, WINDOW_S, reduce_sql
 
 ENGINES = {"duckdb": "duckdb", "athena": "athena", "bigquery": "bigquery"}
 
@@ -308,9 +308,23 @@ def named_private(named: Iterable[str]) -> list[str] | None:
     return None if len(out) > NAMED_LIMIT else out
 
 
+def packed_row(columns: Iterable[str] = LAYOUT) -> str:
+    """SQL (DuckDB's dialect) for one text value holding a row's `columns` as a CSV line, as Athena writes its
+    result file: strings quoted (a quote doubled), integers bare, NULL an unquoted empty field. A client that
+    turns each value of a result into a Python object (google-cloud-bigquery's REST pages: 19 values a row)
+    converts one value a row instead, and pyarrow's CSV reader parses the lines (`remote.unpack_rows`)."""
+    fields = [f"coalesce('\"' || replace({_column(c)}, '\"', '\"\"') || '\"', '')" if c in STRINGS
+              else f"coalesce(CAST({_column(c)} AS VARCHAR), '')" for c in columns]
+    return " || ',' || ".join(fields)
+
+
+def _column(name: str) -> str:
+    return f'"{name}"' if name in ("window", "end") else name
+
+
 def pushdown_sql(source: str, *, table: str, start_s: int, end_s: int, named: Iterable[str] = (),
                  latest_end_ns: int | None = None, window_s: int = WINDOW_S, long_lived_s: int = LONG_LIVED_S,
-                 partition: Partition = "source") -> str:
+                 partition: Partition = "source", packed: bool = False) -> str:
     """The aggregate rows (columns `flows.LAYOUT`, DuckDB's dialect) that the local summary reads, reduced from
     `table` of kind `source`: rows with a public source or destination, or an end in `named` (addresses that
     DNS answers in the scan named), and the rows holding the latest end.
@@ -323,6 +337,8 @@ def pushdown_sql(source: str, *, table: str, start_s: int, end_s: int, named: It
     computes in one cheap distributed aggregate), or, without it, the table's maximum end computed here (a
     second read of the source in engines that do not reuse a common table expression). Every row whose end is
     the maximum is kept, not one: the summary breaks the tie itself, among the same candidates.
+
+    `packed`: each row as one CSV line in a column `line` (`packed_row`), for BigQuery's REST results.
     """
     if 3600 % window_s:
         raise ValueError(f"window_s {window_s} does not divide an hour")
@@ -336,7 +352,7 @@ def pushdown_sql(source: str, *, table: str, start_s: int, end_s: int, named: It
             ends += [f"coalesce(src IN ({values}), FALSE)", f"coalesce(dst IN ({values}), FALSE)"]
         latest = str(int(latest_end_ns)) if latest_end_ns is not None else "(SELECT max(end_ns) FROM flow_agg)"
         keep = " OR ".join([*ends, f"coalesce(end_ns = {latest}, FALSE)"])
-    layout = ", ".join(f'"{c}"' if c in ("window", "end") else c for c in LAYOUT)
+    layout = f"{packed_row()} AS line" if packed else ", ".join(_column(c) for c in LAYOUT)
     return PUSHDOWN_SQL.format(
         records=_records(source, table, start_s, end_s, partition), layout=layout, keep=keep,
         reduce=reduce_sql("flow_records", window_s=window_s, long_lived_s=long_lived_s))

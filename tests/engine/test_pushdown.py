@@ -331,3 +331,61 @@ def test_no_unload_on_the_command_line_reads_athenas_csv_result() -> None:
     parser = build_parser()
     assert warehouse(parser.parse_args(base), "athena").athena.unload is True
     assert warehouse(parser.parse_args([*base, "--no-unload"]), "athena").athena.unload is False
+
+
+def test_packed_rows_come_back_as_they_were_values_nulls_and_quotes_included() -> None:
+    """`packed_row` run by DuckDB (the fake runs BigQuery's translation of it there) and `unpack_rows` give back
+    every value: NULL apart from the empty string, quotes, commas and newlines in text, 64-bit integers."""
+    import duckdb
+    import pyarrow as pa
+
+    from spendwatch.engine.flows import LAYOUT, SCHEMA
+    from spendwatch.engine.remote import to_schema, unpack_rows
+    from spendwatch.engine.sql import packed_row, translate
+
+    values: dict[str, list[Any]] = {c: [None, None, None, None] for c in LAYOUT}
+    values.update(cloud=["aws", "gcp", "", None], account=["012345678901", 'a "quoted", one', "x\ny", ","],
+                  src=["10.0.0.1", "", "2001:db8::1", None], dst=["198.51.100.7", None, '"', "a,b"],
+                  src_port=[None, 443, 0, 65535], window=[1, -2, 3, 2**40], bytes=[100, 2**62, -1, None],
+                  records=[1, 2, 3, 4])
+    rows = pa.table({c: pa.array(v, SCHEMA.field(c).type) for c, v in values.items()}, schema=SCHEMA)
+    con = duckdb.connect()
+    con.register("t", rows)
+    sql = translate(f"SELECT {packed_row()} AS line FROM t", "bigquery", pretty=False)
+    assert "CAST(`window` AS STRING)" in sql  # BigQuery's own dialect, as the warehouse gets it
+    packed = con.sql(f"SELECT {packed_row()} AS line FROM t").to_arrow_table()
+    assert packed.column_names == ["line"] and packed["line"].null_count == 0
+    assert unpack_rows(packed, "job j").equals(to_schema(rows, "expected"))
+    assert unpack_rows(packed.slice(0, 0), "job j").num_rows == 0
+
+
+def test_a_packed_page_that_is_not_the_rows_is_an_error_naming_the_job() -> None:
+    import pyarrow as pa
+
+    from spendwatch.engine.remote import WarehouseError, unpack_rows
+
+    with pytest.raises(WarehouseError, match=r"^job j: "):
+        unpack_rows(pa.table({"line": ["1,2,3"]}), "job j")
+    with pytest.raises(WarehouseError, match=r"^job j: 1 packed rows are NULL"):
+        unpack_rows(pa.table({"line": pa.array([None], pa.string())}), "job j")
+
+
+def test_bigquery_sends_the_rows_packed_one_value_a_row(gcp_data: Any, bigquery: tuple[FakeBigQuerySql, str]) -> None:
+    """The rows query asks for one CSV line a row (a column `line`); they unpack to the rows the unpacked query
+    gives, page by page."""
+    import pyarrow as pa
+
+    from spendwatch.engine.flows import LAYOUT
+    from spendwatch.engine.remote import BigQuery, to_schema
+    from spendwatch.engine.sql import pushdown_sql, translate
+
+    fake, url = bigquery
+    api = BigQuery(BigQueryOptions(endpoint=url, page_rows=100), SINK)
+    got: list[pa.Table] = []
+    fetched = api.fetch("gcp_flow_sink", SINK, WHOLE["start_s"], WHOLE["end_s"], [], got.append)
+    assert fetched.returned > 100 and fake.queries[-1].count(" AS line") == 1
+    packed = pa.concat_tables(got)
+    plain, _, _ = api.run(translate(pushdown_sql("gcp_flow_sink", table=SINK, start_s=WHOLE["start_s"],
+                                                 end_s=WHOLE["end_s"]), "bigquery"))
+    order = [(c, "ascending") for c in LAYOUT]
+    assert packed.sort_by(order).equals(to_schema(plain, "plain").sort_by(order))
