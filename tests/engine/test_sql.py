@@ -16,6 +16,7 @@ from spendwatch.cli import main
 from spendwatch.connectors.files import read_directory
 from spendwatch.engine import sql
 from spendwatch.engine.flows import LAYOUT, SCHEMA, FlowEngine
+from spendwatch.engine.remote import unpack_rows
 from spendwatch.models.features import Features, resource_hours
 from spendwatch.records import Tables, empty
 from spendwatch.report import RunReport
@@ -184,6 +185,9 @@ def test_the_pushdown_query_parses_in_each_dialect(source: str, engine: str) -> 
         assert "`my-project`.`logs`.`flow_table`" in text
     if sql.SOURCES[source].engine == engine != "duckdb":  # no DuckDB-only function left (epoch_ns, epoch_us)
         assert "EPOCH" not in text.upper()
+    packed = sqlglot.parse_one(sql.translate(sql.pushdown_sql(source, table="t", packed=True, **WHOLE), engine),
+                               read=sql.ENGINES[engine])
+    assert [c.alias_or_name for c in packed.selects] == ["line"]  # one CSV line a row (BigQuery's REST pages)
 
 
 def test_past_the_limit_of_named_addresses_every_row_is_kept() -> None:
@@ -224,6 +228,10 @@ def test_the_pushed_down_rows_give_the_summary_every_record_gives(name: str, tmp
         pd.testing.assert_frame_equal(got[0], reference[0])
         pd.testing.assert_frame_equal(got[1], reference[1])
         pd.testing.assert_series_equal(got[2], reference[2])
+        packed = con.sql(sql.pushdown_sql("canonical", table="flows", named=named, latest_end_ns=end, packed=True,
+                                          **WHOLE)).to_arrow_table()
+        order = [(c, "ascending") for c in LAYOUT]  # the same rows, one CSV line each (in no set order)
+        assert unpack_rows(packed, "packed").sort_by(order).equals(rows.cast(SCHEMA).sort_by(order))
     # without the DNS-named private peers the rule rows differ: the list is what keeps them
     if sql.named_private(named):
         rows = con.sql(sql.pushdown_sql("canonical", table="flows", latest_end_ns=latest, **WHOLE)).to_arrow_table()
