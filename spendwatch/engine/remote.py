@@ -367,9 +367,10 @@ class Athena:
 
     def _unload_destination(self) -> str:
         """A new, empty prefix under the output location for one UNLOAD, or "" where UNLOAD is not to be used (off,
-        or no output location known here: a workgroup's own is not visible before a query runs)."""
+        or no output location known here: a workgroup's own is not visible before a query runs; or one with a
+        quote, which the statement's string literal could not hold)."""
         location = self.options.output_location or ""
-        if not (self.options.unload and location.startswith("s3://")):
+        if not (self.options.unload and location.startswith("s3://")) or "'" in location:
             return ""
         import uuid
 
