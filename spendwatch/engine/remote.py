@@ -282,15 +282,10 @@ class Athena:
             return location, None, "no result file named"
         from botocore.exceptions import BotoCoreError, ClientError
 
-        bucket, _, key = location.removeprefix("s3://").partition("/")
         try:
-            return location, self.s3.get_object(Bucket=bucket, Key=key)["Body"], ""
-        except ClientError as exc:
-            error = exc.response.get("Error") or {}
-            return location, None, (f"{location} could not be read: {error.get('Code', 'error')}: "
-                                    f"{error.get('Message', exc)}")
-        except BotoCoreError as exc:
-            return location, None, f"{location} could not be read: {type(exc).__name__}: {exc}"
+            return location, self._object(location), ""
+        except (ClientError, BotoCoreError) as exc:
+            return location, None, f"{location} could not be read: {_boto_reason(exc)}"
 
     def stream(self, query_id: str, execution: dict[str, Any], sink: Sink) -> tuple[int, str]:
         """Hand the aggregate rows of a finished query to `sink` as they arrive, from the result file where it
