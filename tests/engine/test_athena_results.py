@@ -149,7 +149,7 @@ def test_unload_hands_over_the_rows_of_the_result_file_from_parquet_files(
     by_unload, fetched = _fetch(url, aws)
     assert by_unload.equals(by_csv) and by_unload.num_rows == fetched.returned > 1_000
     unload = fake.executions[fetched.queries[1]]
-    assert unload.query.startswith("UNLOAD (WITH flow_records AS") and unload.manifest
+    assert unload.query.startswith("UNLOAD (SELECT * FROM (WITH flow_records AS") and unload.manifest
     assert fetched.via.startswith("as Parquet through UNLOAD (") and fetched.bytes_scanned == csv_fetched.bytes_scanned
     files = -(-fetched.returned // 700)
     assert f"({files} file(s), " in fetched.via
