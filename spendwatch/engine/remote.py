@@ -416,8 +416,7 @@ class Athena:
                             sink(rows)
                             returned += rows.num_rows
         except (ClientError, BotoCoreError, pa.ArrowException, OSError, UnicodeDecodeError, WarehouseError) as exc:
-            reason = _boto_reason(exc) if isinstance(exc, ClientError | BotoCoreError) else (
-                str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            reason = _boto_reason(exc) if isinstance(exc, ClientError | BotoCoreError) else _first_line(exc)
             if not returned:
                 raise _NotUnloaded(f"files could not be read: {where}: {reason}") from exc
             raise WarehouseError(f"query {query_id}: {where}: {reason} ({returned:,} rows read before)") from exc
@@ -458,7 +457,7 @@ def _csv_table(body: Any, where: str, types: dict[str, pa.DataType]) -> pa.Table
     try:
         table = pacsv.read_csv(pa.PythonFile(body, mode="r"), **_csv_options(types))
     except (pa.ArrowException, OSError, BotoCoreError) as exc:
-        raise WarehouseError(f"{where}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+        raise WarehouseError(f"{where}: {_first_line(exc)}") from exc
     return table.cast(pa.schema([(f.name, types.get(f.name, f.type)) for f in table.schema]))
 
 
@@ -480,7 +479,7 @@ def unpack_rows(page: pa.Table, where: str) -> pa.Table:
         table = pacsv.read_csv(pa.BufferReader(text), read_options=pacsv.ReadOptions(column_names=list(LAYOUT)),
                                **_csv_options({c: SCHEMA.field(c).type for c in LAYOUT}, list(LAYOUT)))
     except pa.ArrowException as exc:
-        raise WarehouseError(f"{where}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+        raise WarehouseError(f"{where}: {_first_line(exc)}") from exc
     if table.num_rows != len(lines):
         raise WarehouseError(f"{where}: {len(lines):,} packed rows gave {table.num_rows:,} rows")
     return to_schema(table, where)
@@ -503,7 +502,7 @@ def _csv_rows(body: Any, where: str, sink: Sink) -> int:
                 sink(rows)
                 returned += rows.num_rows
     except (pa.ArrowException, OSError, BotoCoreError) as exc:
-        raise WarehouseError(f"{where}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__} "
+        raise WarehouseError(f"{where}: {_first_line(exc)} "
                              f"({returned:,} rows read before)") from exc
     return returned
 
@@ -517,6 +516,11 @@ def athena_errors() -> Iterator[None]:
         yield
     except (ClientError, BotoCoreError) as exc:
         raise WarehouseError(_boto_reason(exc)) from exc
+
+
+def _first_line(exc: Exception) -> str:
+    """An error's first line (a parser's message can run on for lines), or its type where it has no text."""
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def _boto_reason(exc: Exception) -> str:
@@ -576,14 +580,13 @@ class BigQuery:
         return table, rows.total_bytes_processed, str(rows.job_id or rows.query_id or "")
 
     def stream(self, sql: str, sink: Sink) -> tuple[int, int | None, str]:
-        """Run `sql` and hand its aggregate rows to `sink` page by page as they arrive; the rows, bytes processed
-        and the job's id. A result of one column `line` holds the rows packed as CSV lines (`sql.packed_row`)."""
+        """Run `sql`, whose result is the aggregate rows packed as CSV lines (`sql.pushdown_sql(packed=True)`), and
+        hand them to `sink` page by page as they arrive; the rows, bytes processed and the job's id."""
         rows = self.client.query_and_wait(sql, page_size=self.options.page_rows, wait_timeout=self.options.timeout_s)
         job = str(rows.job_id or rows.query_id or "")
         returned = 0
         for batch in rows.to_arrow_iterable():
-            page = pa.Table.from_batches([batch])
-            got = unpack_rows(page, f"job {job}") if page.column_names == ["line"] else to_schema(page, f"job {job}")
+            got = unpack_rows(pa.Table.from_batches([batch]), f"job {job}")
             if got.num_rows:
                 sink(got)
                 returned += got.num_rows
