@@ -173,7 +173,8 @@ class _Scan:
             self.gap("flows", f"bigquery:{flows.table}: no BigQuery client: {type(exc).__name__}: {exc}")
             return
         try:
-            source = WarehouseFlows.from_gcp(cfg, self.now, client=_Counted(api, self.call))
+            storage = _CountedStorage(self.storage(), self.call) if flows.export_uri else None
+            source = WarehouseFlows.from_gcp(cfg, self.now, client=_Counted(api, self.call), storage=storage)
             source(tables, self.flows, self.report)
         except (StrictError, UndeclaredCall):
             raise
@@ -260,10 +261,33 @@ class _Counted:
     def __init__(self, client: Any, call: Callable[[str], None]) -> None:
         self.client, self.call = client, call
 
-    def query_and_wait(self, *args: Any, **kwargs: Any) -> Any:
+    def query_and_wait(self, query: str, *args: Any, **kwargs: Any) -> Any:
         self.call("Client.query_and_wait")
         permission("Client.query_and_wait/table")
-        return self.client.query_and_wait(*args, **kwargs)
+        if query.lstrip().upper().startswith("EXPORT DATA"):
+            self.call("Client.query_and_wait/export")
+        return self.client.query_and_wait(query, *args, **kwargs)
+
+
+class _CountedStorage:
+    """A Cloud Storage client whose calls (listing an export's files, fetching each) are checked against
+    `permissions.CALLS` and counted with the scan's other calls. Only what `engine.remote.BigQuery.exported` uses."""
+
+    def __init__(self, client: Any, call: Callable[[str], None]) -> None:
+        self.client, self.call = client, call
+
+    def list_blobs(self, bucket: str, **kwargs: Any) -> list[Any]:
+        self.call("Client.list_blobs")
+        return [_CountedBlob(blob, self.call) for blob in self.client.list_blobs(bucket, **kwargs)]
+
+
+class _CountedBlob:
+    def __init__(self, blob: Any, call: Callable[[str], None]) -> None:
+        self.blob, self.call, self.name = blob, call, blob.name
+
+    def download_to_file(self, file: Any, **kwargs: Any) -> None:
+        self.call("Blob.download_to_file")
+        self.blob.download_to_file(file, **kwargs)
 
 
 __all__ = ["GcpConfig", "GcsLocation", "scan"]

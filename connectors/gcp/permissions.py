@@ -24,6 +24,14 @@ CALLS: dict[str, str] = {
     # The sinks' and exports' objects in Cloud Storage (google-cloud-storage).
     "Client.list_blobs": "storage.objects.list",
     "Blob.download_as_bytes": "storage.objects.get",
+    "Blob.download_to_file": "storage.objects.get",  # the Parquet files of `[gcp.bigquery] export_uri`
+}
+
+# Granted on one bucket only, never in the reader role (which would then write to every bucket in its scope):
+# `[gcp.bigquery] export_uri`'s EXPORT DATA writes its files there as the job's identity
+# (deploy/terraform/gcp: `bigquery_export_bucket`, roles/storage.objectCreator on that bucket).
+BUCKET_CALLS: dict[str, str] = {
+    "Client.query_and_wait/export": "storage.objects.create",
 }
 
 
@@ -33,7 +41,7 @@ class UndeclaredCall(RuntimeError):
 
 def permission(call: str) -> str:
     try:
-        return CALLS[call]
+        return CALLS[call] if call in CALLS else BUCKET_CALLS[call]
     except KeyError:
         raise UndeclaredCall(f"{call} is not declared in connectors/gcp/permissions.py") from None
 

@@ -62,10 +62,14 @@ def add_warehouse_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--region", help="with --engine athena: the AWS region (default: the AWS environment's)")
     p.add_argument("--project", help="with --engine bigquery: the project the query job runs in "
                                      "(default: the table's)")
+    p.add_argument("--export-uri", metavar="GS_URL",
+                   help="with --engine bigquery: bring the flow rows back as Parquet through EXPORT DATA under this "
+                        "Cloud Storage location (the job needs storage.objects.create there)")
     p.add_argument("--query-timeout", type=float, default=600.0, metavar="SECONDS",
                    help="with --engine athena|bigquery: give up on a query after this long (default 600)")
     p.add_argument("--endpoint-url", help=argparse.SUPPRESS)  # tests: a local fake on 127.0.0.1
     p.add_argument("--page-rows", type=int, help=argparse.SUPPRESS)  # tests: small pages of results
+    p.add_argument("--storage-endpoint", help=argparse.SUPPRESS)  # tests: a Cloud Storage fake on 127.0.0.1
 
 
 def _partition(args: argparse.Namespace, source: str) -> Any:
@@ -133,8 +137,11 @@ def warehouse(args: argparse.Namespace, engine: str) -> Any:
         if options.page_rows > 1000:
             raise ValueError("--page-rows: Athena returns at most 1000 rows a page")
         return WarehouseFlows(engine, source, table, start_s, end_s, athena=options, partition=partition)
+    export = getattr(args, "export_uri", None)
+    if export is not None and (not export.startswith("gs://") or "'" in export or "*" in export):
+        raise ValueError(f"--export-uri {export!r}: not a gs://bucket/prefix location")
     options_bq = BigQueryOptions(project=args.project, endpoint=args.endpoint_url, timeout_s=args.query_timeout,
-                                 **pages)
+                                 export_uri=export, storage_endpoint=getattr(args, "storage_endpoint", None), **pages)
     return WarehouseFlows(engine, source, table, start_s, end_s, bigquery=options_bq, partition=partition)
 
 

@@ -29,6 +29,13 @@ local scan. Only aggregate rows travel back, never records.
   Without the Storage Read API, the client turns every value of a REST page into a Python object: 165 s for the
   4.2 million rows of 50 M records, 19 values a row. So the rows query packs each row into one CSV line
   (`sql.packed_row`), which pyarrow parses here (`unpack_rows`): one value a row for the client.
+  With an export location (`export_uri`, gs://bucket/prefix), the rows query is an EXPORT DATA instead: BigQuery
+  writes the rows as gzip Parquet files under a new prefix of it (`spendwatch-export/<uuid>/*.parquet`), which are
+  listed and fetched through google-cloud-storage (into a temporary file each) and handed to the FlowEngine batch
+  by batch, as Athena's UNLOAD files are; the client converts nothing. An EXPORT DATA that fails (no write
+  permission on the bucket, a location BigQuery refuses) or whose files cannot be read before any row was handed
+  over is asked again as the packed query, and the report says why; a read that breaks off after rows arrived is
+  a gap.
 
 A query that fails, is denied or times out is a coverage gap naming the engine, the table and the error, and
 the scan goes on without flows (never an all clear). The SDKs are imported only here, only when used.
@@ -60,6 +67,7 @@ if TYPE_CHECKING:
 ATHENA_PAGE_MAX = 1000  # GetQueryResults' MaxResults limit
 UNLOAD_PREFIX = "spendwatch-unload"  # under the output location: one new prefix per UNLOAD (it must be empty)
 UNLOAD_BATCH_ROWS = 262_144  # rows of an UNLOAD file handed to the engine at a time
+EXPORT_PREFIX = "spendwatch-export"  # under a BigQuery export location: one new prefix per EXPORT DATA
 
 
 class WarehouseError(Exception):
@@ -72,6 +80,10 @@ class QueryFailed(WarehouseError):
 
 class _NotUnloaded(Exception):
     """UNLOAD's files could not be read before any row was handed over: the rows are asked for again."""
+
+
+class _NotExported(Exception):
+    """An EXPORT DATA ran but its files could not be read before any row was handed over: ask again (packed)."""
 
 
 Sink = Callable[[pa.Table], None]  # takes aggregate rows (flows.SCHEMA) as they arrive
@@ -130,6 +142,8 @@ class BigQueryOptions:
     endpoint: str | None = None  # tests: a local fake (anonymous credentials then)
     page_rows: int | None = None  # rows per page of results (default: the client's)
     timeout_s: float = 600.0
+    export_uri: str | None = None  # gs://bucket/prefix: the flow rows as Parquet through EXPORT DATA under it
+    storage_endpoint: str | None = None  # tests: a local Cloud Storage fake (anonymous credentials then)
 
 
 def to_schema(table: pa.Table, where: str) -> pa.Table:
@@ -555,14 +569,16 @@ def _arrow_type(kind: str) -> pa.DataType:
 # ---- BigQuery --------------------------------------------------------------------------------------------------
 
 class BigQuery:
-    """Queries through google-cloud-bigquery's Client.query_and_wait."""
+    """Queries through google-cloud-bigquery's Client.query_and_wait; an export's files through google-cloud-storage
+    (`storage`: a client to use instead of building one)."""
 
-    def __init__(self, options: BigQueryOptions, table: str, client: Any = None) -> None:
+    def __init__(self, options: BigQueryOptions, table: str, client: Any = None, storage: Any = None) -> None:
         self.options = options
+        self.project = options.project or table.split(".", 1)[0]
         if client is None:
             from google.cloud import bigquery
 
-            kwargs: dict[str, Any] = {"project": options.project or table.split(".", 1)[0]}
+            kwargs: dict[str, Any] = {"project": self.project}
             if options.location:
                 kwargs["location"] = options.location
             if options.endpoint:
@@ -573,6 +589,16 @@ class BigQuery:
                 kwargs["credentials"] = AnonymousCredentials()
             client = bigquery.Client(**kwargs)
         self.client = client
+        self._storage = storage
+
+    @property
+    def storage(self) -> Any:
+        if self._storage is None:
+            from spendwatch.connectors.gcp import gcs
+
+            self._storage = gcs.client(self.project, endpoint=self.options.storage_endpoint,
+                                       anonymous=bool(self.options.storage_endpoint))
+        return self._storage
 
     def run(self, sql: str) -> tuple[pa.Table, int | None, str]:
         rows = self.client.query_and_wait(sql, page_size=self.options.page_rows, wait_timeout=self.options.timeout_s)
@@ -594,23 +620,106 @@ class BigQuery:
 
     def fetch(self, source: str, table: str, start_s: int, end_s: int, named: Iterable[str],
               sink: Sink | None = None) -> Fetched:
+        """The totals, then the aggregate rows: through EXPORT DATA where an export location is set (asked again
+        packed where that fails before any row arrived), else packed, page by page. With `sink`, the rows go to it
+        as they arrive and `rows` is empty."""
+        from google.api_core.exceptions import GoogleAPICallError
+
         totals, scanned, totals_id = self.run(translate(totals_sql(source, table=table, start_s=start_s,
                                                                    end_s=end_s), "bigquery"))
         first = totals.to_pylist()[0] if totals.num_rows else {}
         records = int(first.get("records") or 0)
         if not records:
-            return Fetched(pa.table({c: pa.array([], SCHEMA.field(c).type) for c in LAYOUT}, schema=SCHEMA), 0,
-                           scanned, [totals_id])
+            return Fetched(_empty(), 0, scanned, [totals_id])
+        named = list(named)
+
+        def rows_sql(packed: bool) -> str:
+            return translate(pushdown_sql(source, table=table, start_s=start_s, end_s=end_s, named=named,
+                                          latest_end_ns=first.get("latest_end_ns"), packed=packed), "bigquery")
+
+        def total(more: int | None) -> int | None:
+            return None if scanned is None or more is None else scanned + more
+
         kept: list[pa.Table] = []
-        returned, more, rows_id = self.stream(translate(pushdown_sql(
-            source, table=table, start_s=start_s, end_s=end_s, named=named,
-            latest_end_ns=first.get("latest_end_ns"), packed=True), "bigquery"), sink or kept.append)
-        return Fetched(pa.concat_tables([_empty(), *kept]), records,
-                       None if scanned is None or more is None else scanned + more, [totals_id, rows_id], returned,
-                       "page by page")
+        queries, why = [totals_id], ""
+        destination = self._export_destination()
+        if destination:
+            try:
+                done = self.client.query_and_wait(export_sql(rows_sql(False), destination + "*.parquet"),
+                                                  wait_timeout=self.options.timeout_s)
+                export_id = str(done.job_id or done.query_id or "")
+                queries.append(export_id)
+                returned, via = self.exported(export_id, destination, sink or kept.append)
+                return Fetched(pa.concat_tables([_empty(), *kept]), records, total(done.total_bytes_processed),
+                               queries, returned, via)
+            except GoogleAPICallError as exc:  # the statement failed: asked again, packed
+                why = f" (EXPORT DATA failed: {_first_line(exc)})"
+            except _NotExported as exc:
+                why = f" (EXPORT DATA {exc})"
+        returned, more, rows_id = self.stream(rows_sql(True), sink or kept.append)
+        queries.append(rows_id)
+        return Fetched(pa.concat_tables([_empty(), *kept]), records, total(more), queries, returned,
+                       "page by page" + why)
+
+    def _export_destination(self) -> str:
+        """A new, empty prefix under the export location for one EXPORT DATA (gs://bucket/prefix/), or "" where
+        there is none (or one with a quote, which the statement's string literal could not hold)."""
+        location = self.options.export_uri or ""
+        if not location.startswith("gs://") or "'" in location or "*" in location:
+            return ""
+        import uuid
+
+        return f"{location.rstrip('/')}/{EXPORT_PREFIX}/{uuid.uuid4().hex}/"
+
+    def exported(self, job: str, destination: str, sink: Sink) -> tuple[int, str]:
+        """Hand the rows an EXPORT DATA wrote (the Parquet files under `destination`, in name order) to `sink`,
+        file by file, batch by batch; the rows handed over and how they came. _NotExported where the files cannot
+        be listed or read before any row was handed over; WarehouseError where a read breaks off after some were.
+        No file at all is an error too: BigQuery writes one even for no rows (and the totals said there are)."""
+        import tempfile
+
+        import pyarrow.parquet as pq
+        from google.api_core.exceptions import GoogleAPIError
+        from google.cloud.storage.exceptions import DataCorruption  # a download whose checksum does not match
+
+        bucket, _, prefix = destination.removeprefix("gs://").partition("/")
+        returned = size = files = 0
+        where = destination
+        try:
+            blobs = list(self.storage.list_blobs(bucket, prefix=prefix))
+            if not blobs:
+                raise WarehouseError("no file was written there")
+            for blob in sorted(blobs, key=lambda b: b.name):
+                where = f"gs://{bucket}/{blob.name}"
+                with tempfile.TemporaryFile(prefix="spendwatch-export-") as spill:
+                    blob.download_to_file(spill, raw_download=True)
+                    size += spill.tell()
+                    files += 1
+                    spill.seek(0)
+                    for batch in pq.ParquetFile(spill).iter_batches(batch_size=UNLOAD_BATCH_ROWS):
+                        rows = to_schema(pa.Table.from_batches([batch]), f"job {job}: {where}")
+                        if rows.num_rows:
+                            sink(rows)
+                            returned += rows.num_rows
+        except (GoogleAPIError, DataCorruption, pa.ArrowException, OSError, WarehouseError) as exc:
+            reason = _first_line(exc)
+            if not returned:
+                raise _NotExported(f"files could not be read: {where}: {reason}") from exc
+            raise WarehouseError(f"job {job}: {where}: {reason} ({returned:,} rows read before)") from exc
+        return returned, f"as Parquet through EXPORT DATA ({files} file(s), {size / 1e6:,.1f} MB under {destination})"
 
     def close(self) -> None:
         self.client.close()
+
+
+def export_sql(select: str, uri: str) -> str:
+    """`select` (BigQuery's dialect) as an EXPORT DATA writing its rows as gzip Parquet files named by `uri` (a
+    Cloud Storage URI with one `*`, which BigQuery numbers). A fresh prefix per query holds nothing to overwrite;
+    `overwrite = true` keeps a prefix that is not empty from failing the statement."""
+    if "'" in uri or uri.count("*") != 1 or not uri.startswith("gs://"):
+        raise ValueError(f"EXPORT DATA uri {uri!r}: not a gs:// location with one wildcard and no quote")
+    return (f"EXPORT DATA OPTIONS (uri = '{uri}', format = 'PARQUET', compression = 'GZIP', overwrite = true) "
+            f"AS {select}")
 
 
 # ---- the scan's flow source ------------------------------------------------------------------------------------
@@ -636,6 +745,7 @@ class WarehouseFlows:
     bigquery: BigQueryOptions = field(default_factory=BigQueryOptions)
     client: Any = None  # an SDK client to use instead of building one (tests)
     s3_client: Any = None  # Athena: the S3 client its result files are read with, instead of building one
+    storage_client: Any = None  # BigQuery: the Cloud Storage client an export's files are read with
     fetched: Fetched | None = None  # what the last call read
     partition: Partition = "source"  # the table's day partition (sql.DayPartition): "source" is the source's usual
 
@@ -654,18 +764,21 @@ class WarehouseFlows:
                    athena=options, client=client, s3_client=s3, partition=athena.partition)
 
     @classmethod
-    def from_gcp(cls, config: GcpConfig, now: datetime, *, client: Any = None) -> WarehouseFlows:
+    def from_gcp(cls, config: GcpConfig, now: datetime, *, client: Any = None, storage: Any = None) -> WarehouseFlows:
         """The flows of a live GCP scan at `now` (`config.bigquery`, the `[gcp.bigquery]` table): BigQuery's
         aggregate rows for the sink's entries that started in the trailing `window_hours`. `client`: the BigQuery
-        client to use (the connector passes one built with its credentials and `bigquery_endpoint`)."""
+        client to use (the connector passes one built with its credentials and `bigquery_endpoint`); `storage`: the
+        Cloud Storage client an export's files are read with (`export_uri`)."""
         flows = config.bigquery
         if flows is None:
             raise ValueError("the [gcp] configuration has no [gcp.bigquery] table")
         end_s = int(now.timestamp())
         options = BigQueryOptions(project=flows.project, location=flows.location, endpoint=config.bigquery_endpoint,
-                                  timeout_s=flows.query_timeout_s)
+                                  timeout_s=flows.query_timeout_s,
+                                  export_uri=str(flows.export_uri) if flows.export_uri else None,
+                                  storage_endpoint=config.storage_endpoint)
         return cls("bigquery", "gcp_flow_sink", flows.table, end_s - flows.window_hours * 3600, end_s,
-                   bigquery=options, client=client)
+                   bigquery=options, client=client, storage_client=storage)
 
     @property
     def skip(self) -> tuple[str, ...]:
@@ -719,7 +832,7 @@ class WarehouseFlows:
             from google.auth.exceptions import GoogleAuthError
 
             try:
-                api = BigQuery(self.bigquery, self.table, self.client)
+                api = BigQuery(self.bigquery, self.table, self.client, self.storage_client)
             except GoogleAuthError as exc:
                 raise WarehouseError(f"no credentials for BigQuery: {exc}") from exc
             try:
@@ -739,4 +852,4 @@ def _utc(seconds: int) -> str:
 
 
 __all__ = ["Athena", "AthenaOptions", "BigQuery", "BigQueryOptions", "Fetched", "WarehouseError", "WarehouseFlows",
-           "athena_errors", "to_schema"]
+           "athena_errors", "export_sql", "to_schema"]

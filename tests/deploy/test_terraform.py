@@ -196,6 +196,23 @@ def test_gcp_reader_role_takes_its_permissions_from_reader_json() -> None:
         assert resources[name]["member"] == "serviceAccount:${google_service_account.scanner.email}", name
 
 
+def test_gcp_export_bucket_grants_write_on_that_bucket_only_and_only_when_set() -> None:
+    """EXPORT DATA's write permission is a bucket grant behind bigquery_export_bucket, never in the reader role."""
+    permissions = import_module("spendwatch.connectors.gcp.permissions")
+    iam = load(TF / "gcp" / "iam.tf")
+    resources = blocks(iam, "resource")
+    grants = {k: v for k, v in resources.items() if k.startswith("google_storage_bucket_iam_member.")}
+    assert {v["role"] for v in grants.values()} == {"roles/storage.objectCreator", "roles/storage.objectViewer"}
+    for name, body in grants.items():
+        assert body["bucket"] == "${var.bigquery_export_bucket}", name
+        assert body["count"] == "${var.bigquery_export_bucket == null ? 0 : 1}", name
+        assert body["member"] == "serviceAccount:${google_service_account.scanner.email}", name
+    assert set(permissions.BUCKET_CALLS.values()) == {"storage.objects.create"}
+    assert not set(permissions.BUCKET_CALLS.values()) & set(permissions.permissions())
+    variables = blocks(load(TF / "gcp" / "variables.tf"), "variable")
+    assert variables["bigquery_export_bucket"]["default"] is None
+
+
 def test_azure_reader_role_takes_its_actions_from_reader_json() -> None:
     iam = load(TF / "azure" / "iam.tf")
     assert locals_of(iam)["reader"] == '${jsondecode(file("${path.module}/roles/reader.json"))}'

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, where th
 
 from fakes.athena import FakeAthena
 from fakes.bigquery_sql import FakeBigQuerySql
+from fakes.gcs import FakeGcs
 from fakes.raw_http import serve
 
 from spendwatch.cli import main
@@ -389,3 +390,115 @@ def test_bigquery_sends_the_rows_packed_one_value_a_row(gcp_data: Any, bigquery:
                                                  end_s=WHOLE["end_s"]), "bigquery"))
     order = [(c, "ascending") for c in LAYOUT]
     assert packed.sort_by(order).equals(to_schema(plain, "plain").sort_by(order))
+
+
+# --- BigQuery's rows as Parquet through EXPORT DATA ----------------------------------------------------------------
+
+SCRATCH = "acme-secops-scratch"
+
+
+@pytest.fixture
+def exporting(gcp_data: Any) -> Iterator[tuple[FakeBigQuerySql, FakeGcs, str, str]]:
+    """The executing BigQuery fake, writing EXPORT DATA's files (150 rows each) into a Cloud Storage fake."""
+    storage = FakeGcs(buckets={SCRATCH: {}})
+    fake = FakeBigQuerySql(SINK, page_rows=100, storage=storage, export_rows=150)
+    fake.add_flow_logs(gcp_data.root)
+    with serve(fake) as url, serve(storage) as storage_url:
+        yield fake, storage, url, storage_url
+
+
+def _bq_rows(url: str, storage_url: str, **options: Any) -> tuple[Any, Any]:
+    """The aggregate rows one BigQuery read hands over (in a canonical order), and what it says of them."""
+    import pyarrow as pa
+
+    from spendwatch.engine.flows import LAYOUT
+    from spendwatch.engine.remote import BigQuery
+
+    got: list[pa.Table] = []
+    api = BigQuery(BigQueryOptions(endpoint=url, page_rows=100, storage_endpoint=storage_url, **options), SINK)
+    fetched = api.fetch("gcp_flow_sink", SINK, WHOLE["start_s"], WHOLE["end_s"], [], got.append)
+    rows = pa.concat_tables(got)
+    return rows.sort_by([(c, "ascending") for c in LAYOUT]), fetched
+
+
+def test_bigquery_export_hands_over_the_rows_the_packed_query_gives(
+        exporting: tuple[FakeBigQuerySql, FakeGcs, str, str]) -> None:
+    fake, storage, url, storage_url = exporting
+    packed, by_pages = _bq_rows(url, storage_url)
+    calls = len(fake.calls)
+    rows, fetched = _bq_rows(url, storage_url, export_uri=f"gs://{SCRATCH}/spendwatch")
+    assert rows.equals(packed) and rows.num_rows == fetched.returned > 1_000
+    assert fake.queries[-1].startswith(f"EXPORT DATA OPTIONS (uri = 'gs://{SCRATCH}/spendwatch/spendwatch-export/")
+    assert "*.parquet', format = 'PARQUET', compression = 'GZIP', overwrite = true) AS WITH flow_records AS" \
+        in fake.queries[-1] and " AS line" not in fake.queries[-1]
+    assert fetched.via.startswith("as Parquet through EXPORT DATA (") and len(fetched.queries) == 2
+    assert fetched.bytes_scanned == by_pages.bytes_scanned
+    files = -(-fetched.returned // 150)
+    destination = fetched.via.split(" under ")[1].rstrip(")")
+    names = sorted(n for n in storage.buckets[SCRATCH] if f"gs://{SCRATCH}/{n}".startswith(destination))
+    assert f"({files} file(s), " in fetched.via and len(names) == files
+    assert names[0].endswith("/000000000000.parquet") and names[-1].endswith(f"/{files - 1:012d}.parquet")
+    assert not [c for c in fake.calls[calls:] if c[0] == "GET"]  # no page of rows: they came from Cloud Storage
+    # each EXPORT DATA writes under a prefix of its own
+    _, again = _bq_rows(url, storage_url, export_uri=f"gs://{SCRATCH}/spendwatch/")
+    assert again.via.split(" under ")[1] != fetched.via.split(" under ")[1]
+
+
+@pytest.mark.parametrize("fault", ["denied", "no bucket"])
+def test_a_failed_export_is_asked_again_packed_and_says_why(
+        exporting: tuple[FakeBigQuerySql, FakeGcs, str, str], fault: str) -> None:
+    fake, _, url, storage_url = exporting
+    packed, _ = _bq_rows(url, storage_url)
+    fake.export_denied = fault == "denied"
+    bucket = SCRATCH if fault == "denied" else "no-such-bucket"
+    rows, fetched = _bq_rows(url, storage_url, export_uri=f"gs://{bucket}/spendwatch/")
+    assert rows.equals(packed) and fetched.via.startswith("page by page (EXPORT DATA failed: ")
+    assert ("403 " in fetched.via and "Permission denied while writing data" in fetched.via) if fault == "denied" \
+        else ("404 " in fetched.via and "no-such-bucket" in fetched.via)
+    assert len(fetched.queries) == 2 and fake.queries[-1].count(" AS line") == 1  # the failed export has no job
+
+
+def test_export_files_that_cannot_be_read_are_asked_for_again(
+        exporting: tuple[FakeBigQuerySql, FakeGcs, str, str]) -> None:
+    fake, storage, url, storage_url = exporting
+    packed, _ = _bq_rows(url, storage_url)
+    queries = len(fake.queries)
+    storage.denied.add(SCRATCH)  # BigQuery may write there, the scanner may not read
+    rows, fetched = _bq_rows(url, storage_url, export_uri=f"gs://{SCRATCH}/spendwatch/")
+    assert rows.equals(packed) and fetched.via.startswith("page by page (EXPORT DATA files could not be read: ")
+    assert f"gs://{SCRATCH}/spendwatch/spendwatch-export/" in fetched.via and "403" in fetched.via
+    assert len(fetched.queries) == 3  # the totals, the export, the packed query
+    assert [q.split(None, 1)[0] for q in fake.queries[queries:]] == ["SELECT", "EXPORT", "WITH"]
+
+
+def test_an_export_file_that_breaks_after_rows_arrived_is_a_gap(
+        gcp_data: Any, exporting: tuple[FakeBigQuerySql, FakeGcs, str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    _, _, url, storage_url = exporting
+    put = FakeGcs.put
+    written = 0
+
+    def cut_short(self: FakeGcs, bucket: str, name: str, data: bytes) -> int:  # the second file only halfway
+        nonlocal written
+        written += 1
+        return put(self, bucket, name, data[:len(data) // 2] if written == 2 else data)
+
+    monkeypatch.setattr(FakeGcs, "put", cut_short)
+    source = WarehouseFlows("bigquery", "gcp_flow_sink", SINK, **WHOLE, bigquery=BigQueryOptions(
+        endpoint=url, storage_endpoint=storage_url, export_uri=f"gs://{SCRATCH}/spendwatch/"))
+    result = scan_directory(gcp_data.root, store=None, now=gcp_data.end, flows_from=source)
+    gaps = [g for g in result.report.gaps if g.source == f"bigquery:{SINK}"]
+    assert len(gaps) == 1 and not result.report.complete
+    assert "not all flows were read" in gaps[0].reason and "(150 rows read before)" in gaps[0].reason
+    assert "/000000000001.parquet: " in gaps[0].reason
+    assert "150 aggregate rows had arrived and are kept" in gaps[0].reason
+
+
+def test_export_uri_on_the_command_line(gcp_data: Any, exporting: tuple[FakeBigQuerySql, FakeGcs, str, str],
+                                        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fake, _, url, storage_url = exporting
+    args = ["scan", "--data", str(gcp_data.root), "--engine", "bigquery", "--table", SINK, *EVER,
+            "--endpoint-url", url, "--storage-endpoint", storage_url, "--state", str(tmp_path / "s.db")]
+    assert main([*args, "--export-uri", f"gs://{SCRATCH}/sw/"]) == 0
+    assert fake.queries[-1].startswith("EXPORT DATA OPTIONS (uri = 'gs://acme-secops-scratch/sw/spendwatch-export/")
+    assert main([*args, "--export-uri", "s3://elsewhere/"]) == 1  # as any other bad warehouse option
+    assert "--export-uri 's3://elsewhere/': not a gs://bucket/prefix location" in capsys.readouterr().err

@@ -119,6 +119,29 @@ def test_a_live_scan_on_bigquery_finds_what_the_bucket_scan_finds(live: Live, tm
     assert any("bigquery.jobs.create 2" in n for n in got.report.notes if n.startswith("gcp storage calls"))
 
 
+def test_a_live_scan_brings_bigquerys_rows_back_through_export_data(live: Live, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """`export_uri`: the rows as Parquet files BigQuery writes to Cloud Storage, read back with the scan's storage
+    client through declared, counted calls; the same findings as the bucket scan."""
+    scratch = "acme-secops-scratch"
+    monkeypatch.setitem(live.storage.buckets, scratch, {})
+    monkeypatch.setattr(live.warehouse, "storage", live.storage)
+    monkeypatch.setattr(live.warehouse, "export_rows", 400)  # several files
+    config = _bigquery_toml(live, tmp_path, export_uri=f"gs://{scratch}/spendwatch/")
+    got = scan_live(live_configs(str(config)), store=None, now=live.truth.end)
+    assert _view(got.findings) == _view(live.reference.findings)
+    assert got.report.tables == live.reference.report.tables
+    assert live.warehouse.queries[-1].startswith(f"EXPORT DATA OPTIONS (uri = 'gs://{scratch}/spendwatch/")
+    note = next(n for n in got.report.notes if n.startswith(f"bigquery:{TABLE}: "))
+    assert "aggregate rows brought back as Parquet through EXPORT DATA (" in note
+    written = [n for n in live.storage.buckets[scratch] if n.startswith("spendwatch/spendwatch-export/")]
+    assert len(written) > 1 and f"({len(written)} file(s), " in note
+    calls = next(n for n in got.report.notes if n.startswith("gcp storage calls"))
+    assert "storage.objects.create 1" in calls and "bigquery.jobs.create 2" in calls
+    # the write permission is the bucket's grant, never the reader role's
+    assert "storage.objects.create" not in permissions()
+
+
 def _started_in(root: Path, start_s: int, end_s: int) -> int:
     """Flow log entries under `root` whose connection started in [start_s, end_s), read from the sink's files."""
     count = 0
@@ -206,6 +229,10 @@ def test_without_a_flow_engine_or_a_sink_bucket_the_flows_are_a_gap(live: Live) 
     (f'table = "{TABLE}"\nlocation = ""', "location"),
     (f'table = "{TABLE}*"', "table"),  # day shards are name_YYYYMMDD: the wildcard is name_*
     (f'table = "{TABLE}_*_x"', "table"),
+    (f'table = "{TABLE}"\nexport_uri = "s3://acme-scratch/"', "export_uri"),
+    (f'table = "{TABLE}"\nexport_uri = "gs://Acme_Scratch/"', "export_uri"),
+    (f'table = "{TABLE}"\nexport_uri = "gs://acme-scratch/run-*/"', "export_uri"),
+    (f'table = "{TABLE}"\nexport_uri = "gs://acme-scratch/o\'neil/"', "export_uri"),
 ])
 def test_a_bad_bigquery_value_is_a_config_error_naming_the_key(tmp_path: Path, table: str, key: str) -> None:
     path = tmp_path / "bad.toml"

@@ -23,6 +23,13 @@ little later). Named query parameters (`queryParameters` of the jobs.query body,
 into the query as typed literals before it runs; a parameter the query names but the body lacks answers 400.
 Result columns of STRUCT, LIST and TIMESTAMP type go out as RECORD, REPEATED and TIMESTAMP fields (timestamps
 as int64 microseconds, as the client asks with `useInt64Timestamp`).
+
+`EXPORT DATA OPTIONS (uri = 'gs://B/P/*.parquet', format = 'PARQUET', ...) AS query` runs the query and writes its
+rows into `storage` (a `fakes.gcs.FakeGcs`) as Parquet files of at most `export_rows` rows each (at least one file,
+as BigQuery writes one for no rows), the `*` replaced by a twelve-digit number; the job has no result rows.
+`compression` must be one BigQuery takes for Parquet (GZIP, SNAPPY, ZSTD, NONE). Faults: `export_denied` answers
+403 as BigQuery does when it may not write to the bucket; a bucket `storage` does not hold answers 404; with
+`overwrite` false, a destination that already holds objects answers 400.
 """
 
 from __future__ import annotations
@@ -93,6 +100,9 @@ class FakeBigQuerySql:
     table_denied: bool = False
     page_rows: int = 100_000
     sharded: bool = False
+    storage: Any = None  # a fakes.gcs.FakeGcs that EXPORT DATA writes to
+    export_denied: bool = False
+    export_rows: int = 100_000
     calls: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     queries: list[str] = field(default_factory=list)  # the SQL of each jobs.query, as sent
     _jobs: dict[str, tuple[pa.Table, int]] = field(default_factory=dict)
@@ -190,6 +200,9 @@ class FakeBigQuerySql:
             tree = _bind(tree, body.get("queryParameters") or [])
         except (KeyError, ValueError) as exc:
             return _error(400, "invalidQuery", str(exc).strip("'\""))
+        export = tree if isinstance(tree, exp.Export) else None
+        if export is not None:
+            tree = export.this
         unknown = sorted({f.name for f in tree.find_all(exp.Anonymous)})
         if unknown:
             return _error(400, "invalidQuery", f"Function not found: {unknown[0]} at [1:1]")
@@ -221,12 +234,52 @@ class FakeBigQuerySql:
                 result = self._con.cursor().sql(tree.sql(dialect="duckdb")).to_arrow_table()
         except duckdb.Error as exc:
             return _error(400, "invalidQuery", str(exc).splitlines()[0])
+        if export is not None:
+            refused = self._export(export, result)
+            if refused is not None:
+                return refused
+            result = pa.table({})
         job = f"job_{next(self._ids)}"
         with self._lock:
             self._jobs[job] = (result, self._bytes if reads else 0)
         answer = self._page(project, job, 0, int(body.get("maxResults") or self.page_rows))
         answer["kind"] = "bigquery#queryResponse"
         return _json(answer)
+
+    def _export(self, export: exp.Export, result: pa.Table) -> Response | None:
+        """Write `result` where the EXPORT DATA statement says (module doc); an error response, or None."""
+        import io
+
+        import pyarrow.parquet as pq
+
+        options: dict[str, Any] = {}
+        for prop in export.args["options"].expressions:
+            if isinstance(prop, exp.FileFormatProperty):
+                options["format"] = prop.this.name
+            else:
+                options[prop.name.lower()] = prop.args["value"].to_py()
+        uri = str(options.get("uri") or "")
+        if not uri.startswith("gs://") or uri.count("*") != 1:
+            return _error(400, "invalidQuery", f"Invalid value: uri {uri!r} must be a gs:// URI with one wildcard")
+        if str(options.get("format") or "").upper() != "PARQUET":
+            return _error(400, "invalidQuery", f"this fake exports PARQUET only, not {options.get('format')!r}")
+        codec = str(options.get("compression") or "SNAPPY").upper()
+        if codec not in ("GZIP", "SNAPPY", "ZSTD", "NONE"):
+            return _error(400, "invalidQuery", f"Invalid value: compression {codec} is not supported for PARQUET")
+        if self.export_denied:
+            return _error(403, "accessDenied", "Access Denied: BigQuery BigQuery: Permission denied while writing "
+                                               "data.")
+        bucket, _, pattern = uri.removeprefix("gs://").partition("/")
+        if self.storage is None or bucket not in self.storage.buckets:
+            return _error(404, "notFound", f"Not found: bucket {bucket}")
+        before, _, after = pattern.partition("*")
+        if not options.get("overwrite") and any(n.startswith(before) for n in self.storage.buckets[bucket]):
+            return _error(400, "invalidQuery", f"Invalid value: the destination {uri} is not empty")
+        for number, start in enumerate(range(0, max(result.num_rows, 1), self.export_rows)):
+            out = io.BytesIO()
+            pq.write_table(result.slice(start, self.export_rows), out, compression=codec.lower())
+            self.storage.put(bucket, f"{before}{number:012d}{after}", out.getvalue())
+        return None
 
     def _job(self, project: str, kind: str, job: str, query: dict[str, str]) -> Response:
         _, scanned = self._jobs[job]

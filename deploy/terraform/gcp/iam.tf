@@ -72,6 +72,26 @@ resource "google_project_iam_member" "reader" {
   member  = "serviceAccount:${google_service_account.scanner.email}"
 }
 
+# [gcp.bigquery] export_uri: BigQuery's EXPORT DATA writes the flow rows as Parquet files to this bucket as the
+# scanner's identity, which then reads them back. Granted on that bucket alone: the reader role stays read-only
+# everywhere else (connectors/gcp/permissions.py, BUCKET_CALLS). Set a lifecycle rule on the bucket (or its
+# spendwatch-export/ prefix) deleting objects after a day: each scan writes a new prefix and leaves it there.
+resource "google_storage_bucket_iam_member" "export_writer" {
+  count = var.bigquery_export_bucket == null ? 0 : 1
+
+  bucket = var.bigquery_export_bucket
+  role   = "roles/storage.objectCreator"
+  member = "serviceAccount:${google_service_account.scanner.email}"
+}
+
+resource "google_storage_bucket_iam_member" "export_reader" {
+  count = var.bigquery_export_bucket == null ? 0 : 1
+
+  bucket = var.bigquery_export_bucket
+  role   = "roles/storage.objectViewer"
+  member = "serviceAccount:${google_service_account.scanner.email}"
+}
+
 # The quarantine role: what the Slack buttons (gcp.quarantine, gcp.release) may do, held by the Slack service's
 # account alone, on the same scope as the reader role. enable_quarantine = false leaves it out (alerts only).
 resource "google_organization_iam_custom_role" "quarantine" {

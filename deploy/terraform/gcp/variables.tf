@@ -189,6 +189,17 @@ variable "reader_role_id" {
   }
 }
 
+variable "bigquery_export_bucket" {
+  description = "The bucket of [gcp.bigquery] export_uri, where BigQuery's EXPORT DATA writes the flow rows as Parquet for the scan to read back: the scanner's account gets roles/storage.objectCreator and roles/storage.objectViewer on this bucket only. Null (the default): no grant, and the rows come back page by page."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.bigquery_export_bucket == null || can(regex("^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$", var.bigquery_export_bucket))
+    error_message = "bigquery_export_bucket must be a bucket name (lower-case letters, digits, dots, dashes, underscores), without gs://."
+  }
+}
+
 variable "enable_quarantine" {
   description = "Give the Slack service's account the generated quarantine role (roles/quarantine.json) on the reader's scope, so the Quarantine button works; false for alerts only."
   type        = bool
