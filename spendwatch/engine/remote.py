@@ -637,8 +637,10 @@ class BigQuery:
             return translate(pushdown_sql(source, table=table, start_s=start_s, end_s=end_s, named=named,
                                           latest_end_ns=first.get("latest_end_ns"), packed=packed), "bigquery")
 
-        def total(more: int | None) -> int | None:
-            return None if scanned is None or more is None else scanned + more
+        billed: list[int | None] = [scanned]  # bytes processed by each job that ran
+
+        def total() -> int | None:
+            return None if None in billed else sum(b or 0 for b in billed)
 
         kept: list[pa.Table] = []
         queries, why = [totals_id], ""
@@ -649,16 +651,17 @@ class BigQuery:
                                                   wait_timeout=self.options.timeout_s)
                 export_id = str(done.job_id or done.query_id or "")
                 queries.append(export_id)
+                billed.append(done.total_bytes_processed)
                 returned, via = self.exported(export_id, destination, sink or kept.append)
-                return Fetched(pa.concat_tables([_empty(), *kept]), records, total(done.total_bytes_processed),
-                               queries, returned, via)
+                return Fetched(pa.concat_tables([_empty(), *kept]), records, total(), queries, returned, via)
             except GoogleAPICallError as exc:  # the statement failed: asked again, packed
                 why = f" (EXPORT DATA failed: {_first_line(exc)})"
             except _NotExported as exc:
                 why = f" (EXPORT DATA {exc})"
         returned, more, rows_id = self.stream(rows_sql(True), sink or kept.append)
         queries.append(rows_id)
-        return Fetched(pa.concat_tables([_empty(), *kept]), records, total(more), queries, returned,
+        billed.append(more)
+        return Fetched(pa.concat_tables([_empty(), *kept]), records, total(), queries, returned,
                        "page by page" + why)
 
     def _export_destination(self) -> str:

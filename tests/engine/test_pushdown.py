@@ -469,6 +469,9 @@ def test_export_files_that_cannot_be_read_are_asked_for_again(
     assert f"gs://{SCRATCH}/spendwatch/spendwatch-export/" in fetched.via and "403" in fetched.via
     assert len(fetched.queries) == 3  # the totals, the export, the packed query
     assert [q.split(None, 1)[0] for q in fake.queries[queries:]] == ["SELECT", "EXPORT", "WITH"]
+    # the export's job is billed too
+    _, by_pages = _bq_rows(url, storage_url)
+    assert by_pages.bytes_scanned and fetched.bytes_scanned and fetched.bytes_scanned > by_pages.bytes_scanned
 
 
 def test_an_export_file_that_breaks_after_rows_arrived_is_a_gap(
