@@ -398,13 +398,18 @@ class Athena:
         import shutil
         import tempfile
 
-        import pyarrow.parquet as pq
         from botocore.exceptions import BotoCoreError, ClientError
 
         manifest = str((execution.get("Statistics") or {}).get("DataManifestLocation") or "")
         if not manifest.startswith("s3://"):
             raise _NotUnloaded(f"query {query_id} named no data manifest")
         returned = size = 0
+
+        def counted(rows: pa.Table) -> None:  # counts as it goes: a file may break after some of its batches
+            nonlocal returned
+            sink(rows)
+            returned += rows.num_rows
+
         where = manifest
         try:
             body = self._object(manifest)
@@ -423,12 +428,7 @@ class Athena:
                     finally:
                         body.close()
                     size += spill.tell()
-                    spill.seek(0)
-                    for batch in pq.ParquetFile(spill).iter_batches(batch_size=UNLOAD_BATCH_ROWS):
-                        rows = to_schema(pa.Table.from_batches([batch]), f"query {query_id}: {uri}")
-                        if rows.num_rows:
-                            sink(rows)
-                            returned += rows.num_rows
+                    _parquet_rows(spill, f"query {query_id}: {uri}", counted)
         except (ClientError, BotoCoreError, pa.ArrowException, OSError, UnicodeDecodeError, WarehouseError) as exc:
             reason = _boto_reason(exc) if isinstance(exc, ClientError | BotoCoreError) else _first_line(exc)
             if not returned:
@@ -436,6 +436,19 @@ class Athena:
             raise WarehouseError(f"query {query_id}: {where}: {reason} ({returned:,} rows read before)") from exc
         return returned, (f"as Parquet through UNLOAD ({len(files)} file(s), {size / 1e6:,.1f} MB under "
                           f"{destination})")
+
+
+def _parquet_rows(spill: Any, where: str, sink: Sink) -> None:
+    """Hand the rows of the Parquet file `spill` (an open file, written to its end) to `sink` in batches of
+    UNLOAD_BATCH_ROWS, in flows.SCHEMA (`where` names the file in an error): an UNLOAD's or an EXPORT DATA's
+    file. The caller counts what `sink` got: a file can break after some of its batches were handed over."""
+    import pyarrow.parquet as pq
+
+    spill.seek(0)
+    for batch in pq.ParquetFile(spill).iter_batches(batch_size=UNLOAD_BATCH_ROWS):
+        rows = to_schema(pa.Table.from_batches([batch]), where)
+        if rows.num_rows:
+            sink(rows)
 
 
 def unload_sql(select: str, destination: str) -> str:
@@ -681,12 +694,16 @@ class BigQuery:
         No file at all is an error too: BigQuery writes one even for no rows (and the totals said there are)."""
         import tempfile
 
-        import pyarrow.parquet as pq
         from google.api_core.exceptions import GoogleAPIError
         from google.cloud.storage.exceptions import DataCorruption  # a download whose checksum does not match
 
         bucket, _, prefix = destination.removeprefix("gs://").partition("/")
         returned = size = files = 0
+
+        def counted(rows: pa.Table) -> None:  # counts as it goes: a file may break after some of its batches
+            nonlocal returned
+            sink(rows)
+            returned += rows.num_rows
         where = destination
         try:
             blobs = list(self.storage.list_blobs(bucket, prefix=prefix))
@@ -698,12 +715,7 @@ class BigQuery:
                     blob.download_to_file(spill, raw_download=True)
                     size += spill.tell()
                     files += 1
-                    spill.seek(0)
-                    for batch in pq.ParquetFile(spill).iter_batches(batch_size=UNLOAD_BATCH_ROWS):
-                        rows = to_schema(pa.Table.from_batches([batch]), f"job {job}: {where}")
-                        if rows.num_rows:
-                            sink(rows)
-                            returned += rows.num_rows
+                    _parquet_rows(spill, f"job {job}: {where}", counted)
         except (GoogleAPIError, DataCorruption, pa.ArrowException, OSError, WarehouseError) as exc:
             reason = _first_line(exc)
             if not returned:

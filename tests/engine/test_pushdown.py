@@ -496,6 +496,33 @@ def test_an_export_file_that_breaks_after_rows_arrived_is_a_gap(
     assert "150 aggregate rows had arrived and are kept" in gaps[0].reason
 
 
+def test_a_file_that_breaks_between_its_own_batches_is_a_gap_not_asked_again(
+        exporting: tuple[FakeBigQuerySql, FakeGcs, str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows of the first file already went to the engine: asking again would add them twice."""
+    import pyarrow as pa
+
+    import spendwatch.engine.remote as remote
+
+    fake, _, url, storage_url = exporting
+    monkeypatch.setattr(remote, "UNLOAD_BATCH_ROWS", 50)  # three batches a file
+    convert = remote.to_schema
+    calls = 0
+
+    def second_breaks(table: pa.Table, where: str) -> pa.Table:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise pa.ArrowInvalid("a page that does not decode")
+        return convert(table, where)
+
+    monkeypatch.setattr(remote, "to_schema", second_breaks)
+    queries = len(fake.queries)
+    with pytest.raises(remote.WarehouseError, match=r"/000000000000\.parquet: a page that does not decode "
+                                                    r"\(50 rows read before\)"):
+        _bq_rows(url, storage_url, export_uri=f"gs://{SCRATCH}/spendwatch/")
+    assert [q.split(None, 1)[0] for q in fake.queries[queries:]] == ["SELECT", "EXPORT"]  # not asked again
+
+
 def test_export_uri_on_the_command_line(gcp_data: Any, exporting: tuple[FakeBigQuerySql, FakeGcs, str, str],
                                         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     fake, _, url, storage_url = exporting
