@@ -77,6 +77,14 @@ class GcsLocation:
         return f"gs://{self.bucket}/{self.prefix}"
 
 
+def export_location(value: str) -> GcsLocation:
+    """An EXPORT DATA location (`export_uri`, `--export-uri`): gs://bucket/prefix/ with nothing the statement's
+    string literal or its one wildcard could not take. ValueError says what is wrong (the caller names the key)."""
+    if "'" in value or "*" in value:
+        raise ValueError(f"{value!r}: a quote or a wildcard cannot go into EXPORT DATA's uri")
+    return GcsLocation.parse(value)
+
+
 @dataclass(frozen=True)
 class BigQueryFlowsConfig:
     """The `[gcp.bigquery]` table: the flow log sink's BigQuery table, and how each scan queries it."""
@@ -103,11 +111,9 @@ class BigQueryFlowsConfig:
             raise t.error("project", f"{project!r} is not a project id (6-30 lower-case letters, digits, -)")
         export = t.string("export_uri", None)
         try:
-            export_uri = GcsLocation.parse(export) if export is not None else None
+            export_uri = export_location(export) if export is not None else None
         except ValueError as exc:
             raise t.error("export_uri", str(exc)) from None
-        if export is not None and ("'" in export or "*" in export):
-            raise t.error("export_uri", f"{export!r}: a quote or a wildcard cannot go into EXPORT DATA's uri")
         config = cls(table=table, project=project, location=t.string("location", None),
                      window_hours=t.integer("window_hours", 3, minimum=1, maximum=24 * 42),
                      query_timeout_s=t.number("query_timeout_s", 600.0, minimum=0.0, above=True),

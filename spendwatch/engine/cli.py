@@ -138,8 +138,13 @@ def warehouse(args: argparse.Namespace, engine: str) -> Any:
             raise ValueError("--page-rows: Athena returns at most 1000 rows a page")
         return WarehouseFlows(engine, source, table, start_s, end_s, athena=options, partition=partition)
     export = getattr(args, "export_uri", None)
-    if export is not None and (not export.startswith("gs://") or "'" in export or "*" in export):
-        raise ValueError(f"--export-uri {export!r}: not a gs://bucket/prefix location")
+    if export is not None:
+        from spendwatch.connectors.gcp.config import export_location
+
+        try:
+            export = str(export_location(export))
+        except ValueError as exc:
+            raise ValueError(f"--export-uri: {exc}") from None
     options_bq = BigQueryOptions(project=args.project, endpoint=args.endpoint_url, timeout_s=args.query_timeout,
                                  export_uri=export, storage_endpoint=getattr(args, "storage_endpoint", None), **pages)
     return WarehouseFlows(engine, source, table, start_s, end_s, bigquery=options_bq, partition=partition)

@@ -531,4 +531,7 @@ def test_export_uri_on_the_command_line(gcp_data: Any, exporting: tuple[FakeBigQ
     assert main([*args, "--export-uri", f"gs://{SCRATCH}/sw/"]) == 0
     assert fake.queries[-1].startswith("EXPORT DATA OPTIONS (uri = 'gs://acme-secops-scratch/sw/spendwatch-export/")
     assert main([*args, "--export-uri", "s3://elsewhere/"]) == 1  # as any other bad warehouse option
-    assert "--export-uri 's3://elsewhere/': not a gs://bucket/prefix location" in capsys.readouterr().err
+    assert "--export-uri: not a Cloud Storage location (gs://bucket/prefix/): 's3://elsewhere/'" \
+        in capsys.readouterr().err
+    assert main([*args, "--export-uri", "gs://scratch/run-*/"]) == 1
+    assert "--export-uri: 'gs://scratch/run-*/': a quote or a wildcard cannot go into" in capsys.readouterr().err
