@@ -704,6 +704,7 @@ class BigQuery:
             nonlocal returned
             sink(rows)
             returned += rows.num_rows
+
         where = destination
         try:
             blobs = list(self.storage.list_blobs(bucket, prefix=prefix))
