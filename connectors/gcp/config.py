@@ -79,9 +79,11 @@ class GcsLocation:
 
 def export_location(value: str) -> GcsLocation:
     """An EXPORT DATA location (`export_uri`, `--export-uri`): gs://bucket/prefix/ with nothing the statement's
-    string literal or its one wildcard could not take. ValueError says what is wrong (the caller names the key)."""
-    if "'" in value or "*" in value:
-        raise ValueError(f"{value!r}: a quote or a wildcard cannot go into EXPORT DATA's uri")
+    string literal or its one wildcard could not take (BigQuery's literals take a backslash as an escape). ValueError
+    says what is wrong (the caller names the key)."""
+    if any(c in value for c in "'*\\") or not value.isprintable():
+        raise ValueError(f"{value!r}: a quote, a wildcard, a backslash or a control character cannot go into "
+                         "EXPORT DATA's uri")
     return GcsLocation.parse(value)
 
 

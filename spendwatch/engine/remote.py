@@ -679,9 +679,10 @@ class BigQuery:
 
     def _export_destination(self) -> str:
         """A new, empty prefix under the export location for one EXPORT DATA (gs://bucket/prefix/), or "" where
-        there is none (or one with a quote, which the statement's string literal could not hold)."""
+        there is none (or one the statement's string literal could not hold: config.export_location refuses
+        those)."""
         location = self.options.export_uri or ""
-        if not location.startswith("gs://") or "'" in location or "*" in location:
+        if not location.startswith("gs://") or any(c in location for c in "'*\\") or not location.isprintable():
             return ""
         import uuid
 
@@ -732,7 +733,7 @@ def export_sql(select: str, uri: str) -> str:
     """`select` (BigQuery's dialect) as an EXPORT DATA writing its rows as gzip Parquet files named by `uri` (a
     Cloud Storage URI with one `*`, which BigQuery numbers). A fresh prefix per query holds nothing to overwrite;
     `overwrite = true` keeps a prefix that is not empty from failing the statement."""
-    if "'" in uri or uri.count("*") != 1 or not uri.startswith("gs://"):
+    if any(c in uri for c in "'\\") or not uri.isprintable() or uri.count("*") != 1 or not uri.startswith("gs://"):
         raise ValueError(f"EXPORT DATA uri {uri!r}: not a gs:// location with one wildcard and no quote")
     return (f"EXPORT DATA OPTIONS (uri = '{uri}', format = 'PARQUET', compression = 'GZIP', overwrite = true) "
             f"AS {select}")

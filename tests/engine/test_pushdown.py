@@ -534,4 +534,4 @@ def test_export_uri_on_the_command_line(gcp_data: Any, exporting: tuple[FakeBigQ
     assert "--export-uri: not a Cloud Storage location (gs://bucket/prefix/): 's3://elsewhere/'" \
         in capsys.readouterr().err
     assert main([*args, "--export-uri", "gs://scratch/run-*/"]) == 1
-    assert "--export-uri: 'gs://scratch/run-*/': a quote or a wildcard cannot go into" in capsys.readouterr().err
+    assert "--export-uri: 'gs://scratch/run-*/': a quote, a wildcard, a backslash" in capsys.readouterr().err

@@ -233,6 +233,7 @@ def test_without_a_flow_engine_or_a_sink_bucket_the_flows_are_a_gap(live: Live) 
     (f'table = "{TABLE}"\nexport_uri = "gs://Acme_Scratch/"', "export_uri"),
     (f'table = "{TABLE}"\nexport_uri = "gs://acme-scratch/run-*/"', "export_uri"),
     (f'table = "{TABLE}"\nexport_uri = "gs://acme-scratch/o\'neil/"', "export_uri"),
+    (f'table = "{TABLE}"\nexport_uri = "gs://acme-scratch/a\\\\b/"', "export_uri"),
 ])
 def test_a_bad_bigquery_value_is_a_config_error_naming_the_key(tmp_path: Path, table: str, key: str) -> None:
     path = tmp_path / "bad.toml"
