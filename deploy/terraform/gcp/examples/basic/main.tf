@@ -30,6 +30,9 @@ module "spendwatch" {
   alert_emails    = ["platform-oncall@example.com"]
   # The state's PostgreSQL URL goes in the <name>-database-url secret (add a version before the first run).
   use_database_url = true
+  # With [gcp.bigquery] export_uri = "gs://acme-spendwatch-scratch/spendwatch/": BigQuery writes the flow rows
+  # there as Parquet for the scan to read back (give the bucket a one-day lifecycle rule).
+  bigquery_export_bucket = "acme-spendwatch-scratch"
 }
 
 output "slack_request_url" {
