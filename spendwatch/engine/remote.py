@@ -11,7 +11,8 @@ local scan. Only aggregate rows travel back, never records.
   literal. With an output location (and `unload` on, the default), the rows query is an UNLOAD: Athena
   writes the rows as gzip Parquet files under a new prefix of the output location (`spendwatch-unload/<uuid>/`:
   UNLOAD refuses a prefix that holds anything), and the data manifest that GetQueryExecution names lists them;
-  each file is fetched (S3 GetObject, into a temporary file) and handed to the FlowEngine batch by batch. The
+  each file is fetched (S3 GetObject, into a temporary file), which the FlowEngine reads itself (DuckDB's
+  Parquet reader: `FlowEngine.insert_parquet`, one INSERT a file, no row through Python). The
   bench's 50 million records give 4.2 million rows: about 91 MB of Parquet instead of a 741 MB CSV file.
   An UNLOAD that fails (an engine without it, a write the bucket refuses) or whose files cannot be read before
   any row was handed over is asked again as a plain query, and the report says why; a read that breaks off
@@ -31,8 +32,8 @@ local scan. Only aggregate rows travel back, never records.
   (`sql.packed_row`), which pyarrow parses here (`unpack_rows`): one value a row for the client.
   With an export location (`export_uri`, gs://bucket/prefix), the rows query is an EXPORT DATA instead: BigQuery
   writes the rows as gzip Parquet files under a new prefix of it (`spendwatch-export/<uuid>/*.parquet`), which are
-  listed and fetched through google-cloud-storage (into a temporary file each) and handed to the FlowEngine batch
-  by batch, as Athena's UNLOAD files are; the client converts nothing. An EXPORT DATA that fails (no write
+  listed and fetched through google-cloud-storage (into a temporary file each), which the FlowEngine reads
+  itself, as Athena's UNLOAD files; the client converts nothing. An EXPORT DATA that fails (no write
   permission on the bucket, a location BigQuery refuses) or whose files cannot be read before any row was handed
   over is asked again as the packed query, and the report says why; a read that breaks off after rows arrived is
   a gap.
@@ -87,6 +88,9 @@ class _NotExported(Exception):
 
 
 Sink = Callable[[pa.Table], None]  # takes aggregate rows (flows.SCHEMA) as they arrive
+# takes a Parquet file of aggregate rows whole (its path, and what names it in an error), returns the rows it
+# stored; ValueError where it cannot (FlowEngine.insert_parquet)
+FileSink = Callable[[str, str], int]
 
 
 @dataclass
@@ -339,10 +343,10 @@ class Athena:
         return table, _athena_scanned(executions.values()), query_id
 
     def fetch(self, source: str, table: str, start_s: int, end_s: int, named: Iterable[str],
-              partition: Partition = "source", sink: Sink | None = None) -> Fetched:
+              partition: Partition = "source", sink: Sink | None = None, files: FileSink | None = None) -> Fetched:
         """The totals, then the aggregate rows (needs the totals' latest end), read from Athena; `partition`:
         the day partition both queries filter on (sql.DayPartition). With `sink`, the rows go to it as they
-        arrive and `rows` is empty."""
+        arrive and `rows` is empty; with `files` too, UNLOAD's files go to it whole (`unloaded`)."""
         totals_id = self.start(translate(totals_sql(source, table=table, start_s=start_s, end_s=end_s,
                                                     partition=partition), "athena"))
         executions = self.wait([totals_id])
@@ -362,7 +366,8 @@ class Athena:
             queries.append(unload_id)
             try:
                 executions.update(self.wait([unload_id]))
-                returned, via = self.unloaded(unload_id, executions[unload_id], destination, sink or kept.append)
+                returned, via = self.unloaded(unload_id, executions[unload_id], destination, sink or kept.append,
+                                              files)
                 return Fetched(pa.concat_tables([_empty(), *kept]), records, _athena_scanned(executions.values()),
                                queries, returned, via)
             except (QueryFailed, _NotUnloaded) as exc:  # asked again as a plain query, whose CSV Athena writes
@@ -390,11 +395,12 @@ class Athena:
         bucket, _, key = uri.removeprefix("s3://").partition("/")
         return self.s3.get_object(Bucket=bucket, Key=key)["Body"]
 
-    def unloaded(self, query_id: str, execution: dict[str, Any], destination: str, sink: Sink) -> tuple[int, str]:
+    def unloaded(self, query_id: str, execution: dict[str, Any], destination: str, sink: Sink,
+                 files: FileSink | None = None) -> tuple[int, str]:
         """Hand the rows an UNLOAD query wrote (Parquet files, listed by the data manifest that
-        GetQueryExecution names) to `sink`, file by file, batch by batch; the rows handed over and how they came.
-        _NotUnloaded where the files cannot be read before any row was handed over (the caller asks again);
-        WarehouseError where a read breaks off after some were."""
+        GetQueryExecution names) over file by file: whole to `files` where given, else batch by batch to `sink`;
+        the rows handed over and how they came. _NotUnloaded where the files cannot be read before any row was
+        handed over (the caller asks again); WarehouseError where a read breaks off after some were."""
         import shutil
         import tempfile
 
@@ -414,41 +420,51 @@ class Athena:
         try:
             body = self._object(manifest)
             try:
-                files = [line.strip() for line in body.read().decode("utf-8").splitlines() if line.strip()]
+                uris = [line.strip() for line in body.read().decode("utf-8").splitlines() if line.strip()]
             finally:
                 body.close()
-            for uri in files:
+            for uri in uris:
                 where = uri
                 if not uri.startswith(destination):
                     raise WarehouseError(f"the manifest {manifest} names {uri}, outside {destination}")
-                with tempfile.TemporaryFile(prefix="spendwatch-unload-") as spill:
+                with tempfile.NamedTemporaryFile(prefix="spendwatch-unload-", suffix=".parquet") as spill:
                     body = self._object(uri)
                     try:
                         shutil.copyfileobj(body, spill, 8 << 20)
                     finally:
                         body.close()
                     size += spill.tell()
-                    _parquet_rows(spill, f"query {query_id}: {uri}", counted)
+                    stored = _parquet_rows(spill, f"query {query_id}: {uri}", counted, files)
+                    returned += stored  # (not `returned += _parquet_rows(...)`: `counted` adds during the call)
         except (ClientError, BotoCoreError, pa.ArrowException, OSError, UnicodeDecodeError, WarehouseError) as exc:
             reason = _boto_reason(exc) if isinstance(exc, ClientError | BotoCoreError) else _first_line(exc)
             if not returned:
                 raise _NotUnloaded(f"files could not be read: {where}: {reason}") from exc
             raise WarehouseError(f"query {query_id}: {where}: {reason} ({returned:,} rows read before)") from exc
-        return returned, (f"as Parquet through UNLOAD ({len(files)} file(s), {size / 1e6:,.1f} MB under "
+        return returned, (f"as Parquet through UNLOAD ({len(uris)} file(s), {size / 1e6:,.1f} MB under "
                           f"{destination})")
 
 
-def _parquet_rows(spill: Any, where: str, sink: Sink) -> None:
-    """Hand the rows of the Parquet file `spill` (an open file, written to its end) to `sink` in batches of
-    UNLOAD_BATCH_ROWS, in flows.SCHEMA (`where` names the file in an error): an UNLOAD's or an EXPORT DATA's
-    file. The caller counts what `sink` got: a file can break after some of its batches were handed over."""
+def _parquet_rows(spill: Any, where: str, sink: Sink, files: FileSink | None) -> int:
+    """Hand over the rows of the Parquet file `spill` (a named temporary file, written to its end), an UNLOAD's
+    or an EXPORT DATA's (`where` names it in an error). With `files`, the file goes to it whole (the FlowEngine
+    reads it itself, all or nothing) and the rows it stored are returned. Else its rows go to `sink` in batches
+    of UNLOAD_BATCH_ROWS, in flows.SCHEMA, and 0 is returned: the caller's `sink` counts what it got, since a
+    file can break after some of its batches were handed over."""
     import pyarrow.parquet as pq
 
+    spill.flush()
+    if files is not None:
+        try:
+            return files(spill.name, where)
+        except ValueError as exc:  # the caller names the file
+            raise WarehouseError(str(exc).removeprefix(f"{where}: ")) from exc
     spill.seek(0)
     for batch in pq.ParquetFile(spill).iter_batches(batch_size=UNLOAD_BATCH_ROWS):
         rows = to_schema(pa.Table.from_batches([batch]), where)
         if rows.num_rows:
             sink(rows)
+    return 0
 
 
 def unload_sql(select: str, destination: str) -> str:
@@ -632,10 +648,10 @@ class BigQuery:
         return returned, rows.total_bytes_processed, job
 
     def fetch(self, source: str, table: str, start_s: int, end_s: int, named: Iterable[str],
-              sink: Sink | None = None) -> Fetched:
+              sink: Sink | None = None, files: FileSink | None = None) -> Fetched:
         """The totals, then the aggregate rows: through EXPORT DATA where an export location is set (asked again
         packed where that fails before any row arrived), else packed, page by page. With `sink`, the rows go to it
-        as they arrive and `rows` is empty."""
+        as they arrive and `rows` is empty; with `files` too, the export's files go to it whole (`exported`)."""
         from google.api_core.exceptions import GoogleAPICallError
 
         totals, scanned, totals_id = self.run(translate(totals_sql(source, table=table, start_s=start_s,
@@ -665,7 +681,7 @@ class BigQuery:
                 export_id = str(done.job_id or done.query_id or "")
                 queries.append(export_id)
                 billed.append(done.total_bytes_processed)
-                returned, via = self.exported(export_id, destination, sink or kept.append)
+                returned, via = self.exported(export_id, destination, sink or kept.append, files)
                 return Fetched(pa.concat_tables([_empty(), *kept]), records, total(), queries, returned, via)
             except GoogleAPICallError as exc:  # the statement failed: asked again, packed
                 why = f" (EXPORT DATA failed: {_first_line(exc)})"
@@ -688,10 +704,11 @@ class BigQuery:
 
         return f"{location.rstrip('/')}/{EXPORT_PREFIX}/{uuid.uuid4().hex}/"
 
-    def exported(self, job: str, destination: str, sink: Sink) -> tuple[int, str]:
-        """Hand the rows an EXPORT DATA wrote (the Parquet files under `destination`, in name order) to `sink`,
-        file by file, batch by batch; the rows handed over and how they came. _NotExported where the files cannot
-        be listed or read before any row was handed over; WarehouseError where a read breaks off after some were.
+    def exported(self, job: str, destination: str, sink: Sink, files: FileSink | None = None) -> tuple[int, str]:
+        """Hand the rows an EXPORT DATA wrote (the Parquet files under `destination`, in name order) over file by
+        file: whole to `files` where given, else batch by batch to `sink`; the rows handed over and how they came.
+        _NotExported where the files cannot be listed or read before any row was handed over; WarehouseError where
+        a read breaks off after some were.
         No file at all is an error too: BigQuery writes one even for no rows (and the totals said there are)."""
         import tempfile
 
@@ -699,7 +716,7 @@ class BigQuery:
         from google.cloud.storage.exceptions import DataCorruption  # a download whose checksum does not match
 
         bucket, _, prefix = destination.removeprefix("gs://").partition("/")
-        returned = size = files = 0
+        returned = size = read = 0
 
         def counted(rows: pa.Table) -> None:  # counts as it goes: a file may break after some of its batches
             nonlocal returned
@@ -713,17 +730,18 @@ class BigQuery:
                 raise WarehouseError("no file was written there")
             for blob in sorted(blobs, key=lambda b: b.name):
                 where = f"gs://{bucket}/{blob.name}"
-                with tempfile.TemporaryFile(prefix="spendwatch-export-") as spill:
+                with tempfile.NamedTemporaryFile(prefix="spendwatch-export-", suffix=".parquet") as spill:
                     blob.download_to_file(spill, raw_download=True)
                     size += spill.tell()
-                    files += 1
-                    _parquet_rows(spill, f"job {job}: {where}", counted)
+                    read += 1
+                    stored = _parquet_rows(spill, f"job {job}: {where}", counted, files)
+                    returned += stored  # (not `returned += _parquet_rows(...)`: `counted` adds during the call)
         except (GoogleAPIError, DataCorruption, pa.ArrowException, OSError, WarehouseError) as exc:
             reason = _first_line(exc)
             if not returned:
                 raise _NotExported(f"files could not be read: {where}: {reason}") from exc
             raise WarehouseError(f"job {job}: {where}: {reason} ({returned:,} rows read before)") from exc
-        return returned, f"as Parquet through EXPORT DATA ({files} file(s), {size / 1e6:,.1f} MB under {destination})"
+        return returned, f"as Parquet through EXPORT DATA ({read} file(s), {size / 1e6:,.1f} MB under {destination})"
 
     def close(self) -> None:
         self.client.close()
@@ -819,8 +837,14 @@ class WarehouseFlows:
             arrived += rows.num_rows
             flows.append(rows, records=0)
 
+        def files(path: str, where: str) -> int:  # an UNLOAD or EXPORT DATA file, read by DuckDB itself
+            nonlocal arrived
+            stored = flows.insert_parquet(path, where)
+            arrived += stored
+            return stored
+
         try:
-            fetched = self._fetch(named, sink)
+            fetched = self._fetch(named, sink, files)
         except WarehouseError as exc:
             kept = f" ({arrived:,} aggregate rows had arrived and are kept)" if arrived else ""
             report.gap(self.label, f"flow query failed, {'not all' if arrived else 'no'} flows were read: "
@@ -838,12 +862,12 @@ class WarehouseFlows:
         # The rows stand for every record of the window, not only for those behind the rows kept.
         flows.add(fetched.rows, records=fetched.records)
 
-    def _fetch(self, named: list[str], sink: Sink | None = None) -> Fetched:
+    def _fetch(self, named: list[str], sink: Sink | None = None, files: FileSink | None = None) -> Fetched:
         """Fetched rows, or WarehouseError naming the engine's error (denied, bad query, no credentials)."""
         if self.engine == "athena":
             with athena_errors():
                 return Athena(self.athena, self.client, self.s3_client).fetch(
-                    self.source, self.table, self.start_s, self.end_s, named, self.partition, sink)
+                    self.source, self.table, self.start_s, self.end_s, named, self.partition, sink, files)
         if self.engine == "bigquery":
             from google.api_core.exceptions import GoogleAPIError
             from google.auth.exceptions import GoogleAuthError
@@ -853,7 +877,7 @@ class WarehouseFlows:
             except GoogleAuthError as exc:
                 raise WarehouseError(f"no credentials for BigQuery: {exc}") from exc
             try:
-                return api.fetch(self.source, self.table, self.start_s, self.end_s, named, sink)
+                return api.fetch(self.source, self.table, self.start_s, self.end_s, named, sink, files)
             except GoogleAPIError as exc:
                 raise WarehouseError(f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}") from exc
             finally:

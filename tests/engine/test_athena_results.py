@@ -214,3 +214,32 @@ def test_an_unload_file_that_breaks_after_rows_arrived_is_a_gap(
     assert "not all flows were read" in gaps[0].reason and "(700 rows read before)" in gaps[0].reason
     assert "_00001: " in gaps[0].reason and "700 aggregate rows had arrived and are kept" in gaps[0].reason
     assert result.report.tables.get("activity")  # the other sources were read
+
+
+def test_a_warehouse_parquet_file_goes_into_the_engine_whole_or_not_at_all(tmp_path: Path) -> None:
+    """FlowEngine.insert_parquet, what a scan hands UNLOAD's and EXPORT DATA's files to: DuckDB reads the file, the
+    rows are those the file holds (values, NULLs, awkward strings, narrower integer types cast), and a file it
+    cannot take stores nothing and names itself."""
+    import pyarrow.parquet as pq
+
+    from spendwatch.engine.flows import FlowEngine
+
+    table = _rows()
+    narrow = table.set_column(LAYOUT.index("window"), "window", table["window"].cast(pa.int32()))
+    pq.write_table(narrow, tmp_path / "good.parquet", compression="gzip")
+    pq.write_table(table.drop_columns(["bytes"]), tmp_path / "no-bytes.parquet")
+    pq.write_table(table.set_column(LAYOUT.index("packets"), "packets", pa.array(["1", "two", "3"])),
+                   tmp_path / "words.parquet")
+    whole = (tmp_path / "good.parquet").read_bytes()
+    (tmp_path / "cut.parquet").write_bytes(whole[:len(whole) // 2])
+    order = [(c, "ascending") for c in LAYOUT]
+    with FlowEngine() as engine:
+        assert engine.insert_parquet(str(tmp_path / "good.parquet"), "gs://b/good") == 3
+        stored = engine.query(f"SELECT * FROM {engine._table}")
+        assert to_schema(stored, "stored").sort_by(order).equals(table.sort_by(order))
+        for name, says in (("no-bytes", 'does not have a column named "bytes"'), ("words", "two"),
+                           ("cut", "parquet")):
+            with pytest.raises(ValueError, match=rf"^s3://b/{name}: .*{says}"):
+                engine.insert_parquet(str(tmp_path / f"{name}.parquet"), f"s3://b/{name}")
+        assert engine.query(f"SELECT count(*) AS n FROM {engine._table}")["n"].to_pylist() == [3]
+        assert engine.records == 0  # a warehouse's rows stand for records counted apart

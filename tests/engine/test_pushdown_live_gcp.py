@@ -127,6 +127,14 @@ def test_a_live_scan_brings_bigquerys_rows_back_through_export_data(live: Live, 
     monkeypatch.setitem(live.storage.buckets, scratch, {})
     monkeypatch.setattr(live.warehouse, "storage", live.storage)
     monkeypatch.setattr(live.warehouse, "export_rows", 400)  # several files
+    insert = FlowEngine.insert_parquet
+    inserted: list[int] = []
+
+    def spy(self: FlowEngine, path: str, where: str) -> int:  # the engine reads each file itself
+        inserted.append(insert(self, path, where))
+        return inserted[-1]
+
+    monkeypatch.setattr(FlowEngine, "insert_parquet", spy)
     config = _bigquery_toml(live, tmp_path, export_uri=f"gs://{scratch}/spendwatch/")
     got = scan_live(live_configs(str(config)), store=None, now=live.truth.end)
     assert _view(got.findings) == _view(live.reference.findings)
@@ -135,7 +143,8 @@ def test_a_live_scan_brings_bigquerys_rows_back_through_export_data(live: Live, 
     note = next(n for n in got.report.notes if n.startswith(f"bigquery:{TABLE}: "))
     assert "aggregate rows brought back as Parquet through EXPORT DATA (" in note
     written = [n for n in live.storage.buckets[scratch] if n.startswith("spendwatch/spendwatch-export/")]
-    assert len(written) > 1 and f"({len(written)} file(s), " in note
+    assert len(written) > 1 and f"({len(written)} file(s), " in note and len(inserted) == len(written)
+    assert f" {sum(inserted):,} aggregate rows brought back as Parquet" in note
     calls = next(n for n in got.report.notes if n.startswith("gcp storage calls"))
     assert "storage.objects.create 1" in calls and "bigquery.jobs.create 2" in calls
     # the write permission is the bucket's grant, never the reader role's
