@@ -409,13 +409,7 @@ class Athena:
         manifest = str((execution.get("Statistics") or {}).get("DataManifestLocation") or "")
         if not manifest.startswith("s3://"):
             raise _NotUnloaded(f"query {query_id} named no data manifest")
-        returned = size = 0
-
-        def counted(rows: pa.Table) -> None:  # counts as it goes: a file may break after some of its batches
-            nonlocal returned
-            sink(rows)
-            returned += rows.num_rows
-
+        handed = _Handover(sink, files)
         where = manifest
         try:
             body = self._object(manifest)
@@ -433,38 +427,44 @@ class Athena:
                         shutil.copyfileobj(body, spill, 8 << 20)
                     finally:
                         body.close()
-                    size += spill.tell()
-                    stored = _parquet_rows(spill, f"query {query_id}: {uri}", counted, files)
-                    returned += stored  # (not `returned += _parquet_rows(...)`: `counted` adds during the call)
+                    handed.file(spill, f"query {query_id}: {uri}")
         except (ClientError, BotoCoreError, pa.ArrowException, OSError, UnicodeDecodeError, WarehouseError) as exc:
             reason = _boto_reason(exc) if isinstance(exc, ClientError | BotoCoreError) else _first_line(exc)
-            if not returned:
+            if not handed.rows:
                 raise _NotUnloaded(f"files could not be read: {where}: {reason}") from exc
-            raise WarehouseError(f"query {query_id}: {where}: {reason} ({returned:,} rows read before)") from exc
-        return returned, (f"as Parquet through UNLOAD ({len(uris)} file(s), {size / 1e6:,.1f} MB under "
-                          f"{destination})")
+            raise WarehouseError(f"query {query_id}: {where}: {reason} ({handed.rows:,} rows read before)") from exc
+        return handed.rows, (f"as Parquet through UNLOAD ({len(uris)} file(s), {handed.bytes / 1e6:,.1f} MB under "
+                             f"{destination})")
 
 
-def _parquet_rows(spill: Any, where: str, sink: Sink, files: FileSink | None) -> int:
-    """Hand over the rows of the Parquet file `spill` (a named temporary file, written to its end), an UNLOAD's
-    or an EXPORT DATA's (`where` names it in an error). With `files`, the file goes to it whole (the FlowEngine
-    reads it itself, all or nothing) and the rows it stored are returned. Else its rows go to `sink` in batches
-    of UNLOAD_BATCH_ROWS, in flows.SCHEMA, and 0 is returned: the caller's `sink` counts what it got, since a
-    file can break after some of its batches were handed over."""
-    import pyarrow.parquet as pq
+class _Handover:
+    """Where an UNLOAD's or an EXPORT DATA's Parquet files go, and how many rows went (`rows`), counted as they
+    go: a file can break after some of its batches were handed over, and then the rows must not be asked for
+    again (they would be added twice)."""
 
-    spill.flush()
-    if files is not None:
-        try:
-            return files(spill.name, where)
-        except ValueError as exc:  # the caller names the file
-            raise WarehouseError(str(exc).removeprefix(f"{where}: ")) from exc
-    spill.seek(0)
-    for batch in pq.ParquetFile(spill).iter_batches(batch_size=UNLOAD_BATCH_ROWS):
-        rows = to_schema(pa.Table.from_batches([batch]), where)
-        if rows.num_rows:
-            sink(rows)
-    return 0
+    def __init__(self, sink: Sink, files: FileSink | None) -> None:
+        self.sink, self.files, self.rows, self.bytes = sink, files, 0, 0
+
+    def file(self, spill: Any, where: str) -> None:
+        """Hand over the Parquet file `spill` (a named temporary file, written to its end; `where` names it in an
+        error): whole to `files` where given (the FlowEngine reads it itself, all or nothing), else to `sink` in
+        batches of UNLOAD_BATCH_ROWS, in flows.SCHEMA."""
+        import pyarrow.parquet as pq
+
+        self.bytes += spill.tell()
+        spill.flush()
+        if self.files is not None:
+            try:
+                self.rows += self.files(spill.name, where)
+            except ValueError as exc:  # the caller names the file
+                raise WarehouseError(str(exc).removeprefix(f"{where}: ")) from exc
+            return
+        spill.seek(0)
+        for batch in pq.ParquetFile(spill).iter_batches(batch_size=UNLOAD_BATCH_ROWS):
+            rows = to_schema(pa.Table.from_batches([batch]), where)
+            if rows.num_rows:
+                self.sink(rows)
+                self.rows += rows.num_rows
 
 
 def unload_sql(select: str, destination: str) -> str:
@@ -716,13 +716,8 @@ class BigQuery:
         from google.cloud.storage.exceptions import DataCorruption  # a download whose checksum does not match
 
         bucket, _, prefix = destination.removeprefix("gs://").partition("/")
-        returned = size = read = 0
-
-        def counted(rows: pa.Table) -> None:  # counts as it goes: a file may break after some of its batches
-            nonlocal returned
-            sink(rows)
-            returned += rows.num_rows
-
+        handed = _Handover(sink, files)
+        read = 0
         where = destination
         try:
             blobs = list(self.storage.list_blobs(bucket, prefix=prefix))
@@ -732,16 +727,15 @@ class BigQuery:
                 where = f"gs://{bucket}/{blob.name}"
                 with tempfile.NamedTemporaryFile(prefix="spendwatch-export-", suffix=".parquet") as spill:
                     blob.download_to_file(spill, raw_download=True)
-                    size += spill.tell()
                     read += 1
-                    stored = _parquet_rows(spill, f"job {job}: {where}", counted, files)
-                    returned += stored  # (not `returned += _parquet_rows(...)`: `counted` adds during the call)
+                    handed.file(spill, f"job {job}: {where}")
         except (GoogleAPIError, DataCorruption, pa.ArrowException, OSError, WarehouseError) as exc:
             reason = _first_line(exc)
-            if not returned:
+            if not handed.rows:
                 raise _NotExported(f"files could not be read: {where}: {reason}") from exc
-            raise WarehouseError(f"job {job}: {where}: {reason} ({returned:,} rows read before)") from exc
-        return returned, f"as Parquet through EXPORT DATA ({read} file(s), {size / 1e6:,.1f} MB under {destination})"
+            raise WarehouseError(f"job {job}: {where}: {reason} ({handed.rows:,} rows read before)") from exc
+        return handed.rows, (f"as Parquet through EXPORT DATA ({read} file(s), {handed.bytes / 1e6:,.1f} MB under "
+                             f"{destination})")
 
     def close(self) -> None:
         self.client.close()
