@@ -423,6 +423,7 @@ def case_pushdown(data: Path) -> dict[str, object]:
 
 
 ATHENA_RESULT = "athena-result.csv"  # the push-down rows as Athena's result file, beside text/ and parquet/
+UNLOAD_FILES = "unload"  # the same rows as UNLOAD's gzip Parquet files, a folder beside it
 
 
 def athena_client_side(rows: object, keep: Path) -> dict[str, object]:
@@ -481,6 +482,13 @@ def athena_client_side(rows: object, keep: Path) -> dict[str, object]:
         pq.write_table(table.slice(start, 1 << 20), out, compression="gzip")
         objects[f"{destination}{i:05d}"] = out.getvalue().to_pybytes()
     objects["s3://bench/q-manifest.csv"] = "".join(f"{k}\n" for k in objects).encode()
+    unload_dir = keep.parent / UNLOAD_FILES  # kept for the `files` and `batches` cases
+    unload_dir.mkdir(exist_ok=True)
+    for stale in unload_dir.glob("*.parquet"):
+        stale.unlink()
+    for key, body in objects.items():
+        if key.startswith(destination):
+            (unload_dir / f"{key.rsplit('/', 1)[1]}.parquet").write_bytes(body)
 
     class S3:  # GetObject, counted
         calls = 0
@@ -629,8 +637,34 @@ def case_whole(path: Path) -> dict[str, object]:
     return {"records": table.num_rows, "into_engine": "taken whole, then added"}
 
 
+def case_files(folder: Path) -> dict[str, object]:
+    """UNLOAD's (or EXPORT DATA's) Parquet files into the FlowEngine as a scan takes them: each read by DuckDB
+    itself (FlowEngine.insert_parquet), no row through Python."""
+    from spendwatch.engine.flows import FlowEngine
+
+    with FlowEngine() as engine:
+        rows = sum(engine.insert_parquet(str(f), str(f)) for f in sorted(folder.glob("*.parquet")))
+    return {"records": rows, "into_engine": "read from the Parquet files by the engine itself"}
+
+
+def case_batches(folder: Path) -> dict[str, object]:
+    """The same files handed over batch by batch through Python (what a caller without an engine gets): the
+    baseline for `case_files`."""
+    from spendwatch.engine.flows import FlowEngine
+    from spendwatch.engine.remote import _Handover
+
+    with FlowEngine() as engine:
+        handed = _Handover(lambda batch: engine.append(batch, records=0), None)
+        for f in sorted(folder.glob("*.parquet")):
+            with f.open("rb+") as spill:
+                spill.seek(0, 2)
+                handed.file(spill, str(f))
+        engine.flush()
+    return {"records": handed.rows, "into_engine": "handed over from the Parquet files batch by batch"}
+
+
 CASES = {"spendwatch": case_spendwatch, "ceiling": case_ceiling, "naive": case_naive, "pushdown": case_pushdown,
-         "stream": case_stream, "whole": case_whole}
+         "stream": case_stream, "whole": case_whole, "files": case_files, "batches": case_batches}
 
 
 def run_child(case: str, data: Path, cores: int | None) -> dict[str, object]:
@@ -694,6 +728,8 @@ def main() -> int:
         rows.append(("push-down rows (parquet)", run_child("pushdown", root / "parquet", args.cores)))
         for case in ("whole", "stream"):
             rows.append((f"Athena's rows into the engine ({case})", run_child(case, root / ATHENA_RESULT, args.cores)))
+        for case in ("batches", "files"):
+            rows.append((f"UNLOAD's files into the engine ({case})", run_child(case, root / UNLOAD_FILES, args.cores)))
     if "window" in wanted:
         slots = int(info["window_slots"])  # type: ignore[call-overload]
         window = window_dir(root, slots)
