@@ -226,7 +226,7 @@ class FlowEngine:
             self._table, self._checkpoint = "flows.agg", "CHECKPOINT flows"
         except duckdb.Error:  # an older DuckDB: uncompressed, it spills sooner
             pass
-        columns = ", ".join(f'"{c}" {"VARCHAR" if c in STRINGS else "BIGINT"}' for c in LAYOUT)
+        columns = ", ".join(f"{_q(c)} {_sql_type(c)}" for c in LAYOUT)
         self._con.execute(f"CREATE TABLE agg ({columns})")
         self._unchecked = 0  # rows inserted since the last checkpoint (which compresses them)
         self._lock = threading.Lock()  # guards the buffer and the counts
@@ -343,7 +343,7 @@ class FlowEngine:
         import duckdb
 
         # qualified: a missing column then reads 'Table "f" does not have a column named "bytes"'
-        columns = ", ".join(f"CAST(f.{_q(c)} AS {'VARCHAR' if c in STRINGS else 'BIGINT'}) AS {_q(c)}" for c in LAYOUT)
+        columns = ", ".join(f"CAST(f.{_q(c)} AS {_sql_type(c)}) AS {_q(c)}" for c in LAYOUT)
         literal = "'" + path.replace("'", "''") + "'"
         cur = self._con.cursor()
         try:
@@ -387,6 +387,11 @@ class FlowEngine:
 
 def _q(name: str) -> str:
     return f'"{name}"'
+
+
+def _sql_type(name: str) -> str:
+    """The DuckDB type of the aggregate's column `name` (SCHEMA's, in SQL)."""
+    return "VARCHAR" if name in STRINGS else "BIGINT"
 
 
 @dataclass
